@@ -1,0 +1,673 @@
+//! The one place settings are read and validated.
+//!
+//! Layers, later winning: built-in defaults and program presets, the TOML
+//! file given with `--config`, then `REFEDGE_*` environment variables
+//! (`REFEDGE_LISTEN`, `REFEDGE_CLICKS__QUEUE_CAPACITY`,
+//! `REFEDGE_PROGRAMS__KRISPCALL__COOKIE_DAYS`: `__` steps into a table).
+//! Every bad or unknown setting is collected, so a user sees all of them at
+//! once instead of fixing one per restart.
+
+use crate::net::IpNet;
+use crate::program::{Attribution, HostPattern, Program, DEFAULT_COOKIE_DAYS, PRESETS};
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+/// Prefix of environment variables that are settings.
+pub const ENV_PREFIX: &str = "REFEDGE_";
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Folder for the sled database, keyring and admin token.
+    pub data_dir: PathBuf,
+    /// Base of the public tracked URLs (`{public_url}/r/{code}`); defaults
+    /// to `http://{listen}` once bound.
+    pub public_url: Option<String>,
+    /// Runtime worker threads; 0 means one per core.
+    pub workers: usize,
+    /// `tracing` filter (`info`, `refedge=debug`, ...).
+    pub log: String,
+    /// Admin bearer token; generated into the data dir when unset.
+    pub admin_token: Option<String>,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Attribution cookie settings.
+    pub cookie: CookieConfig,
+    /// Click log queue and batching.
+    pub clicks: ClickLogConfig,
+    /// Signing keys given in config; when empty the keyring lives in the
+    /// data dir and is generated on first start.
+    pub signing_keys: Vec<ConfiguredKey>,
+    /// Programs by key.
+    pub programs: BTreeMap<String, Program>,
+}
+
+/// The attribution cookie.
+#[derive(Debug, Clone)]
+pub struct CookieConfig {
+    /// Cookie name.
+    pub name: String,
+    /// Adds `Secure`; turn on whenever refedge is served over HTTPS.
+    pub secure: bool,
+    /// Adds `Domain=`, to share the cookie with the merchant's subdomains.
+    pub domain: Option<String>,
+}
+
+/// The click log's bounded queue and group commit.
+#[derive(Debug, Clone)]
+pub struct ClickLogConfig {
+    /// Clicks that may wait in memory; beyond this they are dropped and
+    /// counted (the visitor is still redirected).
+    pub queue_capacity: usize,
+    /// Most clicks written in one batch (one flush).
+    pub batch_max: usize,
+    /// Longest a click waits for its batch to fill, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Bits of an IPv4 address kept on disk as the visitor's network.
+    pub ip_prefix_v4: u8,
+    /// Bits of an IPv6 address kept on disk as the visitor's network.
+    pub ip_prefix_v6: u8,
+}
+
+/// A signing key supplied by configuration.
+#[derive(Clone)]
+pub struct ConfiguredKey {
+    /// Key id carried in every token it signs.
+    pub id: u32,
+    /// HMAC-SHA256 secret, at least 32 bytes.
+    pub secret: Vec<u8>,
+    /// A retired key verifies nothing.
+    pub retired: bool,
+}
+
+impl fmt::Debug for ConfiguredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfiguredKey")
+            .field("id", &self.id)
+            .field("retired", &self.retired)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One bad setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted setting name (`clicks.batch_max`).
+    pub setting: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Every bad setting found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} invalid setting(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  {}: {}", e.setting, e.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Defaults and presets only, with data in `data_dir`.
+    pub fn defaults(data_dir: impl Into<PathBuf>) -> Self {
+        let mut c = Self::load(None, std::iter::empty()).expect("built-in defaults are valid");
+        c.data_dir = data_dir.into();
+        c
+    }
+
+    /// Reads the optional TOML file, then overlays `REFEDGE_*` pairs from
+    /// `env` (other names are ignored).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut root = Table::new();
+        let mut programs = Table::new();
+        for (key, text) in PRESETS {
+            let t: Table = text.parse().expect("presets are valid TOML");
+            programs.insert((*key).to_string(), Value::Table(t));
+        }
+        root.insert("programs".into(), Value::Table(programs));
+
+        if let Some(path) = file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match text.parse::<Table>() {
+                    Ok(t) => merge(&mut root, t),
+                    Err(e) => errors.push(err("--config", format!("{}: {e}", path.display()))),
+                },
+                Err(e) => errors.push(err("--config", format!("{}: {e}", path.display()))),
+            }
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(|p| p.is_empty()) {
+                errors.push(err(&name, "is not a setting name".into()));
+                continue;
+            }
+            set_path(&mut root, &path, Value::String(value));
+        }
+
+        let mut r = Reader { errors };
+        let config = r.config(root);
+        if r.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(r.errors))
+        }
+    }
+}
+
+fn err(setting: &str, reason: String) -> ConfigError {
+    ConfigError {
+        setting: setting.to_string(),
+        reason,
+    }
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else
+/// replaces.
+fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_path(root: &mut Table, path: &[String], value: Value) {
+    let (last, parents) = path.split_last().expect("path is non-empty");
+    let mut t = root;
+    for p in parents {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        t = entry.as_table_mut().expect("just made a table");
+    }
+    t.insert(last.clone(), value);
+}
+
+/// Pulls typed settings out of a table, recording what is wrong and
+/// returning defaults so reading can continue.
+struct Reader {
+    errors: Vec<ConfigError>,
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+impl Reader {
+    fn bad(&mut self, setting: String, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            setting,
+            reason: reason.into(),
+        });
+    }
+
+    /// Every key left in `t` was not consumed: it is not a setting.
+    fn finish(&mut self, t: Table, prefix: &str) {
+        for k in t.keys() {
+            self.bad(join(prefix, k), "unknown setting");
+        }
+    }
+
+    fn string(&mut self, t: &mut Table, prefix: &str, key: &str) -> Option<String> {
+        match t.remove(key)? {
+            Value::String(s) => Some(s),
+            other => {
+                self.bad(
+                    join(prefix, key),
+                    format!("must be a string, got {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn uint(
+        &mut self,
+        t: &mut Table,
+        prefix: &str,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> u64 {
+        let name = join(prefix, key);
+        let v = match t.remove(key) {
+            None => return default,
+            Some(Value::Integer(i)) => u64::try_from(i).ok(),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        match v {
+            Some(v) if (min..=max).contains(&v) => v,
+            _ => {
+                self.bad(name, format!("must be a whole number from {min} to {max}"));
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, t: &mut Table, prefix: &str, key: &str, default: bool) -> bool {
+        match t.remove(key) {
+            None => default,
+            Some(Value::Boolean(b)) => b,
+            Some(Value::String(s)) if matches!(s.as_str(), "true" | "1" | "yes") => true,
+            Some(Value::String(s)) if matches!(s.as_str(), "false" | "0" | "no") => false,
+            Some(_) => {
+                self.bad(join(prefix, key), "must be true or false");
+                default
+            }
+        }
+    }
+
+    /// A list: a TOML array of strings, or a comma-separated string (the
+    /// form an environment variable can carry).
+    fn list(&mut self, t: &mut Table, prefix: &str, key: &str) -> Option<Vec<String>> {
+        match t.remove(key)? {
+            Value::String(s) => Some(
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                let mut out = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s),
+                        _ => self.bad(format!("{}[{i}]", join(prefix, key)), "must be a string"),
+                    }
+                }
+                Some(out)
+            }
+            _ => {
+                self.bad(join(prefix, key), "must be a list of strings");
+                None
+            }
+        }
+    }
+
+    fn table(&mut self, t: &mut Table, prefix: &str, key: &str) -> Table {
+        match t.remove(key) {
+            None => Table::new(),
+            Some(Value::Table(t)) => t,
+            Some(_) => {
+                self.bad(join(prefix, key), "must be a table");
+                Table::new()
+            }
+        }
+    }
+
+    fn config(&mut self, mut root: Table) -> Config {
+        let listen = match self.string(&mut root, "", "listen") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(s) => s.parse().unwrap_or_else(|_| {
+                self.bad(
+                    "listen".into(),
+                    format!("{s:?} is not an address like 127.0.0.1:8080"),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }),
+        };
+        let data_dir = PathBuf::from(
+            self.string(&mut root, "", "data_dir")
+                .unwrap_or_else(|| "./refedge-data".into()),
+        );
+        let public_url = self.string(&mut root, "", "public_url").and_then(|s| {
+            let trimmed = s.trim_end_matches('/').to_string();
+            match url::Url::parse(&trimmed) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    Some(trimmed)
+                }
+                _ => {
+                    self.bad("public_url".into(), "must be an absolute http(s) URL");
+                    None
+                }
+            }
+        });
+        let workers = self.uint(&mut root, "", "workers", 0, 0, 1024) as usize;
+        let log = self
+            .string(&mut root, "", "log")
+            .unwrap_or_else(|| "info".into());
+        let admin_token = self.string(&mut root, "", "admin_token");
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            self.bad("admin_token".into(), "must be at least 16 characters");
+        }
+        let mut trusted_proxies = Vec::new();
+        for (i, s) in self
+            .list(&mut root, "", "trusted_proxies")
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            match s.parse::<IpNet>() {
+                Ok(n) => trusted_proxies.push(n),
+                Err(e) => self.bad(format!("trusted_proxies[{i}]"), format!("{s:?} {e}")),
+            }
+        }
+        let max_body_bytes =
+            self.uint(&mut root, "", "max_body_bytes", 1 << 20, 1024, 64 << 20) as usize;
+
+        let mut c = self.table(&mut root, "", "cookie");
+        let cookie = CookieConfig {
+            name: self
+                .string(&mut c, "cookie", "name")
+                .unwrap_or_else(|| "refedge_attr".into()),
+            secure: self.boolean(&mut c, "cookie", "secure", false),
+            domain: self
+                .string(&mut c, "cookie", "domain")
+                .filter(|d| !d.is_empty()),
+        };
+        if !cookie
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || cookie.name.is_empty()
+        {
+            self.bad(
+                "cookie.name".into(),
+                "may only hold letters, digits, '_' and '-'",
+            );
+        }
+        if let Some(d) = &cookie.domain {
+            if HostPattern::parse(d.trim_start_matches('.')).is_none() {
+                self.bad(
+                    "cookie.domain".into(),
+                    format!("{d:?} is not a domain name"),
+                );
+            }
+        }
+        self.finish(c, "cookie");
+
+        let mut k = self.table(&mut root, "", "clicks");
+        let clicks = ClickLogConfig {
+            queue_capacity: self.uint(&mut k, "clicks", "queue_capacity", 65_536, 1, 1 << 24)
+                as usize,
+            batch_max: self.uint(&mut k, "clicks", "batch_max", 4096, 1, 1 << 20) as usize,
+            flush_interval_ms: self.uint(&mut k, "clicks", "flush_interval_ms", 5, 1, 10_000),
+            ip_prefix_v4: self.uint(&mut k, "clicks", "ip_prefix_v4", 24, 0, 32) as u8,
+            ip_prefix_v6: self.uint(&mut k, "clicks", "ip_prefix_v6", 48, 0, 128) as u8,
+        };
+        self.finish(k, "clicks");
+
+        let signing_keys = self.signing_keys(&mut root);
+
+        let programs_table = self.table(&mut root, "", "programs");
+        let mut programs = BTreeMap::new();
+        for (key, value) in programs_table {
+            let prefix = format!("programs.{key}");
+            let valid_key = !key.is_empty()
+                && key.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !valid_key {
+                self.bad(prefix.clone(), "program keys use a-z, 0-9, '_' and '-'");
+            }
+            match value {
+                Value::Table(t) => {
+                    let p = self.program(key.clone(), t, &prefix);
+                    programs.insert(key, p);
+                }
+                _ => self.bad(prefix, "must be a table"),
+            }
+        }
+        if programs.is_empty() {
+            self.bad("programs".into(), "at least one program is needed");
+        }
+        self.finish(root, "");
+
+        Config {
+            listen,
+            data_dir,
+            public_url,
+            workers,
+            log,
+            admin_token,
+            trusted_proxies,
+            max_body_bytes,
+            cookie,
+            clicks,
+            signing_keys,
+            programs,
+        }
+    }
+
+    fn signing_keys(&mut self, root: &mut Table) -> Vec<ConfiguredKey> {
+        let items = match root.remove("signing_keys") {
+            None => return Vec::new(),
+            Some(Value::Array(a)) => a,
+            Some(_) => {
+                self.bad("signing_keys".into(), "must be an array of tables");
+                return Vec::new();
+            }
+        };
+        let mut keys: Vec<ConfiguredKey> = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let prefix = format!("signing_keys[{i}]");
+            let Value::Table(mut t) = item else {
+                self.bad(prefix, "must be a table with id and secret");
+                continue;
+            };
+            let id = self.uint(&mut t, &prefix, "id", 0, 1, u64::from(u32::MAX)) as u32;
+            let secret = match self.string(&mut t, &prefix, "secret") {
+                None => {
+                    self.bad(join(&prefix, "secret"), "is required");
+                    Vec::new()
+                }
+                Some(s) => match base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(s.trim_end_matches('='))
+                {
+                    Ok(b) if b.len() >= 32 => b,
+                    _ => {
+                        self.bad(
+                            join(&prefix, "secret"),
+                            "must be base64url of at least 32 bytes",
+                        );
+                        Vec::new()
+                    }
+                },
+            };
+            let retired = self.boolean(&mut t, &prefix, "retired", false);
+            if keys.iter().any(|k| k.id == id) {
+                self.bad(join(&prefix, "id"), format!("key id {id} appears twice"));
+            }
+            self.finish(t, &prefix);
+            keys.push(ConfiguredKey {
+                id,
+                secret,
+                retired,
+            });
+        }
+        if !keys.is_empty() && keys.iter().all(|k| k.retired) {
+            self.bad(
+                "signing_keys".into(),
+                "at least one key must not be retired",
+            );
+        }
+        keys
+    }
+
+    fn program(&mut self, key: String, mut t: Table, prefix: &str) -> Program {
+        let name = self
+            .string(&mut t, prefix, "name")
+            .unwrap_or_else(|| key.clone());
+        let currency = self
+            .string(&mut t, prefix, "currency")
+            .unwrap_or_else(|| "USD".into());
+        if !is_currency(&currency) {
+            self.bad(
+                join(prefix, "currency"),
+                format!("{currency:?} is not a 3-letter ISO 4217 code"),
+            );
+        }
+        let cookie_days = self.uint(
+            &mut t,
+            prefix,
+            "cookie_days",
+            DEFAULT_COOKIE_DAYS.into(),
+            1,
+            3650,
+        ) as u32;
+        let attribution = match self.string(&mut t, prefix, "attribution") {
+            None => Attribution::LastClick,
+            Some(s) => Attribution::parse(&s).unwrap_or_else(|| {
+                self.bad(
+                    join(prefix, "attribution"),
+                    "must be \"last_click\" or \"first_click\"",
+                );
+                Attribution::LastClick
+            }),
+        };
+        let mut allowed_hosts = Vec::new();
+        for (i, h) in self
+            .list(&mut t, prefix, "allowed_hosts")
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            match HostPattern::parse(&h) {
+                Some(p) => allowed_hosts.push(p),
+                None => self.bad(
+                    format!("{}[{i}]", join(prefix, "allowed_hosts")),
+                    format!("{h:?} is not a host name or *.domain pattern"),
+                ),
+            }
+        }
+        if allowed_hosts.is_empty() {
+            self.bad(
+                join(prefix, "allowed_hosts"),
+                "needs at least one host, or no link could ever redirect",
+            );
+        }
+        self.finish(t, prefix);
+        Program {
+            key,
+            name,
+            currency,
+            cookie_days,
+            attribution,
+            allowed_hosts,
+        }
+    }
+}
+
+/// Three upper-case ASCII letters.
+pub fn is_currency(s: &str) -> bool {
+    s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, env(&[("PATH", "/bin")])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./refedge-data"));
+        let keys: Vec<_> = c.programs.keys().cloned().collect();
+        assert_eq!(keys, ["aircall", "aloware", "krispcall", "ringostat"]);
+        assert_eq!(c.programs["krispcall"].cookie_days, 90);
+        assert_eq!(c.programs["aircall"].attribution, Attribution::FirstClick);
+    }
+
+    #[test]
+    fn file_then_env_override_defaults_and_presets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refedge.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "0.0.0.0:9000"
+trusted_proxies = ["10.0.0.0/8"]
+[clicks]
+batch_max = 100
+[programs.krispcall]
+cookie_days = 60
+[programs.acme]
+allowed_hosts = ["acme.test"]
+"#,
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("REFEDGE_CLICKS__BATCH_MAX", "7"),
+                ("REFEDGE_PROGRAMS__KRISPCALL__ATTRIBUTION", "first_click"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.clicks.batch_max, 7);
+        assert_eq!(c.programs["krispcall"].cookie_days, 60);
+        assert_eq!(c.programs["krispcall"].attribution, Attribution::FirstClick);
+        assert_eq!(c.programs["acme"].cookie_days, DEFAULT_COOKIE_DAYS);
+        assert!(c.trusted_proxies[0].contains("10.9.9.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn every_bad_setting_is_reported_at_once() {
+        let e = Config::load(
+            None,
+            env(&[
+                ("REFEDGE_LISTEN", "nowhere"),
+                ("REFEDGE_CLICKS__BATCH_MAX", "-3"),
+                ("REFEDGE_TRUSTED_PROXIES", "10.0.0.0/8, bogus"),
+                ("REFEDGE_PROGRAMS__ALOWARE__ATTRIBUTION", "random"),
+                ("REFEDGE_COLOUR", "blue"),
+            ]),
+        )
+        .unwrap_err();
+        let names: Vec<&str> = e.0.iter().map(|e| e.setting.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "listen",
+                "trusted_proxies[1]",
+                "clicks.batch_max",
+                "programs.aloware.attribution",
+                "colour"
+            ]
+        );
+        assert!(e.to_string().contains("5 invalid setting(s)"));
+    }
+}
