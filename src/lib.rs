@@ -2,17 +2,29 @@
 //!
 //! Module map:
 //! - [`config`]: the one place settings are read and validated.
+//! - [`edge`]: the only module that knows HTTP: server, routing, redirect, admin API.
 //! - [`clock`]: the only reader of the system clock.
 //! - [`id`]: time-ordered click ids, random partner ids and link codes.
 //! - [`net`]: CIDR networks and the visitor prefix kept instead of an IP.
 //! - [`program`]: partner programs as data, and the four seed presets.
+//! - [`model`]: the records kept: partners, links, clicks.
+//! - [`store`]: sled, key layout, group-committed click batches; nothing else imports sled.
+//! - [`clicklog`]: the bounded click queue and the group-committing writer task.
+//! - [`directory`]: partners and links, validated, with the in-memory index the redirect reads.
+//! - [`metrics`]: the Prometheus registry and typed metric families.
 //! - [`token`]: the signed attribution token and its keyring.
 //! - [`secrets`]: admin token, keyring and IP-hash key files (mode 0600).
 
+pub mod clicklog;
 pub mod clock;
 pub mod config;
+pub mod directory;
+pub mod edge;
 pub mod id;
+pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod program;
 pub mod secrets;
+pub mod store;
 pub mod token;

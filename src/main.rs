@@ -1,1 +1,105 @@
-fn main() {}
+//! The `refedge` binary: parse the command line, load settings, start
+//! logging, and hand over to the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use refedge::clock::SystemClock;
+use refedge::config::Config;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "refedge", version, about = "Referral-tracking edge server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (defaults: 127.0.0.1:8080, data in ./refedge-data).
+    Serve {
+        /// TOML settings file; REFEDGE_* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate settings and print the programs they define, then exit.
+    CheckConfig {
+        /// TOML settings file; REFEDGE_* environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> Config {
+    match Config::load(config.map(PathBuf::as_path), std::env::vars()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("refedge: {errors}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let c = load(config.as_ref());
+            println!(
+                "settings are valid; listen {} data_dir {}",
+                c.listen,
+                c.data_dir.display()
+            );
+            for p in c.programs.values() {
+                println!(
+                    "program {}: {} cookie {} days, {}, hosts {}",
+                    p.key,
+                    p.name,
+                    p.cookie_days,
+                    p.attribution,
+                    p.allowed_hosts
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+            Ok(())
+        }
+        Command::Serve { config } => {
+            let config = load(config.as_ref());
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_new(&config.log)
+                        .context("invalid log filter in setting `log`")?,
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if config.workers > 0 {
+                rt.worker_threads(config.workers);
+            }
+            rt.enable_all().build()?.block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let running = refedge::edge::start(config, Arc::new(SystemClock))
+        .await
+        .context("starting refedge")?;
+    if let Some(path) = &running.admin_token_path {
+        tracing::info!(path = %path.display(), "admin token file (send as Authorization: Bearer <token>)");
+    }
+    println!("refedge listening on http://{}", running.addr);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    running.shutdown().await.context("flushing on shutdown")?;
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! Partners and links: validated creation, durable storage through
+//! [`Store`], and the in-memory index the redirect reads (one concurrent map
+//! lookup per click, never a disk read).
+
+use crate::config::is_currency;
+use crate::id::random_base62;
+use crate::model::{Link, Partner, PartnerStatus};
+use crate::program::Program;
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use ring::rand::SystemRandom;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Length of generated link codes: 10 base62 characters, about 59 bits.
+pub const GENERATED_CODE_LEN: usize = 10;
+
+/// A link as the redirect needs it.
+#[derive(Debug)]
+pub struct LiveLink {
+    /// The stored link.
+    pub link: Link,
+    /// Its program.
+    pub program: Arc<Program>,
+}
+
+/// Why a directory operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("link code {0:?} is already taken")]
+    CodeTaken(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> DirectoryError {
+    DirectoryError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A partner to create, as received.
+#[derive(Debug, Clone)]
+pub struct NewPartner {
+    pub program: String,
+    pub name: String,
+    pub email: String,
+    pub website: String,
+    pub currency: Option<String>,
+}
+
+/// A link to create, as received.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    pub partner_id: String,
+    pub destination: String,
+    pub code: Option<String>,
+}
+
+/// Partners and links, in memory and on disk.
+pub struct Directory {
+    /// Programs by key.
+    programs: BTreeMap<String, Arc<Program>>,
+    /// Durable copy.
+    store: Store,
+    /// Partners by id.
+    partners: DashMap<String, Partner>,
+    /// Links by code: the redirect's only lookup.
+    links: DashMap<Box<str>, Arc<LiveLink>>,
+    /// Source of ids and codes.
+    rng: SystemRandom,
+}
+
+impl Directory {
+    /// Loads every partner and link from the store.
+    pub fn load(store: Store, programs: &BTreeMap<String, Program>) -> Result<Self, StoreError> {
+        let programs: BTreeMap<String, Arc<Program>> = programs
+            .iter()
+            .map(|(k, p)| (k.clone(), Arc::new(p.clone())))
+            .collect();
+        let partners = DashMap::new();
+        for p in store.partners()? {
+            partners.insert(p.id.clone(), p);
+        }
+        let links = DashMap::new();
+        for l in store.links()? {
+            match programs.get(&l.program) {
+                Some(program) => {
+                    links.insert(
+                        l.code.clone().into_boxed_str(),
+                        Arc::new(LiveLink {
+                            program: program.clone(),
+                            link: l,
+                        }),
+                    );
+                }
+                None => tracing::warn!(
+                    code = %l.code,
+                    program = %l.program,
+                    "link belongs to a program no longer configured; it will answer 404"
+                ),
+            }
+        }
+        Ok(Self {
+            programs,
+            store,
+            partners,
+            links,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// Programs by key.
+    pub fn programs(&self) -> &BTreeMap<String, Arc<Program>> {
+        &self.programs
+    }
+
+    /// The hot-path lookup.
+    pub fn live_link(&self, code: &str) -> Option<Arc<LiveLink>> {
+        self.links.get(code).map(|e| e.value().clone())
+    }
+
+    /// How many links are loaded.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// A partner by id.
+    pub fn partner(&self, id: &str) -> Option<Partner> {
+        self.partners.get(id).map(|p| p.value().clone())
+    }
+
+    /// Validates and durably stores a new partner. Blocks on disk.
+    pub fn create_partner(
+        &self,
+        new: NewPartner,
+        now: DateTime<Utc>,
+    ) -> Result<Partner, DirectoryError> {
+        let program = self.programs.get(&new.program).ok_or_else(|| {
+            let known: Vec<&str> = self.programs.keys().map(String::as_str).collect();
+            invalid(
+                "program",
+                format!(
+                    "unknown program {:?}; known: {}",
+                    new.program,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let name = new.name.trim().to_string();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(invalid("name", "must be 1 to 200 characters"));
+        }
+        let email = new.email.trim().to_ascii_lowercase();
+        if !is_email(&email) {
+            return Err(invalid(
+                "email",
+                "must be an e-mail address like name@example.com",
+            ));
+        }
+        let website = parse_http_url(&new.website).map_err(|r| invalid("website", r))?;
+        let currency = new.currency.unwrap_or_else(|| program.currency.clone());
+        if !is_currency(&currency) {
+            return Err(invalid(
+                "currency",
+                "must be a 3-letter ISO 4217 code like USD",
+            ));
+        }
+        let partner = Partner {
+            id: format!("p_{}", random_base62(&self.rng, 16)),
+            program: program.key.clone(),
+            name,
+            email,
+            website: website.to_string(),
+            currency,
+            status: PartnerStatus::Active,
+            created_at: now,
+        };
+        self.store.put_partner(&partner)?;
+        self.partners.insert(partner.id.clone(), partner.clone());
+        Ok(partner)
+    }
+
+    /// Validates and durably stores a new link. Blocks on disk.
+    pub fn create_link(&self, new: NewLink, now: DateTime<Utc>) -> Result<Link, DirectoryError> {
+        let partner = self.partner(&new.partner_id).ok_or_else(|| {
+            invalid(
+                "partner_id",
+                format!("no partner with id {:?}", new.partner_id),
+            )
+        })?;
+        if partner.status == PartnerStatus::Terminated {
+            return Err(invalid("partner_id", "partner is terminated"));
+        }
+        let program = self
+            .programs
+            .get(&partner.program)
+            .ok_or_else(|| invalid("partner_id", "partner's program is no longer configured"))?
+            .clone();
+        let destination = check_destination(&new.destination, &program)?;
+        let custom = new.code.is_some();
+        if let Some(code) = &new.code {
+            if !is_valid_code(code) {
+                return Err(invalid(
+                    "code",
+                    "must be 3 to 64 characters from A-Z, a-z, 0-9, '-' and '_'",
+                ));
+            }
+        }
+        // A generated code colliding is astronomically unlikely; retry anyway.
+        for _ in 0..8 {
+            let code = new
+                .code
+                .clone()
+                .unwrap_or_else(|| random_base62(&self.rng, GENERATED_CODE_LEN));
+            let link = Link {
+                code,
+                partner_id: partner.id.clone(),
+                program: program.key.clone(),
+                destination: destination.clone(),
+                created_at: now,
+                disabled_at: None,
+            };
+            if self.store.insert_link(&link)? {
+                self.links.insert(
+                    link.code.clone().into_boxed_str(),
+                    Arc::new(LiveLink {
+                        link: link.clone(),
+                        program,
+                    }),
+                );
+                return Ok(link);
+            }
+            if custom {
+                return Err(DirectoryError::CodeTaken(link.code));
+            }
+        }
+        Err(invalid("code", "could not find a free code; try again"))
+    }
+
+    /// Disables a link: it answers 410 from now on. Blocks on disk.
+    /// Disabling twice keeps the first time.
+    pub fn disable_link(&self, code: &str, now: DateTime<Utc>) -> Result<Link, DirectoryError> {
+        let live = self
+            .live_link(code)
+            .ok_or(DirectoryError::NotFound("link"))?;
+        if live.link.disabled_at.is_some() {
+            return Ok(live.link.clone());
+        }
+        let mut link = live.link.clone();
+        link.disabled_at = Some(now);
+        self.store.put_link(&link)?;
+        self.links.insert(
+            link.code.clone().into_boxed_str(),
+            Arc::new(LiveLink {
+                link: link.clone(),
+                program: live.program.clone(),
+            }),
+        );
+        Ok(link)
+    }
+}
+
+/// Codes: 3 to 64 of `[A-Za-z0-9_-]`.
+pub fn is_valid_code(code: &str) -> bool {
+    (3..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    s.len() <= 254
+        && !local.is_empty()
+        && !local.contains(char::is_whitespace)
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// An absolute http(s) URL with a host and no credentials.
+fn parse_http_url(raw: &str) -> Result<url::Url, String> {
+    let raw = raw.trim();
+    let u = url::Url::parse(raw).map_err(|e| format!("is not an absolute URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme {:?} is not allowed; use http or https",
+            u.scheme()
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("must not carry a user name or password".into());
+    }
+    Ok(u)
+}
+
+/// Checks that a destination is an absolute http(s) URL on one of the
+/// program's hosts; returns its normalised form.
+pub fn check_destination(raw: &str, program: &Program) -> Result<String, DirectoryError> {
+    let u = parse_http_url(raw).map_err(|r| invalid("destination", r))?;
+    let host = u.host_str().unwrap_or_default();
+    if !program.allows_host(host) {
+        let allowed: Vec<String> = program
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        return Err(invalid(
+            "destination",
+            format!(
+                "host {host:?} is not allowed for program {}; allowed: {}",
+                program.key,
+                allowed.join(", ")
+            ),
+        ));
+    }
+    Ok(u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::{Attribution, HostPattern};
+
+    fn program() -> Program {
+        Program {
+            key: "acme".into(),
+            name: "Acme".into(),
+            currency: "USD".into(),
+            cookie_days: 30,
+            attribution: Attribution::LastClick,
+            allowed_hosts: vec![
+                HostPattern::parse("acme.test").unwrap(),
+                HostPattern::parse("*.acme.test").unwrap(),
+            ],
+        }
+    }
+
+    #[test]
+    fn destinations_must_stay_on_the_programs_hosts() {
+        let p = program();
+        assert_eq!(
+            check_destination("https://www.ACME.test/pricing?x=1#top", &p).unwrap(),
+            "https://www.acme.test/pricing?x=1#top"
+        );
+        for bad in [
+            "javascript:alert(1)",
+            "//acme.test/x",
+            "/relative",
+            "https://evil.test/",
+            "https://acme.test.evil.test/",
+            "https://acme.test@evil.test/",
+            "https://user:pw@acme.test/",
+            "ftp://acme.test/",
+            "https:\\\\evil.test",
+            "data:text/html,hi",
+        ] {
+            assert!(check_destination(bad, &p).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn codes_and_emails() {
+        assert!(is_valid_code("spring-sale_2026"));
+        assert!(!is_valid_code("ab"));
+        assert!(!is_valid_code("has space"));
+        assert!(!is_valid_code("slash/y"));
+        assert!(is_email("a.b+c@example.co.uk"));
+        assert!(!is_email("nobody"));
+        assert!(!is_email("a@b"));
+        assert!(!is_email("a b@example.com"));
+    }
+}

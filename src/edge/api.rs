@@ -1,0 +1,335 @@
+//! The admin API under `/api/v1`: partners, links, clicks, signing keys.
+//! Every call is authenticated by the caller of these handlers.
+
+use super::http::{blocking, json, parse_json, query_pairs, read_json, ApiError, Body};
+use super::App;
+use crate::directory::{is_valid_code, NewLink, NewPartner};
+use crate::id::{random_bytes, ClickId};
+use crate::model::{ClickRecord, Link};
+use crate::secrets::{encode_keyring, write_private, KeyringSource};
+use crate::store::ClickQuery;
+use chrono::{DateTime, Utc};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, LOCATION};
+use hyper::{Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest an admin read waits for queued clicks to reach disk.
+const BARRIER_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartnerIn {
+    program: String,
+    name: String,
+    email: String,
+    website: String,
+    #[serde(default)]
+    currency: Option<String>,
+}
+
+/// `POST /api/v1/partners`
+pub async fn create_partner(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let input: PartnerIn = read_json(req, app.config.max_body_bytes).await?;
+    let now = app.clock.now();
+    let a = app.clone();
+    let partner = blocking(move || {
+        a.directory.create_partner(
+            NewPartner {
+                program: input.program,
+                name: input.name,
+                email: input.email,
+                website: input.website,
+                currency: input.currency,
+            },
+            now,
+        )
+    })
+    .await??;
+    let mut resp = json(StatusCode::CREATED, &partner);
+    if let Ok(v) = HeaderValue::try_from(format!("/api/v1/partners/{}", partner.id)) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// `GET /api/v1/partners/{id}`
+pub fn get_partner(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
+    let p = app
+        .directory
+        .partner(id)
+        .ok_or(ApiError::NotFound("partner"))?;
+    Ok(json(StatusCode::OK, &p))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkIn {
+    partner_id: String,
+    destination: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LinkOut<'a> {
+    code: &'a str,
+    url: String,
+    destination: &'a str,
+    partner_id: &'a str,
+    program: &'a str,
+    status: &'static str,
+    created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_at: Option<DateTime<Utc>>,
+    click_count: u64,
+}
+
+fn link_out<'a>(app: &App, l: &'a Link, click_count: u64) -> LinkOut<'a> {
+    LinkOut {
+        code: &l.code,
+        url: format!("{}/r/{}", app.public_url, l.code),
+        destination: &l.destination,
+        partner_id: &l.partner_id,
+        program: &l.program,
+        status: if l.disabled_at.is_some() {
+            "disabled"
+        } else {
+            "active"
+        },
+        created_at: l.created_at,
+        disabled_at: l.disabled_at,
+        click_count,
+    }
+}
+
+/// `POST /api/v1/links`
+pub async fn create_link(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let input: LinkIn = read_json(req, app.config.max_body_bytes).await?;
+    let now = app.clock.now();
+    let a = app.clone();
+    let link = blocking(move || {
+        a.directory.create_link(
+            NewLink {
+                partner_id: input.partner_id,
+                destination: input.destination,
+                code: input.code,
+            },
+            now,
+        )
+    })
+    .await??;
+    let mut resp = json(StatusCode::CREATED, &link_out(&app, &link, 0));
+    if let Ok(v) = HeaderValue::try_from(format!("/api/v1/links/{}", link.code)) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// `GET /api/v1/links/{code}`: the link and how many clicks it has on disk,
+/// counting every click served before this request.
+pub async fn get_link(app: Arc<App>, code: &str) -> Result<Response<Body>, ApiError> {
+    if !is_valid_code(code) {
+        return Err(ApiError::NotFound("link"));
+    }
+    let live = app
+        .directory
+        .live_link(code)
+        .ok_or(ApiError::NotFound("link"))?;
+    let _ = tokio::time::timeout(BARRIER_WAIT, app.clicklog.barrier()).await;
+    let store = app.store.clone();
+    let c = live.link.code.clone();
+    let count = blocking(move || store.click_count(&c)).await??;
+    Ok(json(StatusCode::OK, &link_out(&app, &live.link, count)))
+}
+
+/// `DELETE /api/v1/links/{code}`: disables the link (it answers 410).
+pub async fn disable_link(app: Arc<App>, code: String) -> Result<Response<Body>, ApiError> {
+    if !is_valid_code(&code) {
+        return Err(ApiError::NotFound("link"));
+    }
+    let now = app.clock.now();
+    let a = app.clone();
+    let link = blocking(move || a.directory.disable_link(&code, now)).await??;
+    let store = app.store.clone();
+    let c = link.code.clone();
+    let count = blocking(move || store.click_count(&c)).await??;
+    Ok(json(StatusCode::OK, &link_out(&app, &link, count)))
+}
+
+#[derive(Serialize)]
+struct ClickPageOut {
+    clicks: Vec<ClickRecord>,
+    next_cursor: Option<String>,
+}
+
+fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time like 2026-01-31T00:00:00Z"))
+}
+
+/// `GET /api/v1/clicks?link=&partner=&from=&to=&limit=&cursor=`: oldest
+/// first; pass `next_cursor` back as `cursor` for the next page.
+pub async fn list_clicks(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let mut q = ClickQuery {
+        limit: 100,
+        ..ClickQuery::default()
+    };
+    for (k, v) in query_pairs(&req) {
+        match k.as_str() {
+            "link" => q.link = Some(v),
+            "partner" => q.partner = Some(v),
+            "from" => q.from_ms = Some(parse_time("from", &v)?),
+            "to" => q.to_ms = Some(parse_time("to", &v)?),
+            "limit" => {
+                q.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("limit", "must be a whole number from 1 to 1000")
+                    })?
+            }
+            "cursor" => {
+                q.after =
+                    Some(v.parse::<ClickId>().map_err(|e| {
+                        ApiError::invalid("cursor", format!("is not a click id: {e}"))
+                    })?)
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "unknown parameter; use link, partner, from, to, limit or cursor",
+                ))
+            }
+        }
+    }
+    if let (Some(code), Some(partner)) = (&q.link, &q.partner) {
+        // The store lists by link; make sure the link is the partner's.
+        let owned = app
+            .directory
+            .live_link(code)
+            .is_some_and(|l| &l.link.partner_id == partner);
+        if !owned {
+            return Ok(json(
+                StatusCode::OK,
+                &ClickPageOut {
+                    clicks: vec![],
+                    next_cursor: None,
+                },
+            ));
+        }
+    }
+    let _ = tokio::time::timeout(BARRIER_WAIT, app.clicklog.barrier()).await;
+    let store = app.store.clone();
+    let page = blocking(move || store.clicks(&q)).await??;
+    Ok(json(
+        StatusCode::OK,
+        &ClickPageOut {
+            clicks: page.clicks,
+            next_cursor: page.next.map(|id| id.to_string()),
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct KeyOut {
+    id: u32,
+    created_at: Option<DateTime<Utc>>,
+    retired: bool,
+    signing: bool,
+}
+
+/// `GET /api/v1/keys`: key ids and state, never secrets.
+pub fn list_keys(app: &App) -> Response<Body> {
+    let ring = app.keyring.read().expect("keyring lock");
+    let signing = ring.signing_key().id;
+    let keys: Vec<KeyOut> = ring
+        .keys()
+        .iter()
+        .map(|k| KeyOut {
+            id: k.id,
+            created_at: (k.created_at > 0)
+                .then(|| crate::clock::ms_to_datetime(k.created_at * 1000)),
+            retired: k.retired,
+            signing: k.id == signing,
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({ "keys": keys }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// `POST /api/v1/keys/rotate` and `POST /api/v1/keys/{id}/retire`: change
+/// the keyring and save it before answering.
+pub async fn change_keys(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    retire: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let KeyringSource::File(path) = &app.keyring_source else {
+        return Err(ApiError::Conflict(
+            "signing keys are set in configuration; change them there".into(),
+        ));
+    };
+    let retire = match retire {
+        None => None,
+        Some(id) => Some(
+            id.parse::<u32>()
+                .map_err(|_| ApiError::invalid("id", "must be a key id number"))?,
+        ),
+    };
+    // An empty body or `{}` is fine; anything else is a mistake worth naming.
+    let body =
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 1024))
+            .await
+            .map_err(|_| ApiError::TooLarge(1024))?
+            .to_bytes();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        parse_json::<Empty>(&body)?;
+    }
+    let _serialised = app.keyring_write.lock().await;
+    let (status, id, bytes) = {
+        let mut ring = app.keyring.write().expect("keyring lock");
+        let (status, id) = match retire {
+            None => {
+                let secret = random_bytes::<32>(&app.rng).to_vec();
+                (
+                    StatusCode::CREATED,
+                    ring.rotate(secret, app.clock.now_ms() / 1000),
+                )
+            }
+            Some(id) => {
+                ring.retire(id).map_err(|e| match e {
+                    crate::token::KeyringError::NoSuchKey(_) => ApiError::NotFound("key"),
+                    other => ApiError::Conflict(other.to_string()),
+                })?;
+                (StatusCode::OK, id)
+            }
+        };
+        (status, id, encode_keyring(&ring))
+    };
+    let path = path.clone();
+    blocking(move || write_private(&path, &bytes))
+        .await?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(key_id = id, retired = retire.is_some(), "keyring changed");
+    Ok(json(
+        status,
+        &serde_json::json!({ "id": id, "retired": retire.is_some() }),
+    ))
+}

@@ -1,0 +1,289 @@
+//! HTTP plumbing shared by the handlers: the API error type (one `match`
+//! maps it to a status), JSON bodies in and out, query strings.
+
+use crate::directory::DirectoryError;
+use crate::store::StoreError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Response body type used everywhere.
+pub type Body = Full<Bytes>;
+
+/// Everything an API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A field is missing, of the wrong type, unknown, or has a bad value.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("content type must be application/json, not {0:?}")]
+    UnsupportedMediaType(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A bad value in a named field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Status code for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON error response. Server faults are logged; client mistakes
+    /// are not errors of ours and are not logged as such.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let field = match &self {
+            Self::Invalid { field, .. } => Some(field.as_str()),
+            _ => None,
+        };
+        let message = match &self {
+            Self::Invalid { reason, .. } => reason.clone(),
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "request failed");
+                self.to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut resp = json(
+            status,
+            &ErrorBody {
+                error: &message,
+                field,
+            },
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, HEAD"));
+        }
+        resp
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
+        match e {
+            DirectoryError::Invalid { field, reason } => Self::invalid(field, reason),
+            DirectoryError::NotFound(what) => Self::NotFound(what),
+            DirectoryError::CodeTaken(code) => {
+                Self::Conflict(format!("link code {code:?} is already taken"))
+            }
+            DirectoryError::Store(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Runs blocking work (sled I/O, fsync) off the request task.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))
+}
+
+/// A JSON response.
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).expect("responses serialise");
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Reads a JSON body of at most `limit` bytes into `T`, naming the field at
+/// fault when it does not fit.
+pub async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !ct.starts_with("application/json") {
+            return Err(ApiError::UnsupportedMediaType(ct));
+        }
+    }
+    if let Some(len) = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+    }
+    let body = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::TooLarge(limit)
+            } else {
+                ApiError::MalformedJson(format!("could not read body: {e}"))
+            }
+        })?
+        .to_bytes();
+    parse_json(&body)
+}
+
+/// Parses JSON into `T`; syntax errors are 400, shape errors 422 naming the
+/// field (`customer.email`, `lines[2].amount`).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let msg = inner.to_string();
+                // serde names missing and unknown fields in backticks; the
+                // path then points at their parent.
+                // serde names a missing field in backticks and the path
+                // points at its parent; for an unknown field the path already
+                // ends with it.
+                let missing = msg
+                    .strip_prefix("missing field `")
+                    .and_then(|r| r.split('`').next());
+                let field = match (missing, path.as_str()) {
+                    (Some(n), "." | "") => n.to_string(),
+                    (Some(n), p) => format!("{p}.{n}"),
+                    (None, p) => p.to_string(),
+                };
+                let reason = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                ApiError::invalid(field, reason)
+            }
+            _ => ApiError::MalformedJson(inner.to_string()),
+        }
+    })
+}
+
+/// Query string pairs, decoded.
+pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn field(body: &str) -> (StatusCode, Option<String>) {
+        match parse_json::<Outer>(body.as_bytes()) {
+            Ok(_) => (StatusCode::OK, None),
+            Err(e) => {
+                let f = match &e {
+                    ApiError::Invalid { field, .. } => Some(field.clone()),
+                    _ => None,
+                };
+                (e.status(), f)
+            }
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        assert_eq!(field("{"), (StatusCode::BAD_REQUEST, None));
+        assert_eq!(
+            field(r#"{"inner":{"count":1}}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("name".into()))
+        );
+        assert_eq!(
+            field(r#"{"name":"x","inner":{"count":"1"}}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("inner.count".into()))
+        );
+        assert_eq!(
+            field(r#"{"name":"x","inner":{"count":1,"extra":2}}"#),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("inner.extra".into()))
+        );
+        assert_eq!(
+            field(r#"{"name":"x","inner":{"count":1}}"#),
+            (StatusCode::OK, None)
+        );
+    }
+}

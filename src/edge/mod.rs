@@ -1,0 +1,390 @@
+//! The only module that knows HTTP: startup, the accept loop with graceful
+//! shutdown, routing, the redirect and the admin API.
+
+mod api;
+mod client_ip;
+pub mod http;
+pub mod redirect;
+
+use crate::clicklog::ClickLog;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::id::ClickIdGen;
+use crate::metrics::Metrics;
+use crate::secrets::{self, AdminAuth, KeyringSource, SecretError};
+use crate::store::{Store, StoreError};
+use crate::token::Keyring;
+use http::{text, ApiError, Body};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::IntCounter;
+use ring::rand::SystemRandom;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Longest graceful shutdown waits for open requests before giving up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a request handler can reach.
+pub struct App {
+    /// Validated settings.
+    pub config: Config,
+    /// Source of "now".
+    pub clock: SharedClock,
+    /// Durable storage.
+    pub store: Store,
+    /// Partners and links, indexed in memory.
+    pub directory: Directory,
+    /// The click queue.
+    pub clicklog: ClickLog,
+    /// Click id generator.
+    pub ids: ClickIdGen,
+    /// Signs and verifies attribution tokens; written only on rotation.
+    pub keyring: RwLock<Keyring>,
+    /// Where the keyring lives, so rotations can be saved.
+    keyring_source: KeyringSource,
+    /// Serialises keyring changes so saves land in order.
+    keyring_write: tokio::sync::Mutex<()>,
+    /// Admin token check.
+    admin: AdminAuth,
+    /// Metric families.
+    pub metrics: Arc<Metrics>,
+    /// Per-program click counters, resolved once (label lookups are not free).
+    program_clicks: HashMap<String, IntCounter>,
+    /// Base of public tracked URLs.
+    pub public_url: String,
+    /// `; Path=/; HttpOnly; SameSite=Lax[; Secure][; Domain=..]`, built once.
+    cookie_attributes: String,
+    /// Randomness for keys.
+    rng: SystemRandom,
+}
+
+impl App {
+    /// The clicks-served counter of a program.
+    fn program_metrics(&self, program: &str) -> &IntCounter {
+        self.program_clicks
+            .get(program)
+            .expect("every link's program has a counter")
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("opening the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// Where the admin token was written, when it was generated.
+    pub admin_token_path: Option<PathBuf>,
+    /// The shared state, for in-process inspection.
+    pub app: Arc<App>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), StoreError>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes open requests, drains the click queue,
+    /// flushes, and returns once everything is on disk.
+    pub async fn shutdown(self) -> Result<(), StoreError> {
+        let _ = self.shutdown.send(());
+        self.task.await.expect("server task does not panic")
+    }
+}
+
+/// Opens the data dir, loads state and starts serving on the current runtime.
+pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartError> {
+    let dir = config.data_dir.clone();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| StartError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+    }
+    let rng = SystemRandom::new();
+    let (admin_token, admin_token_path) =
+        secrets::admin_token(config.admin_token.as_deref(), &dir, &rng)?;
+    let (keyring, keyring_source) =
+        secrets::keyring(&config.signing_keys, &dir, &rng, clock.now_ms() / 1000)?;
+    let ip_key = secrets::ip_hash_key(&dir, &rng)?;
+    let store = {
+        let path = dir.join("db");
+        tokio::task::spawn_blocking(move || Store::open(&path))
+            .await
+            .expect("store open does not panic")?
+    };
+    let (directory, newest) = {
+        let store = store.clone();
+        let programs = config.programs.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            Ok((
+                Directory::load(store.clone(), &programs)?,
+                store.newest_click_id()?,
+            ))
+        })
+        .await
+        .expect("loading does not panic")?
+    };
+    let metrics = Arc::new(Metrics::new());
+    let (clicklog, writer) =
+        ClickLog::start(store.clone(), ip_key, &config.clicks, metrics.clone());
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let mut cookie_attributes = String::from("; Path=/; HttpOnly; SameSite=Lax");
+    if config.cookie.secure {
+        cookie_attributes.push_str("; Secure");
+    }
+    if let Some(d) = &config.cookie.domain {
+        cookie_attributes.push_str("; Domain=");
+        cookie_attributes.push_str(d);
+    }
+    let program_clicks = config
+        .programs
+        .keys()
+        .map(|k| (k.clone(), metrics.clicks_served.with_label_values(&[k])))
+        .collect();
+    tracing::info!(
+        links = directory.link_count(),
+        newest_click = ?newest.map(|id| id.to_string()),
+        data_dir = %dir.display(),
+        "state loaded"
+    );
+    let app = Arc::new(App {
+        admin: AdminAuth::new(&admin_token, &rng),
+        ids: ClickIdGen::new(newest),
+        keyring: RwLock::new(keyring),
+        keyring_source,
+        keyring_write: tokio::sync::Mutex::new(()),
+        config,
+        clock,
+        store,
+        directory,
+        clicklog,
+        metrics,
+        program_clicks,
+        public_url,
+        cookie_attributes,
+        rng,
+    });
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(serve(listener, app.clone(), rx, writer));
+    Ok(Running {
+        addr,
+        admin_token,
+        admin_token_path,
+        app,
+        shutdown: tx,
+        task,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    mut stop: oneshot::Receiver<()>,
+    writer: JoinHandle<()>,
+) -> Result<(), StoreError> {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let app = app.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let app = app.clone();
+                            async move { Ok::<_, Infallible>(route(app, peer, req).await) }
+                        });
+                        let conn = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(Duration::from_secs(10))
+                            .serve_connection(TokioIo::new(stream), svc);
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("stopping: draining open connections");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish in time");
+    }
+    app.clicklog.stop().await;
+    let _ = writer.await;
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .expect("flush does not panic")?;
+    tracing::info!(
+        clicks_written = app.metrics.clicks_written.get(),
+        "stopped; click queue drained and flushed"
+    );
+    Ok(())
+}
+
+/// Route patterns used as metric labels.
+fn route_label(method: &Method, segments: &[&str]) -> &'static str {
+    match (method, segments) {
+        (_, ["r", _]) => "/r/{code}",
+        (_, ["healthz"]) => "/healthz",
+        (_, ["readyz"]) => "/readyz",
+        (_, ["metrics"]) => "/metrics",
+        (_, ["api", "v1", "partners"]) => "/api/v1/partners",
+        (_, ["api", "v1", "partners", _]) => "/api/v1/partners/{id}",
+        (_, ["api", "v1", "links"]) => "/api/v1/links",
+        (_, ["api", "v1", "links", _]) => "/api/v1/links/{code}",
+        (_, ["api", "v1", "clicks"]) => "/api/v1/clicks",
+        (_, ["api", "v1", "keys"]) => "/api/v1/keys",
+        (_, ["api", "v1", "keys", "rotate"]) => "/api/v1/keys/rotate",
+        (_, ["api", "v1", "keys", _, "retire"]) => "/api/v1/keys/{id}/retire",
+        _ => "other",
+    }
+}
+
+async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let label = route_label(req.method(), &segments);
+    let resp = match segments.as_slice() {
+        ["r", code] => redirect::redirect(&app, peer, &req, code),
+        _ => dispatch(&app, req, &segments)
+            .await
+            .unwrap_or_else(ApiError::into_response),
+    };
+    app.metrics
+        .http_responses
+        .with_label_values(&[label, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    segments: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    match (&method, segments) {
+        (&Method::GET, ["healthz"]) => return Ok(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, ["readyz"]) => {
+            let store = app.store.clone();
+            let store_ok = http::blocking(move || store.check()).await?.is_ok();
+            return Ok(if store_ok && app.clicklog.healthy() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            });
+        }
+        (&Method::GET, ["metrics"]) => {
+            let mut r = Response::new(http_body_util::Full::new(app.metrics.render().into()));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return Ok(r);
+        }
+        (_, ["api", "v1", ..]) => {}
+        _ => return Err(ApiError::NotFound("route")),
+    }
+    if !authorised(app, &req) {
+        return Err(ApiError::Unauthorized);
+    }
+    match (&method, &segments[2..]) {
+        (&Method::POST, ["partners"]) => api::create_partner(app.clone(), req).await,
+        (&Method::GET, ["partners", id]) => api::get_partner(app, id),
+        (&Method::POST, ["links"]) => api::create_link(app.clone(), req).await,
+        (&Method::GET, ["links", code]) => api::get_link(app.clone(), code).await,
+        (&Method::DELETE, ["links", code]) => {
+            api::disable_link(app.clone(), code.to_string()).await
+        }
+        (&Method::GET, ["clicks"]) => api::list_clicks(app.clone(), req).await,
+        (&Method::GET, ["keys"]) => Ok(api::list_keys(app)),
+        (&Method::POST, ["keys", "rotate"]) => api::change_keys(app.clone(), req, None).await,
+        (&Method::POST, ["keys", id, "retire"]) => {
+            let id = id.to_string();
+            api::change_keys(app.clone(), req, Some(&id)).await
+        }
+        (
+            _,
+            ["partners"]
+            | ["partners", _]
+            | ["links"]
+            | ["links", _]
+            | ["clicks"]
+            | ["keys"]
+            | ["keys", "rotate"]
+            | ["keys", _, "retire"],
+        ) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::NotFound("route")),
+    }
+}
+
+fn authorised(app: &App, req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| app.admin.check(t.trim()))
+}

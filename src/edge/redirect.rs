@@ -1,0 +1,264 @@
+//! The hot path: `GET|HEAD /r/{code}` → `302` to the destination with a
+//! signed attribution cookie. One in-memory lookup, one HMAC, one queue
+//! push; never a disk wait.
+
+use super::client_ip::visitor_ip;
+use super::http::{text, ApiError, Body};
+use super::App;
+use crate::directory::is_valid_code;
+use crate::id::ClickId;
+use crate::model::{Click, ClickHeaders, CookieOutcome};
+use crate::program::Attribution;
+use crate::token::Claims;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
+use hyper::{Method, Request, Response, StatusCode};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+/// Query parameter carrying the click id to the destination.
+pub const CLICK_PARAM: &str = "refclk";
+
+/// Answers one tracked-link request.
+pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        _ => return ApiError::MethodNotAllowed.into_response(),
+    };
+    if !is_valid_code(code) {
+        return text(StatusCode::NOT_FOUND, "unknown link\n");
+    }
+    let Some(live) = app.directory.live_link(code) else {
+        return text(StatusCode::NOT_FOUND, "unknown link\n");
+    };
+    if live.link.disabled_at.is_some() {
+        return text(StatusCode::GONE, "this link has been disabled\n");
+    }
+    let program = &live.program;
+    let now_ms = app.clock.now_ms();
+    let now_s = now_ms.div_euclid(1000);
+    let headers = req.headers();
+
+    let mut prior_token_error = None;
+    let mut keep_existing = false;
+    if let Some(token) = cookie_value(headers, &app.config.cookie.name) {
+        let verdict = app
+            .keyring
+            .read()
+            .expect("keyring lock")
+            .verify(token, now_s);
+        match verdict {
+            Ok(claims) => {
+                keep_existing = program.attribution == Attribution::FirstClick
+                    && claims.program == program.key
+                    && claims.partner_id != live.link.partner_id;
+            }
+            Err(e) => {
+                prior_token_error = Some(e.label());
+                app.metrics
+                    .tokens_rejected
+                    .with_label_values(&[e.label()])
+                    .inc();
+            }
+        }
+    }
+
+    let click_id = app.ids.next(now_ms);
+    let location = build_location(&live.link.destination, req.uri().query(), click_id);
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    let location = HeaderValue::try_from(location).unwrap_or_else(|_| {
+        // Only a strange incoming query can make this fail: drop it.
+        HeaderValue::try_from(build_location(&live.link.destination, None, click_id))
+            .expect("destination and click id are ASCII")
+    });
+    h.insert(LOCATION, location);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if !keep_existing {
+        let claims = Claims {
+            click_id,
+            program: Cow::Borrowed(&program.key),
+            partner_id: Cow::Borrowed(&live.link.partner_id),
+            link: Cow::Borrowed(&live.link.code),
+            issued_at: now_s,
+            expires_at: now_s + program.cookie_seconds(),
+        };
+        let mut cookie = String::with_capacity(320);
+        cookie.push_str(&app.config.cookie.name);
+        cookie.push('=');
+        app.keyring
+            .read()
+            .expect("keyring lock")
+            .sign_into(&claims, &mut cookie);
+        cookie.push_str("; Max-Age=");
+        cookie.push_str(itoa(program.cookie_seconds(), &mut [0u8; 20]));
+        cookie.push_str(&app.cookie_attributes);
+        h.insert(
+            SET_COOKIE,
+            HeaderValue::try_from(cookie).expect("cookie is ASCII"),
+        );
+    }
+
+    app.clicklog.enqueue(Click {
+        id: click_id,
+        link: live.link.code.clone(),
+        partner_id: live.link.partner_id.clone(),
+        program: program.key.clone(),
+        method,
+        ip: visitor_ip(peer.ip(), headers, &app.config.trusted_proxies),
+        user_agent: header(headers, "user-agent"),
+        referer: header(headers, "referer"),
+        query: req.uri().query().map(String::from),
+        headers: evidence(headers),
+        cookie: if keep_existing {
+            CookieOutcome::KeptExisting
+        } else {
+            CookieOutcome::Set
+        },
+        prior_token_error,
+    });
+    app.program_metrics(&program.key).inc();
+    app.metrics
+        .redirect_seconds
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The destination with the visitor's query parameters appended (except a
+/// `refclk` they tried to bring) and `refclk=<click id>` last, before any
+/// fragment.
+pub fn build_location(destination: &str, incoming: Option<&str>, id: ClickId) -> String {
+    let (base, fragment) = match destination.find('#') {
+        Some(i) => destination.split_at(i),
+        None => (destination, ""),
+    };
+    let extra = incoming.map_or(0, str::len);
+    let mut out = String::with_capacity(base.len() + extra + 40 + fragment.len());
+    out.push_str(base);
+    let mut sep = match base.find('?') {
+        None => "?",
+        Some(_) if base.ends_with('?') || base.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    for pair in incoming.unwrap_or_default().split('&') {
+        let key = pair.split('=').next().unwrap_or_default();
+        if pair.is_empty() || key == CLICK_PARAM {
+            continue;
+        }
+        out.push_str(sep);
+        out.push_str(pair);
+        sep = "&";
+    }
+    out.push_str(sep);
+    out.push_str(CLICK_PARAM);
+    out.push('=');
+    let mut buf = [0u8; 26];
+    id.encode(&mut buf);
+    out.push_str(std::str::from_utf8(&buf).expect("base32 is ASCII"));
+    out.push_str(fragment);
+    out
+}
+
+/// The value of cookie `name` from the request's `Cookie` headers.
+pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.trim().trim_matches('"'))
+        })
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn evidence(h: &HeaderMap) -> ClickHeaders {
+    ClickHeaders {
+        accept: header(h, "accept"),
+        accept_language: header(h, "accept-language"),
+        accept_encoding: header(h, "accept-encoding"),
+        sec_fetch_site: header(h, "sec-fetch-site"),
+        sec_fetch_mode: header(h, "sec-fetch-mode"),
+        sec_fetch_dest: header(h, "sec-fetch-dest"),
+        sec_fetch_user: header(h, "sec-fetch-user"),
+        sec_ch_ua: header(h, "sec-ch-ua"),
+        sec_ch_ua_mobile: header(h, "sec-ch-ua-mobile"),
+        sec_ch_ua_platform: header(h, "sec-ch-ua-platform"),
+        sec_purpose: header(h, "sec-purpose"),
+        purpose: header(h, "purpose"),
+        dnt: header(h, "dnt"),
+        upgrade_insecure_requests: header(h, "upgrade-insecure-requests"),
+        via: header(h, "via"),
+    }
+}
+
+/// Formats a non-negative integer without allocating.
+fn itoa(mut n: i64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).expect("digits are ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: ClickId = ClickId(1);
+
+    #[test]
+    fn location_keeps_destination_and_passes_the_query_through() {
+        let id = ID.to_string();
+        assert_eq!(
+            build_location("https://a.test/p", Some("utm_source=x&sub1=7"), ID),
+            format!("https://a.test/p?utm_source=x&sub1=7&refclk={id}")
+        );
+        assert_eq!(
+            build_location(
+                "https://a.test/p?ref=1#plans",
+                Some("refclk=forged&x=1"),
+                ID
+            ),
+            format!("https://a.test/p?ref=1&x=1&refclk={id}#plans")
+        );
+        assert_eq!(
+            build_location("https://a.test/?", None, ID),
+            format!("https://a.test/?refclk={id}")
+        );
+    }
+
+    #[test]
+    fn cookie_lookup_reads_every_cookie_header() {
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("a=1; refedge_attr=tok.sig"),
+        );
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie_value(&h, "refedge_attr"), Some("tok.sig"));
+        assert_eq!(cookie_value(&h, "b"), Some("2"));
+        assert_eq!(cookie_value(&h, "refedge"), None);
+    }
+
+    #[test]
+    fn itoa_formats() {
+        assert_eq!(itoa(0, &mut [0; 20]), "0");
+        assert_eq!(itoa(7_776_000, &mut [0; 20]), "7776000");
+    }
+}

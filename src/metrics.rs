@@ -1,0 +1,145 @@
+//! Prometheus metrics: one registry, typed families, handed through the app
+//! (never globals). Labels stay low-cardinality: program, route, status,
+//! reason; never a code, IP or partner id.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric refedge exports.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Redirects served, by program.
+    pub clicks_served: IntCounterVec,
+    /// Time to answer a redirect, in seconds.
+    pub redirect_seconds: Histogram,
+    /// Clicks waiting in memory for the writer.
+    pub click_queue_depth: IntGauge,
+    /// Clicks dropped because the queue was full or the disk failed.
+    pub clicks_dropped: IntCounterVec,
+    /// Clicks written to disk.
+    pub clicks_written: IntCounter,
+    /// Time to write and flush one click batch, in seconds.
+    pub batch_flush_seconds: Histogram,
+    /// Clicks per batch.
+    pub batch_size: Histogram,
+    /// Click batches that failed to write (each is retried).
+    pub batch_errors: IntCounter,
+    /// HTTP responses by route pattern and status.
+    pub http_responses: IntCounterVec,
+    /// Attribution tokens refused, by reason.
+    pub tokens_rejected: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let m = Self {
+            clicks_served: IntCounterVec::new(
+                Opts::new(
+                    "refedge_clicks_served_total",
+                    "Redirects served, by program",
+                ),
+                &["program"],
+            )
+            .expect("valid metric"),
+            redirect_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "refedge_redirect_duration_seconds",
+                    "Time to answer a tracked-link redirect",
+                )
+                .buckets(vec![
+                    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5,
+                    0.005, 0.01, 0.05,
+                ]),
+            )
+            .expect("valid metric"),
+            click_queue_depth: IntGauge::new(
+                "refedge_click_queue_depth",
+                "Clicks waiting in memory for the writer",
+            )
+            .expect("valid metric"),
+            clicks_dropped: IntCounterVec::new(
+                Opts::new(
+                    "refedge_clicks_dropped_total",
+                    "Clicks not recorded (visitor still redirected), by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            clicks_written: IntCounter::new(
+                "refedge_clicks_written_total",
+                "Clicks durably written to the click log",
+            )
+            .expect("valid metric"),
+            batch_flush_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "refedge_click_batch_flush_seconds",
+                    "Time to write and flush one click batch",
+                )
+                .buckets(prometheus::exponential_buckets(0.000_1, 2.5, 12).expect("buckets")),
+            )
+            .expect("valid metric"),
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new("refedge_click_batch_size", "Clicks per written batch")
+                    .buckets(prometheus::exponential_buckets(1.0, 4.0, 9).expect("buckets")),
+            )
+            .expect("valid metric"),
+            batch_errors: IntCounter::new(
+                "refedge_click_batch_errors_total",
+                "Click batches that failed to write",
+            )
+            .expect("valid metric"),
+            http_responses: IntCounterVec::new(
+                Opts::new(
+                    "refedge_http_responses_total",
+                    "HTTP responses by route and status",
+                ),
+                &["route", "status"],
+            )
+            .expect("valid metric"),
+            tokens_rejected: IntCounterVec::new(
+                Opts::new(
+                    "refedge_tokens_rejected_total",
+                    "Attribution tokens refused, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        for c in [
+            Box::new(m.clicks_served.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.redirect_seconds.clone()),
+            Box::new(m.click_queue_depth.clone()),
+            Box::new(m.clicks_dropped.clone()),
+            Box::new(m.clicks_written.clone()),
+            Box::new(m.batch_flush_seconds.clone()),
+            Box::new(m.batch_size.clone()),
+            Box::new(m.batch_errors.clone()),
+            Box::new(m.http_responses.clone()),
+            Box::new(m.tokens_rejected.clone()),
+        ] {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        m
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

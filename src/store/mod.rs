@@ -1,0 +1,141 @@
+//! Durable storage on sled; the only module that imports it. Key layout
+//! lives here and nowhere else.
+//!
+//! Trees:
+//! - `partners`: partner id → JSON [`Partner`]
+//! - `links`: code → JSON [`Link`]
+//! - `clicks`: one tree so a batch of clicks is one atomic write:
+//!   - `c` + click id (16 bytes BE) → JSON [`ClickRecord`]
+//!   - `l` + code + `0x00` + click id → empty (index by link)
+//!   - `p` + partner id + `0x00` + click id → empty (index by partner)
+//!   - `n` + code → `u64` BE click count of the link
+//!
+//! Methods block (sled I/O and fsync): call them from a blocking thread.
+
+mod clicks;
+
+pub use clicks::{ClickPage, ClickQuery};
+
+use crate::model::{Link, Partner};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("stored record under {key:?} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    /// The sled database (for flushes).
+    db: sled::Db,
+    /// Partners by id.
+    partners: sled::Tree,
+    /// Links by code.
+    links: sled::Tree,
+    /// Clicks, their indexes and counters.
+    clicks: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 << 20)
+            .open()?;
+        Ok(Self {
+            partners: db.open_tree("partners")?,
+            links: db.open_tree("links")?,
+            clicks: db.open_tree("clicks")?,
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A cheap read that fails if the database is unusable.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.partners.first()?;
+        Ok(())
+    }
+
+    /// Stores a partner durably.
+    pub fn put_partner(&self, p: &Partner) -> Result<(), StoreError> {
+        self.partners.insert(p.id.as_bytes(), to_json(p))?;
+        self.flush()
+    }
+
+    /// A partner by id.
+    pub fn partner(&self, id: &str) -> Result<Option<Partner>, StoreError> {
+        get_json(&self.partners, id)
+    }
+
+    /// Every partner.
+    pub fn partners(&self) -> Result<Vec<Partner>, StoreError> {
+        all_json(&self.partners)
+    }
+
+    /// Stores a new link durably; `false` if the code is already taken.
+    pub fn insert_link(&self, l: &Link) -> Result<bool, StoreError> {
+        let swapped =
+            self.links
+                .compare_and_swap(l.code.as_bytes(), None::<&[u8]>, Some(to_json(l)))?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// Replaces an existing link durably.
+    pub fn put_link(&self, l: &Link) -> Result<(), StoreError> {
+        self.links.insert(l.code.as_bytes(), to_json(l))?;
+        self.flush()
+    }
+
+    /// A link by code.
+    pub fn link(&self, code: &str) -> Result<Option<Link>, StoreError> {
+        get_json(&self.links, code)
+    }
+
+    /// Every link.
+    pub fn links(&self) -> Result<Vec<Link>, StoreError> {
+        all_json(&self.links)
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+fn from_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn get_json<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
+    tree.get(key.as_bytes())?
+        .map(|v| from_json(key.as_bytes(), &v))
+        .transpose()
+}
+
+fn all_json<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            from_json(&k, &v)
+        })
+        .collect()
+}
