@@ -12,6 +12,11 @@ pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
 
+    /// Whole seconds since the Unix epoch.
+    fn now_s(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
+
     /// The same instant as a UTC timestamp.
     fn now(&self) -> DateTime<Utc> {
         ms_to_datetime(self.now_ms())

@@ -1,0 +1,282 @@
+//! Test harness: servers on 127.0.0.1 port 0 (in-process or the real
+//! binary), and an HTTP/1.1 client that never follows redirects.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use refedge::clock::{FakeClock, SharedClock};
+use refedge::config::Config;
+use refedge::edge::Running;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use tempfile::TempDir;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The `refedge_attr` token from `Set-Cookie`, if one was set.
+    pub fn attribution_cookie(&self) -> Option<String> {
+        let v = self.header("set-cookie")?;
+        let first = v.split(';').next()?;
+        first.strip_prefix("refedge_attr=").map(String::from)
+    }
+}
+
+/// One request on a fresh connection.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+        .unwrap();
+    let resp = tx.send_request(req).await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Admin-authenticated JSON request.
+pub async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
+    let auth = format!("Bearer {ADMIN}");
+    let text = body.map(|b| b.to_string());
+    send(
+        addr,
+        method,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        text.as_deref().map(str::as_bytes),
+    )
+    .await
+}
+
+/// A browser-like click.
+pub async fn click(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Resp {
+    let cookie = cookie.map(|c| format!("refedge_attr={c}"));
+    let mut h = vec![
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+        ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        ("accept-language", "en-US,en;q=0.9"),
+        ("sec-fetch-dest", "document"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-site", "cross-site"),
+        ("referer", "https://blog.example/review"),
+    ];
+    if let Some(c) = &cookie {
+        h.push(("cookie", c));
+    }
+    send(addr, "GET", path, &h, None).await
+}
+
+/// An in-process server on a temporary data dir.
+pub struct TestServer {
+    pub dir: TempDir,
+    pub running: Running,
+    pub clock: Arc<FakeClock>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(dir.path().join("data"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_token = Some(ADMIN.into());
+        tweak(&mut config);
+        let clock = Arc::new(FakeClock::new("2026-03-01T12:00:00Z".parse().unwrap()));
+        let running = refedge::edge::start(config, clock.clone() as SharedClock)
+            .await
+            .expect("server starts");
+        Self {
+            dir,
+            running,
+            clock,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.addr
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn partner(&self, program: &str, email: &str) -> String {
+        create_partner(self.addr(), program, email).await
+    }
+
+    pub async fn link(&self, partner: &str, destination: &str, code: Option<&str>) -> Value {
+        create_link(self.addr(), partner, destination, code).await
+    }
+
+    /// The value of a metric line, e.g. `refedge_clicks_served_total{program="krispcall"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(self.addr(), series).await
+    }
+}
+
+pub async fn create_partner(addr: SocketAddr, program: &str, email: &str) -> String {
+    let r = api(
+        addr,
+        "POST",
+        "/api/v1/partners",
+        Some(serde_json::json!({
+            "program": program,
+            "name": "Test Partner",
+            "email": email,
+            "website": "https://blog.example",
+        })),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+pub async fn create_link(
+    addr: SocketAddr,
+    partner: &str,
+    destination: &str,
+    code: Option<&str>,
+) -> Value {
+    let mut body = serde_json::json!({"partner_id": partner, "destination": destination});
+    if let Some(c) = code {
+        body["code"] = c.into();
+    }
+    let r = api(addr, "POST", "/api/v1/links", Some(body)).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let r = send(addr, "GET", "/metrics", &[], None).await;
+    let text = String::from_utf8(r.body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The real `refedge` binary, serving on a port it picked.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: std::thread::JoinHandle<String>,
+}
+
+impl Process {
+    pub fn spawn(data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_refedge"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("REFEDGE_DATA_DIR", data_dir)
+            .env("REFEDGE_LISTEN", "127.0.0.1:0")
+            .env("REFEDGE_ADMIN_TOKEN", ADMIN)
+            .env("REFEDGE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn refedge");
+        let stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            for line in BufReader::new(stderr).lines() {
+                s.push_str(&line.unwrap_or_default());
+                s.push('\n');
+            }
+            s
+        });
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read stdout");
+        let addr = line
+            .trim()
+            .strip_prefix("refedge listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Self {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for exit; returns the exit code and everything logged.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        (status.code(), self.stderr.join().unwrap())
+    }
+}
