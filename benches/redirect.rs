@@ -1,1 +1,156 @@
-fn main() {}
+//! The redirect hot path in-process (link lookup, cookie check, token
+//! signing, click enqueue, response building) and the token on its own.
+//!
+//! Run: `cargo bench --bench redirect`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use refedge::clock::{Clock, SystemClock};
+use refedge::config::Config;
+use refedge::directory::{NewLink, NewPartner};
+use refedge::edge::redirect::redirect;
+use refedge::id::ClickId;
+use refedge::token::{Claims, Keyring, SigningKey};
+use std::sync::Arc;
+
+const LINKS: usize = 10_000;
+
+fn browser_request(code: &str, cookie: Option<&str>) -> hyper::Request<()> {
+    let mut b = hyper::Request::get(format!("/r/{code}?utm_source=newsletter&sub1=42"))
+        .header("host", "go.example.com")
+        .header("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36")
+        .header("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8")
+        .header("accept-language", "en-US,en;q=0.9")
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .header("sec-fetch-dest", "document")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-user", "?1")
+        .header("sec-ch-ua", "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"")
+        .header("sec-ch-ua-mobile", "?0")
+        .header("sec-ch-ua-platform", "\"Windows\"")
+        .header("upgrade-insecure-requests", "1")
+        .header("referer", "https://blog.example/best-voip-2026");
+    if let Some(c) = cookie {
+        b = b.header("cookie", format!("_ga=GA1.1.123; refedge_attr={c}"));
+    }
+    b.body(()).unwrap()
+}
+
+fn bench_redirect(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_token = Some("bench-admin-token-0123456789".into());
+    config.clicks.queue_capacity = 1 << 20;
+    let running = rt
+        .block_on(refedge::edge::start(config, Arc::new(SystemClock)))
+        .unwrap();
+    let app = running.app.clone();
+    let now = SystemClock.now();
+    let partner = app
+        .directory
+        .create_partner(
+            NewPartner {
+                program: "krispcall".into(),
+                name: "Bench".into(),
+                email: "bench@blog.example".into(),
+                website: "https://blog.example".into(),
+                currency: None,
+            },
+            now,
+        )
+        .unwrap();
+    let codes: Vec<String> = (0..LINKS)
+        .map(|i| {
+            app.directory
+                .create_link(
+                    NewLink {
+                        partner_id: partner.id.clone(),
+                        destination: "https://krispcall.com/pricing?plan=standard".into(),
+                        code: Some(format!("bench-{i:05}")),
+                    },
+                    now,
+                )
+                .unwrap()
+                .code
+        })
+        .collect();
+    let peer = "198.51.100.7:51234".parse().unwrap();
+    let requests: Vec<_> = codes.iter().map(|c| browser_request(c, None)).collect();
+
+    let mut g = c.benchmark_group("redirect");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("browser_click_no_cookie", |b| {
+        b.iter(|| {
+            i = (i + 7919) % requests.len();
+            black_box(redirect(&app, peer, &requests[i], &codes[i]))
+        })
+    });
+    let token = redirect(&app, peer, &requests[0], &codes[0])
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("refedge_attr=")
+        .to_string();
+    let with_cookie: Vec<_> = codes
+        .iter()
+        .map(|c| browser_request(c, Some(&token)))
+        .collect();
+    g.bench_function("browser_click_with_cookie", |b| {
+        b.iter(|| {
+            i = (i + 7919) % with_cookie.len();
+            black_box(redirect(&app, peer, &with_cookie[i], &codes[i]))
+        })
+    });
+    g.finish();
+    let dropped: u64 = ["queue_full", "stopped"]
+        .iter()
+        .map(|r| app.metrics.clicks_dropped.with_label_values(&[r]).get())
+        .sum();
+    eprintln!(
+        "clicks written {}, dropped {dropped}",
+        app.metrics.clicks_written.get()
+    );
+    drop(app);
+    rt.block_on(running.shutdown()).unwrap();
+}
+
+fn bench_token(c: &mut Criterion) {
+    let ring = Keyring::new(vec![SigningKey::new(1, vec![7; 32], 0, false)]).unwrap();
+    let claims = Claims {
+        click_id: ClickId(0x0193_0000_0000_0000_1234_5678_9abc_def0),
+        program: "krispcall".into(),
+        partner_id: "p_3RlEuIdP2y6IXfB4".into(),
+        link: "ann-spring".into(),
+        issued_at: 1_790_000_000,
+        expires_at: 1_797_776_000,
+    };
+    let token = ring.sign(&claims);
+    let mut g = c.benchmark_group("token");
+    g.bench_function("sign", |b| {
+        let mut out = String::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            ring.sign_into(black_box(&claims), &mut out);
+            black_box(out.len())
+        })
+    });
+    g.bench_function("verify", |b| {
+        b.iter(|| black_box(ring.verify(black_box(&token), 1_790_000_001).is_ok()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_redirect, bench_token);
+criterion_main!(benches);

@@ -1,1 +1,264 @@
-fn main() {}
+//! Load generator for `loadtest/run`: sets up links on a running refedge,
+//! drives bounded keep-alive load at random codes, and verifies how many
+//! clicks reached disk. Targets 127.0.0.1 only; every phase is bounded in
+//! time and request count and ends by itself.
+//!
+//! Usage:
+//!   loadgen setup  ADDR TOKEN LINKS
+//!   loadgen load   ADDR LINKS SECONDS MAX_REQUESTS CONNECTIONS
+//!   loadgen verify ADDR TOKEN LINKS
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn usage() -> ! {
+    eprintln!("usage: loadgen setup ADDR TOKEN LINKS | load ADDR LINKS SECONDS MAX_REQUESTS CONNECTIONS | verify ADDR TOKEN LINKS");
+    std::process::exit(2)
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    args.get(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| usage())
+}
+
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    assert!(
+        addr.ip().is_loopback(),
+        "the load generator only targets loopback addresses"
+    );
+    addr
+}
+
+fn code(i: usize) -> String {
+    format!("lt-{i:07}")
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Sender {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    tx
+}
+
+async fn call(
+    tx: &mut Sender,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<String>,
+) -> (u16, Bytes) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    tx.ready().await.expect("connection ready");
+    let resp = tx.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// Runs `f(i)` for i in 0..n over `conns` keep-alive connections.
+async fn fan_out<F, Fut>(addr: SocketAddr, n: usize, conns: usize, f: F)
+where
+    F: Fn(Sender, usize) -> Fut + Send + Sync + 'static + Clone,
+    Fut: std::future::Future<Output = Sender> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let next = next.clone();
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = connect(addr).await;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= n {
+                    break;
+                }
+                tx = f(tx, i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+async fn setup(addr: SocketAddr, token: String, links: usize) {
+    let mut tx = connect(addr).await;
+    let (status, body) = call(
+        &mut tx,
+        "POST",
+        "/api/v1/partners",
+        &token,
+        Some(r#"{"program":"krispcall","name":"Load Test","email":"load@test.example","website":"https://test.example"}"#.into()),
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let partner: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let partner = partner["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let token = Arc::new(token);
+    fan_out(addr, links, 16, move |mut tx, i| {
+        let token = token.clone();
+        let partner = partner.clone();
+        async move {
+            let body = format!(
+                r#"{{"partner_id":"{partner}","destination":"https://krispcall.com/pricing","code":"{}"}}"#,
+                code(i)
+            );
+            let (status, b) = call(&mut tx, "POST", "/api/v1/links", &token, Some(body)).await;
+            assert!(status == 201 || status == 409, "{status} {}", String::from_utf8_lossy(&b));
+            tx
+        }
+    })
+    .await;
+    println!(
+        "{{\"links\": {links}, \"setup_seconds\": {:.1}}}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn load(addr: SocketAddr, links: usize, seconds: u64, max_requests: u64, conns: usize) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let budget = Arc::new(AtomicU64::new(max_requests));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let budget = budget.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = connect(addr).await;
+            let mut rng =
+                0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let mut lat = Vec::with_capacity(1 << 16);
+            let (mut redirects, mut other) = (0u64, 0u64);
+            while Instant::now() < deadline
+                && budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                    .is_ok()
+            {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let path = format!("/r/{}?utm_source=load", code(rng as usize % links));
+                let req = Request::get(path)
+                    .header("host", "127.0.0.1")
+                    .header(
+                        "user-agent",
+                        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+                    )
+                    .header("accept", "text/html,application/xhtml+xml")
+                    .header("accept-language", "en-US,en;q=0.5")
+                    .header("sec-fetch-dest", "document")
+                    .header("sec-fetch-mode", "navigate")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let t = Instant::now();
+                if tx.ready().await.is_err() {
+                    break;
+                }
+                let Ok(resp) = tx.send_request(req.map(|_| Full::new(Bytes::new()))).await else {
+                    break;
+                };
+                let status = resp.status().as_u16();
+                let _ = resp.into_body().collect().await;
+                lat.push(t.elapsed().as_micros() as u32);
+                if status == 302 {
+                    redirects += 1;
+                } else {
+                    other += 1;
+                }
+            }
+            (lat, redirects, other)
+        }));
+    }
+    let mut all = Vec::new();
+    let (mut redirects, mut other) = (0, 0);
+    for t in tasks {
+        let (l, r, o) = t.await.unwrap();
+        all.extend(l);
+        redirects += r;
+        other += o;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{{\"requests\": {}, \"redirects\": {redirects}, \"other_status\": {other}, \"seconds\": {elapsed:.2}, \"rps\": {:.0}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"connections\": {conns}}}",
+        all.len(),
+        all.len() as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+        pct(0.999),
+    );
+}
+
+async fn verify(addr: SocketAddr, token: String, links: usize) {
+    let total = Arc::new(AtomicU64::new(0));
+    let sum = total.clone();
+    let token = Arc::new(token);
+    fan_out(addr, links, 16, move |mut tx, i| {
+        let token = token.clone();
+        let sum = sum.clone();
+        async move {
+            let (status, body) = call(
+                &mut tx,
+                "GET",
+                &format!("/api/v1/links/{}", code(i)),
+                &token,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            sum.fetch_add(v["click_count"].as_u64().unwrap(), Ordering::Relaxed);
+            tx
+        }
+    })
+    .await;
+    println!("{{\"clicks_on_disk\": {}}}", total.load(Ordering::Relaxed));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match args.get(1).map(String::as_str) {
+        Some("setup") => rt.block_on(setup(loopback(arg(&args, 2)), arg(&args, 3), arg(&args, 4))),
+        Some("load") => rt.block_on(load(
+            loopback(arg(&args, 2)),
+            arg(&args, 3),
+            arg(&args, 4),
+            arg(&args, 5),
+            arg(&args, 6),
+        )),
+        Some("verify") => rt.block_on(verify(
+            loopback(arg(&args, 2)),
+            arg(&args, 3),
+            arg(&args, 4),
+        )),
+        _ => usage(),
+    }
+}

@@ -18,11 +18,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, oneshot, Notify};
 
-enum Msg {
-    Click(Box<Click>),
+/// Requests to the writer that must not wait behind the commit window.
+enum Control {
     /// Answered once everything queued before it is on disk.
     Barrier(oneshot::Sender<()>),
     /// Drain, write, and end the writer.
@@ -32,8 +31,16 @@ enum Msg {
 /// Handle to the queue; cheap to clone.
 #[derive(Clone)]
 pub struct ClickLog {
-    /// Sending side of the bounded queue.
-    tx: mpsc::Sender<Msg>,
+    /// Sending side of the bounded click queue. The writer only ever
+    /// `try_recv`s it, so a send never has a parked task to wake: a click
+    /// costs no syscall on the redirect path.
+    tx: mpsc::Sender<Click>,
+    /// Barriers and stop.
+    control: mpsc::UnboundedSender<Control>,
+    /// Wakes the writer early when a full batch is waiting.
+    batch_ready: Arc<Notify>,
+    /// Clicks per batch (the early-wake threshold).
+    batch_max: usize,
     /// Shared metric families.
     metrics: Arc<Metrics>,
     /// False while the writer's last batch failed.
@@ -93,9 +100,13 @@ impl ClickLog {
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let (control, control_rx) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
+        let batch_ready = Arc::new(Notify::new());
         let writer = Writer {
             rx,
+            control: control_rx,
+            batch_ready: batch_ready.clone(),
             store,
             anon: Arc::new(Anonymiser {
                 ip_key,
@@ -111,6 +122,9 @@ impl ClickLog {
         (
             Self {
                 tx,
+                control,
+                batch_ready,
+                batch_max: cfg.batch_max,
                 metrics,
                 healthy,
             },
@@ -121,9 +135,13 @@ impl ClickLog {
     /// Queues a click without waiting. Returns false (and counts the drop)
     /// when the queue is full or the writer has stopped.
     pub fn enqueue(&self, click: Click) -> bool {
-        match self.tx.try_send(Msg::Click(Box::new(click))) {
+        match self.tx.try_send(click) {
             Ok(()) => {
                 self.metrics.click_queue_depth.inc();
+                let depth = self.tx.max_capacity() - self.tx.capacity();
+                if depth == self.batch_max {
+                    self.batch_ready.notify_one();
+                }
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -146,24 +164,26 @@ impl ClickLog {
     /// Waits until every click queued before this call is on disk.
     pub async fn barrier(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Barrier(tx)).await.is_ok() {
+        if self.control.send(Control::Barrier(tx)).is_ok() {
             let _ = rx.await;
         }
     }
 
     /// Whether the writer is running and its last batch succeeded.
     pub fn healthy(&self) -> bool {
-        !self.tx.is_closed() && self.healthy.load(Ordering::Relaxed)
+        !self.control.is_closed() && self.healthy.load(Ordering::Relaxed)
     }
 
     /// Asks the writer to write everything queued and stop.
     pub async fn stop(&self) {
-        let _ = self.tx.send(Msg::Stop).await;
+        let _ = self.control.send(Control::Stop);
     }
 }
 
 struct Writer {
-    rx: mpsc::Receiver<Msg>,
+    rx: mpsc::Receiver<Click>,
+    control: mpsc::UnboundedReceiver<Control>,
+    batch_ready: Arc<Notify>,
     store: Store,
     anon: Arc<Anonymiser>,
     batch_max: usize,
@@ -176,63 +196,60 @@ impl Writer {
     async fn run(mut self) {
         let mut stopping = false;
         while !stopping {
-            let Some(first) = self.rx.recv().await else {
-                break;
-            };
-            let mut clicks = Vec::new();
+            // One commit window: wake on the timer, a full batch, or a
+            // control request, whichever comes first.
             let mut barriers = Vec::new();
-            let take =
-                |m: Msg, clicks: &mut Vec<Click>, barriers: &mut Vec<_>, stopping: &mut bool| {
-                    match m {
-                        Msg::Click(c) => clicks.push(*c),
-                        Msg::Barrier(b) => barriers.push(b),
-                        Msg::Stop => *stopping = true,
-                    }
-                };
-            take(first, &mut clicks, &mut barriers, &mut stopping);
-            let deadline = Instant::now() + self.interval;
-            // Fill the batch: take what is already queued; then, unless a
-            // barrier or stop wants it now, wait out the commit window.
-            while clicks.len() < self.batch_max {
-                let next = match self.rx.try_recv() {
-                    Ok(m) => Some(m),
-                    Err(_) if stopping || !barriers.is_empty() => None,
-                    Err(_) => tokio::time::timeout_at(deadline, self.rx.recv())
-                        .await
-                        .ok()
-                        .flatten(),
-                };
-                match next {
-                    Some(m) => take(m, &mut clicks, &mut barriers, &mut stopping),
-                    None => break,
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = self.batch_ready.notified() => {}
+                c = self.control.recv() => match c {
+                    Some(Control::Barrier(b)) => barriers.push(b),
+                    Some(Control::Stop) | None => stopping = true,
+                },
+            }
+            while let Ok(c) = self.control.try_recv() {
+                match c {
+                    Control::Barrier(b) => barriers.push(b),
+                    Control::Stop => stopping = true,
                 }
             }
-            self.metrics.click_queue_depth.sub(clicks.len() as i64);
-            if !clicks.is_empty() {
-                self.write(clicks).await;
+            if stopping {
+                // Nothing new can arrive once the queue is closed.
+                self.rx.close();
             }
+            self.drain().await;
             for b in barriers {
                 let _ = b.send(());
             }
         }
-        // Close, then write whatever raced in before the close.
-        self.rx.close();
-        let mut rest = Vec::new();
-        while let Ok(m) = self.rx.try_recv() {
-            match m {
-                Msg::Click(c) => rest.push(*c),
-                Msg::Barrier(b) => {
-                    let _ = b.send(());
-                }
-                Msg::Stop => {}
+        while let Ok(c) = self.control.try_recv() {
+            if let Control::Barrier(b) = c {
+                let _ = b.send(());
             }
-        }
-        self.metrics.click_queue_depth.sub(rest.len() as i64);
-        for chunk in rest.chunks(self.batch_max) {
-            self.write(chunk.to_vec()).await;
         }
     }
 
+    /// Writes everything queued right now, `batch_max` clicks at a time.
+    async fn drain(&mut self) {
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < self.batch_max {
+                match self.rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.metrics.click_queue_depth.sub(batch.len() as i64);
+            let full = batch.len() == self.batch_max;
+            self.write(batch).await;
+            if !full {
+                return;
+            }
+        }
+    }
     /// Writes one batch, retrying a failing disk a few times before giving
     /// the batch up (counted as dropped, reason `write_failed`).
     async fn write(&self, clicks: Vec<Click>) {

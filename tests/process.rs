@@ -214,3 +214,39 @@ async fn admin_token_is_generated_private_and_logged() {
         "the token itself must not be logged"
     );
 }
+
+#[tokio::test]
+async fn kill_9_keeps_every_click_that_reached_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Process::spawn(&data, &[]);
+    let p = create_partner(server.addr, "krispcall", "ann@blog.example").await;
+    create_link(server.addr, &p, "https://krispcall.com/", Some("crash-me")).await;
+    for _ in 0..120 {
+        assert_eq!(click(server.addr, "/r/crash-me", None).await.status, 302);
+    }
+    // Reading the link waits for queued clicks to reach disk.
+    let before = api(server.addr, "GET", "/api/v1/links/crash-me", None)
+        .await
+        .json();
+    assert_eq!(before["click_count"], 120);
+    server.signal("KILL");
+    server.wait();
+
+    let again = Process::spawn(&data, &[]);
+    let after = api(again.addr, "GET", "/api/v1/links/crash-me", None)
+        .await
+        .json();
+    assert_eq!(after["click_count"], 120);
+    let page = api(
+        again.addr,
+        "GET",
+        "/api/v1/clicks?link=crash-me&limit=1000",
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(page["clicks"].as_array().unwrap().len(), 120);
+    again.signal("TERM");
+    assert_eq!(again.wait().0, Some(0));
+}

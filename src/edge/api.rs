@@ -145,9 +145,7 @@ pub async fn get_link(app: Arc<App>, code: &str) -> Result<Response<Body>, ApiEr
         .live_link(code)
         .ok_or(ApiError::NotFound("link"))?;
     let _ = tokio::time::timeout(BARRIER_WAIT, app.clicklog.barrier()).await;
-    let store = app.store.clone();
-    let c = live.link.code.clone();
-    let count = blocking(move || store.click_count(&c)).await??;
+    let count = app.store.click_count(&live.link.code);
     Ok(json(StatusCode::OK, &link_out(&app, &live.link, count)))
 }
 
@@ -159,9 +157,7 @@ pub async fn disable_link(app: Arc<App>, code: String) -> Result<Response<Body>,
     let now = app.clock.now();
     let a = app.clone();
     let link = blocking(move || a.directory.disable_link(&code, now)).await??;
-    let store = app.store.clone();
-    let c = link.code.clone();
-    let count = blocking(move || store.click_count(&c)).await??;
+    let count = app.store.click_count(&link.code);
     Ok(json(StatusCode::OK, &link_out(&app, &link, count)))
 }
 
@@ -216,20 +212,22 @@ pub async fn list_clicks(
             }
         }
     }
-    if let (Some(code), Some(partner)) = (&q.link, &q.partner) {
-        // The store lists by link; make sure the link is the partner's.
-        let owned = app
+    if let Some(code) = &q.link {
+        // Scan through the link's partner (the store indexes by partner).
+        let owner = app
             .directory
             .live_link(code)
-            .is_some_and(|l| &l.link.partner_id == partner);
-        if !owned {
-            return Ok(json(
-                StatusCode::OK,
-                &ClickPageOut {
+            .map(|l| l.link.partner_id.clone());
+        match (owner, &q.partner) {
+            (Some(owner), Some(p)) if &owner == p => {}
+            (Some(owner), None) => q.partner = Some(owner),
+            _ => {
+                let empty = ClickPageOut {
                     clicks: vec![],
                     next_cursor: None,
-                },
-            ));
+                };
+                return Ok(json(StatusCode::OK, &empty));
+            }
         }
     }
     let _ = tokio::time::timeout(BARRIER_WAIT, app.clicklog.barrier()).await;

@@ -274,7 +274,7 @@ async fn serve(
     app.clicklog.stop().await;
     let _ = writer.await;
     let store = app.store.clone();
-    tokio::task::spawn_blocking(move || store.flush())
+    tokio::task::spawn_blocking(move || store.snapshot_click_counts())
         .await
         .expect("flush does not panic")?;
     tracing::info!(

@@ -1,22 +1,41 @@
-//! The click log on disk: group-committed batches and paged queries.
+//! The click log on disk, append-only: each group commit writes its clicks
+//! as a few chunk values (≤ [`CHUNK`] records each), one index entry per
+//! partner per chunk, and nothing per click. Per-link click counts live in
+//! memory and are snapshotted atomically every [`SNAPSHOT_EVERY`] clicks
+//! and at shutdown; on open, the chunks after the last snapshot are replayed.
+//!
+//! Keys in the `clicks` tree:
+//! - `b` + first click id (16 bytes BE) → JSON array of [`ClickRecord`]s
+//! - `p` + partner id + `0x00` + chunk's first click id → `u32` BE clicks
+//!   of that partner in the chunk
+//! - `n` + link code → `u64` BE click count as of the last snapshot
+//! - `m` → key of the last chunk the count snapshot includes
 
-use super::{from_json, to_json, Store, StoreError};
+use super::{Store, StoreError};
 use crate::id::ClickId;
 use crate::model::ClickRecord;
-use std::collections::HashMap;
+use dashmap::DashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
-const RECORD: u8 = b'c';
-const BY_LINK: u8 = b'l';
+/// Most records in one chunk value: keeps values well below sled's blob
+/// threshold (a quarter of a 512 KiB segment).
+pub const CHUNK: usize = 256;
+/// Clicks between two count snapshots (bounds the replay on open).
+pub const SNAPSHOT_EVERY: u64 = 100_000;
+
+const CHUNK_TAG: u8 = b'b';
 const BY_PARTNER: u8 = b'p';
 const COUNT: u8 = b'n';
+const MARK: &[u8] = b"m";
 
 /// Which clicks to list.
 #[derive(Debug, Clone, Default)]
 pub struct ClickQuery {
     /// Only this link's clicks.
     pub link: Option<String>,
-    /// Only this partner's clicks (ignored when `link` is set: a link
-    /// belongs to one partner, so the caller checks that pairing).
+    /// Only this partner's clicks (with `link`, give the link's partner:
+    /// the partner index makes the scan short).
     pub partner: Option<String>,
     /// Clicks at or after this time (epoch ms).
     pub from_ms: Option<i64>,
@@ -37,18 +56,36 @@ pub struct ClickPage {
     pub next: Option<ClickId>,
 }
 
-fn index_key(tag: u8, name: &str, id: ClickId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + name.len() + 1 + 16);
-    k.push(tag);
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&id.to_bytes());
+/// Per-link click counts in memory, with what changed since the snapshot.
+#[derive(Default)]
+pub(super) struct ClickCounts {
+    /// Code → clicks on disk.
+    counts: DashMap<Box<str>, u64>,
+    /// Snapshot bookkeeping, touched only by the writer.
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Codes whose count changed since the last snapshot.
+    dirty: HashSet<Box<str>>,
+    /// Clicks written since the last snapshot.
+    clicks: u64,
+    /// Key of the newest chunk written.
+    last_chunk: Option<[u8; 17]>,
+}
+
+fn chunk_key(first: ClickId) -> [u8; 17] {
+    let mut k = [CHUNK_TAG; 17];
+    k[1..].copy_from_slice(&first.to_bytes());
     k
 }
 
-fn record_key(id: ClickId) -> [u8; 17] {
-    let mut k = [RECORD; 17];
-    k[1..].copy_from_slice(&id.to_bytes());
+fn partner_prefix(partner: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + partner.len() + 16);
+    k.push(BY_PARTNER);
+    k.extend_from_slice(partner.as_bytes());
+    k.push(0);
     k
 }
 
@@ -59,48 +96,143 @@ fn count_key(code: &str) -> Vec<u8> {
     k
 }
 
+fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<ClickRecord>, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e.to_string()))
+}
+
 impl Store {
-    /// Writes a batch of clicks with their index entries and link counters
-    /// as one atomic batch, then flushes once (group commit).
+    /// Loads the count snapshot and replays the chunks written after it.
+    pub(super) fn load_click_counts(&self) -> Result<(), StoreError> {
+        for kv in self.clicks.scan_prefix([COUNT]) {
+            let (k, v) = kv?;
+            let n = <[u8; 8]>::try_from(&v[..]).map_err(|_| corrupt(&k, "count is not 8 bytes"))?;
+            let code =
+                std::str::from_utf8(&k[1..]).map_err(|_| corrupt(&k, "code is not UTF-8"))?;
+            self.counts
+                .counts
+                .insert(code.into(), u64::from_be_bytes(n));
+        }
+        let mark = self.clicks.get(MARK)?;
+        let replay = match &mark {
+            Some(m) => self.clicks.range::<&[u8], _>((
+                std::ops::Bound::Excluded(&m[..]),
+                std::ops::Bound::Excluded(&[CHUNK_TAG + 1][..]),
+            )),
+            None => self.clicks.scan_prefix([CHUNK_TAG]),
+        };
+        let mut pending = self.counts.pending.lock().expect("counts lock");
+        for kv in replay {
+            let (k, v) = kv?;
+            for r in decode_chunk(&k, &v)? {
+                *self
+                    .counts
+                    .counts
+                    .entry(r.link.as_str().into())
+                    .or_default() += 1;
+                pending.clicks += 1;
+                pending.dirty.insert(r.link.into_boxed_str());
+            }
+            pending.last_chunk = <[u8; 17]>::try_from(&k[..]).ok();
+        }
+        Ok(())
+    }
+
+    /// Writes a batch of clicks (in id order) as one atomic sled batch, then
+    /// flushes once: the group commit.
     pub fn write_clicks(&self, batch: &[ClickRecord]) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
-        let mut added: HashMap<&str, u64> = HashMap::new();
-        for c in batch {
-            b.insert(&record_key(c.id)[..], to_json(c));
-            b.insert(index_key(BY_LINK, &c.link, c.id), &[][..]);
-            b.insert(index_key(BY_PARTNER, &c.partner_id, c.id), &[][..]);
-            *added.entry(c.link.as_str()).or_default() += 1;
-        }
-        for (code, n) in added {
-            let total = self.click_count(code)? + n;
-            b.insert(count_key(code), &total.to_be_bytes()[..]);
+        let mut last_chunk = None;
+        for chunk in batch.chunks(CHUNK) {
+            let key = chunk_key(chunk[0].id);
+            b.insert(
+                &key[..],
+                serde_json::to_vec(chunk).expect("records serialise"),
+            );
+            let mut per_partner: HashMap<&str, u32> = HashMap::new();
+            for r in chunk {
+                *per_partner.entry(r.partner_id.as_str()).or_default() += 1;
+            }
+            for (partner, n) in per_partner {
+                let mut k = partner_prefix(partner);
+                k.extend_from_slice(&chunk[0].id.to_bytes());
+                b.insert(k, &n.to_be_bytes()[..]);
+            }
+            last_chunk = Some(key);
         }
         self.clicks.apply_batch(b)?;
-        self.flush()
+        self.flush()?;
+
+        let snapshot_due = {
+            let mut pending = self.counts.pending.lock().expect("counts lock");
+            for r in batch {
+                *self
+                    .counts
+                    .counts
+                    .entry(r.link.as_str().into())
+                    .or_default() += 1;
+                if !pending.dirty.contains(r.link.as_str()) {
+                    pending.dirty.insert(r.link.as_str().into());
+                }
+            }
+            pending.clicks += batch.len() as u64;
+            pending.last_chunk = last_chunk.or(pending.last_chunk);
+            pending.clicks >= SNAPSHOT_EVERY
+        };
+        if snapshot_due {
+            self.snapshot_click_counts()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the changed per-link counts and the replay mark atomically.
+    pub fn snapshot_click_counts(&self) -> Result<(), StoreError> {
+        let mut pending = self.counts.pending.lock().expect("counts lock");
+        let Some(mark) = pending.last_chunk else {
+            return Ok(());
+        };
+        if pending.clicks == 0 {
+            return Ok(());
+        }
+        let mut b = sled::Batch::default();
+        for code in &pending.dirty {
+            let n = self.counts.counts.get(code).map_or(0, |c| *c);
+            b.insert(count_key(code), &n.to_be_bytes()[..]);
+        }
+        b.insert(MARK, &mark[..]);
+        self.clicks.apply_batch(b)?;
+        self.flush()?;
+        pending.dirty.clear();
+        pending.clicks = 0;
+        Ok(())
     }
 
     /// How many clicks a link has on disk.
-    pub fn click_count(&self, code: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .clicks
-            .get(count_key(code))?
-            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
-            .map_or(0, u64::from_be_bytes))
+    pub fn click_count(&self, code: &str) -> u64 {
+        self.counts.counts.get(code).map_or(0, |c| *c)
     }
 
     /// The newest stored click id, to seed the id generator after a restart.
     pub fn newest_click_id(&self) -> Result<Option<ClickId>, StoreError> {
-        let last = self.clicks.scan_prefix([RECORD]).next_back().transpose()?;
-        Ok(last.and_then(|(k, _)| <[u8; 16]>::try_from(&k[1..]).ok().map(ClickId::from_bytes)))
+        let Some((k, v)) = self
+            .clicks
+            .scan_prefix([CHUNK_TAG])
+            .next_back()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        Ok(decode_chunk(&k, &v)?.iter().map(|r| r.id).max())
     }
 
     /// One page of clicks matching `q`, oldest first.
     pub fn clicks(&self, q: &ClickQuery) -> Result<ClickPage, StoreError> {
-        let (prefix, by_index) = match (&q.link, &q.partner) {
-            (Some(code), _) => (index_prefix(BY_LINK, code), true),
-            (None, Some(p)) => (index_prefix(BY_PARTNER, p), true),
-            (None, None) => (vec![RECORD], false),
-        };
         let mut lo = q.from_ms.map_or(ClickId(0), ClickId::lower_bound);
         if let Some(after) = q.after {
             lo = lo.max(ClickId(after.0.saturating_add(1)));
@@ -112,44 +244,54 @@ impl Store {
             clicks: Vec::new(),
             next: None,
         };
-        if lo > hi {
+        if lo > hi || q.limit == 0 {
             return Ok(page);
         }
+        // Chunks are keyed by their first id: the chunk holding `lo` may
+        // start before it, so begin at the last chunk starting at or before.
+        let prefix = match &q.partner {
+            Some(p) => partner_prefix(p),
+            None => vec![CHUNK_TAG],
+        };
         let key = |id: ClickId| {
             let mut k = prefix.clone();
             k.extend_from_slice(&id.to_bytes());
             k
         };
-        for kv in self.clicks.range(key(lo)..=key(hi)) {
+        let start = self
+            .clicks
+            .range(prefix.clone()..=key(lo))
+            .next_back()
+            .transpose()?
+            .map_or_else(|| key(lo), |(k, _)| k.to_vec());
+        for kv in self.clicks.range(start..=key(hi)) {
             let (k, v) = kv?;
-            if page.clicks.len() == q.limit {
-                page.next = page.clicks.last().map(|c| c.id);
-                break;
-            }
-            let record = if by_index {
-                let id = <[u8; 16]>::try_from(&k[prefix.len()..])
-                    .map(ClickId::from_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        key: String::from_utf8_lossy(&k).into_owned(),
-                        reason: "index key has no click id".into(),
-                    })?;
-                match self.clicks.get(record_key(id))? {
-                    Some(v) => from_json(&k, &v)?,
+            let first = <[u8; 16]>::try_from(&k[prefix.len()..])
+                .map(ClickId::from_bytes)
+                .map_err(|_| corrupt(&k, "key has no click id"))?;
+            let records = if q.partner.is_some() {
+                match self.clicks.get(chunk_key(first))? {
+                    Some(bytes) => decode_chunk(&k, &bytes)?,
                     None => continue,
                 }
             } else {
-                from_json(&k, &v)?
+                decode_chunk(&k, &v)?
             };
-            page.clicks.push(record);
+            for r in records {
+                let wanted = r.id >= lo
+                    && r.id <= hi
+                    && q.partner.as_ref().is_none_or(|p| &r.partner_id == p)
+                    && q.link.as_ref().is_none_or(|l| &r.link == l);
+                if !wanted {
+                    continue;
+                }
+                if page.clicks.len() == q.limit {
+                    page.next = page.clicks.last().map(|c| c.id);
+                    return Ok(page);
+                }
+                page.clicks.push(r);
+            }
         }
         Ok(page)
     }
-}
-
-fn index_prefix(tag: u8, name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + name.len() + 16);
-    k.push(tag);
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k
 }

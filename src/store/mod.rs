@@ -4,15 +4,13 @@
 //! Trees:
 //! - `partners`: partner id → JSON [`Partner`]
 //! - `links`: code → JSON [`Link`]
-//! - `clicks`: one tree so a batch of clicks is one atomic write:
-//!   - `c` + click id (16 bytes BE) → JSON [`ClickRecord`]
-//!   - `l` + code + `0x00` + click id → empty (index by link)
-//!   - `p` + partner id + `0x00` + click id → empty (index by partner)
-//!   - `n` + code → `u64` BE click count of the link
+//! - `clicks`: the append-only click log, its partner index and per-link
+//!   count snapshots in one tree, so a group commit is one atomic batch
+//!   (layout in [`clicks`]).
 //!
 //! Methods block (sled I/O and fsync): call them from a blocking thread.
 
-mod clicks;
+pub mod clicks;
 
 pub use clicks::{ClickPage, ClickQuery};
 
@@ -38,8 +36,10 @@ pub struct Store {
     partners: sled::Tree,
     /// Links by code.
     links: sled::Tree,
-    /// Clicks, their indexes and counters.
+    /// Clicks, their index and count snapshots.
     clicks: sled::Tree,
+    /// Per-link click counts (see [`clicks`]).
+    counts: std::sync::Arc<clicks::ClickCounts>,
 }
 
 impl Store {
@@ -49,12 +49,15 @@ impl Store {
             .path(dir)
             .cache_capacity(64 << 20)
             .open()?;
-        Ok(Self {
+        let store = Self {
             partners: db.open_tree("partners")?,
             links: db.open_tree("links")?,
             clicks: db.open_tree("clicks")?,
+            counts: Default::default(),
             db,
-        })
+        };
+        store.load_click_counts()?;
+        Ok(store)
     }
 
     /// Makes everything written so far durable.
