@@ -12,7 +12,10 @@ use crate::program::Attribution;
 use crate::token::Claims;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderMap, HeaderValue, CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, CACHE_CONTROL,
+    COOKIE, DNT, LOCATION, REFERER, SET_COOKIE, UPGRADE_INSECURE_REQUESTS, USER_AGENT, VIA,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -110,8 +113,8 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         program: program.key.clone(),
         method,
         ip: visitor_ip(peer.ip(), headers, &app.config.trusted_proxies),
-        user_agent: header(headers, "user-agent"),
-        referer: header(headers, "referer"),
+        user_agent: header(headers, &USER_AGENT),
+        referer: header(headers, &REFERER),
         query: req.uri().query().map(String::from),
         headers: evidence(headers),
         cookie: if keep_existing {
@@ -176,29 +179,42 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         })
 }
 
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+fn header(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    headers.get(name).map(|v| match v.to_str() {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+    })
 }
+
+// Header names built once: looking a header up by `&str` parses the name on
+// every call.
+const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+const SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+const SEC_FETCH_USER: HeaderName = HeaderName::from_static("sec-fetch-user");
+const SEC_CH_UA: HeaderName = HeaderName::from_static("sec-ch-ua");
+const SEC_CH_UA_MOBILE: HeaderName = HeaderName::from_static("sec-ch-ua-mobile");
+const SEC_CH_UA_PLATFORM: HeaderName = HeaderName::from_static("sec-ch-ua-platform");
+const SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
+const PURPOSE: HeaderName = HeaderName::from_static("purpose");
 
 fn evidence(h: &HeaderMap) -> ClickHeaders {
     ClickHeaders {
-        accept: header(h, "accept"),
-        accept_language: header(h, "accept-language"),
-        accept_encoding: header(h, "accept-encoding"),
-        sec_fetch_site: header(h, "sec-fetch-site"),
-        sec_fetch_mode: header(h, "sec-fetch-mode"),
-        sec_fetch_dest: header(h, "sec-fetch-dest"),
-        sec_fetch_user: header(h, "sec-fetch-user"),
-        sec_ch_ua: header(h, "sec-ch-ua"),
-        sec_ch_ua_mobile: header(h, "sec-ch-ua-mobile"),
-        sec_ch_ua_platform: header(h, "sec-ch-ua-platform"),
-        sec_purpose: header(h, "sec-purpose"),
-        purpose: header(h, "purpose"),
-        dnt: header(h, "dnt"),
-        upgrade_insecure_requests: header(h, "upgrade-insecure-requests"),
-        via: header(h, "via"),
+        accept: header(h, &ACCEPT),
+        accept_language: header(h, &ACCEPT_LANGUAGE),
+        accept_encoding: header(h, &ACCEPT_ENCODING),
+        sec_fetch_site: header(h, &SEC_FETCH_SITE),
+        sec_fetch_mode: header(h, &SEC_FETCH_MODE),
+        sec_fetch_dest: header(h, &SEC_FETCH_DEST),
+        sec_fetch_user: header(h, &SEC_FETCH_USER),
+        sec_ch_ua: header(h, &SEC_CH_UA),
+        sec_ch_ua_mobile: header(h, &SEC_CH_UA_MOBILE),
+        sec_ch_ua_platform: header(h, &SEC_CH_UA_PLATFORM),
+        sec_purpose: header(h, &SEC_PURPOSE),
+        purpose: header(h, &PURPOSE),
+        dnt: header(h, &DNT),
+        upgrade_insecure_requests: header(h, &UPGRADE_INSECURE_REQUESTS),
+        via: header(h, &VIA),
     }
 }
 
