@@ -7,6 +7,7 @@
 //! Every bad or unknown setting is collected, so a user sees all of them at
 //! once instead of fixing one per restart.
 
+use crate::commission::rules::Rules;
 use crate::net::IpNet;
 use crate::program::{Attribution, HostPattern, Program, DEFAULT_COOKIE_DAYS, PRESETS};
 use base64::Engine as _;
@@ -571,6 +572,14 @@ impl Reader {
                 "needs at least one host, or no link could ever redirect",
             );
         }
+        let webhook_secret = self.string(&mut t, prefix, "webhook_secret");
+        if webhook_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            self.bad(
+                join(prefix, "webhook_secret"),
+                "must be at least 16 characters",
+            );
+        }
+        let money = self.money(&mut t, prefix);
         self.finish(t, prefix);
         Program {
             key,
@@ -579,6 +588,42 @@ impl Reader {
             cookie_days,
             attribution,
             allowed_hosts,
+            money,
+            webhook_secret,
+        }
+    }
+
+    /// The money tables of a program, through serde so that every field of
+    /// the rule vocabulary is checked and named.
+    fn money(&mut self, t: &mut Table, prefix: &str) -> Option<Rules> {
+        let mut money = Table::new();
+        for key in ["commission", "payout", "inactivity", "benefit_tiers"] {
+            if let Some(v) = t.remove(key) {
+                money.insert(key.into(), v);
+            }
+        }
+        if money.is_empty() {
+            return None;
+        }
+        if !money.contains_key("commission") {
+            self.bad(
+                join(prefix, "commission"),
+                "is required when payout rules are given",
+            );
+            return None;
+        }
+        match serde_path_to_error::deserialize::<_, Rules>(Value::Table(money)) {
+            Ok(rules) => {
+                for (field, reason) in rules.problems() {
+                    self.bad(join(prefix, &field), reason);
+                }
+                Some(rules)
+            }
+            Err(e) => {
+                let path = e.path().to_string();
+                self.bad(join(prefix, &path), e.into_inner().to_string());
+                None
+            }
         }
     }
 }

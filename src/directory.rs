@@ -348,6 +348,8 @@ mod tests {
                 HostPattern::parse("acme.test").unwrap(),
                 HostPattern::parse("*.acme.test").unwrap(),
             ],
+            money: None,
+            webhook_secret: None,
         }
     }
 

@@ -4,9 +4,12 @@
 //! - [`config`]: the one place settings are read and validated.
 //! - [`edge`]: the only module that knows HTTP: server, routing, redirect, admin API.
 //! - [`clock`]: the only reader of the system clock.
+//! - [`commission`]: rules as data, events, the calculator and its append-only ledger; no I/O.
+//! - [`conversions`]: event ingestion (idempotent, durable) and the calculator task.
 //! - [`id`]: time-ordered click ids, random partner ids and link codes.
 //! - [`net`]: CIDR networks and the visitor prefix kept instead of an IP.
 //! - [`program`]: partner programs as data, and the four seed presets.
+//! - [`replay`]: run a JSON-lines event file through a fresh calculator.
 //! - [`model`]: the records kept: partners, links, clicks.
 //! - [`store`]: sled, key layout, group-committed click batches; nothing else imports sled.
 //! - [`clicklog`]: the bounded click queue and the group-committing writer task.
@@ -17,7 +20,9 @@
 
 pub mod clicklog;
 pub mod clock;
+pub mod commission;
 pub mod config;
+pub mod conversions;
 pub mod directory;
 pub mod edge;
 pub mod id;
@@ -25,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod program;
+pub mod replay;
 pub mod secrets;
 pub mod store;
 pub mod token;

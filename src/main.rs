@@ -23,6 +23,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run a JSON-lines file of events through a fresh calculator and print
+    /// the outcome as JSON.
+    Replay {
+        /// The events, one JSON object per line.
+        file: PathBuf,
+        /// Programs and settings (TOML); the presets otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Balances as of this time (RFC 3339); default: the last event's time.
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Validate settings and print the programs they define, then exit.
     CheckConfig {
         /// TOML settings file; REFEDGE_* environment variables override it.
@@ -66,6 +78,29 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Replay {
+            file,
+            config,
+            as_of,
+        } => {
+            let c = load(config.as_ref());
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            match refedge::replay::parse(&text, &c.programs) {
+                Ok(events) => {
+                    let outcome = refedge::replay::run(&events, &c.programs, as_of);
+                    println!("{}", serde_json::to_string_pretty(&outcome)?);
+                    Ok(())
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+                    }
+                    eprintln!("refedge: {} bad line(s); nothing was applied", errors.len());
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Serve { config } => {
             let config = load(config.as_ref());

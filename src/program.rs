@@ -17,7 +17,7 @@ pub const PRESETS: &[(&str, &str)] = &[
 pub const DEFAULT_COOKIE_DAYS: u32 = 30;
 
 /// One partner program.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Program {
     /// Key used in the API and config (`krispcall`).
     pub key: String,
@@ -32,6 +32,10 @@ pub struct Program {
     /// Hosts a tracked link may redirect to; nothing else is allowed, so
     /// refedge is never an open redirect.
     pub allowed_hosts: Vec<HostPattern>,
+    /// How the program pays; `None` tracks referrals but pays nothing.
+    pub money: Option<crate::commission::rules::Rules>,
+    /// Secret for signed webhook deliveries of this program's events.
+    pub webhook_secret: Option<String>,
 }
 
 impl Program {

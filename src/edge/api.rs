@@ -51,6 +51,11 @@ pub async fn create_partner(
         )
     })
     .await??;
+    // The calculator learns of the partner through the event log.
+    let event = super::partner_event(&partner);
+    let a = app.clone();
+    let now = app.clock.now();
+    blocking(move || a.conversions.ingest(vec![event], now)).await??;
     let mut resp = json(StatusCode::CREATED, &partner);
     if let Ok(v) = HeaderValue::try_from(format!("/api/v1/partners/{}", partner.id)) {
         resp.headers_mut().insert(LOCATION, v);

@@ -4,11 +4,13 @@
 mod api;
 mod client_ip;
 pub mod http;
+pub mod money;
 pub mod redirect;
 
 use crate::clicklog::ClickLog;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::conversions::Conversions;
 use crate::directory::Directory;
 use crate::id::ClickIdGen;
 use crate::metrics::Metrics;
@@ -50,6 +52,8 @@ pub struct App {
     pub directory: Directory,
     /// The click queue.
     pub clicklog: ClickLog,
+    /// Event log ingestion and the commission calculator.
+    pub conversions: Arc<Conversions>,
     /// Click id generator.
     pub ids: ClickIdGen,
     /// Signs and verifies attribution tokens; written only on rotation.
@@ -161,6 +165,9 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         .await
         .expect("loading does not panic")?
     };
+    let conversions = Conversions::open(store.clone(), crate::replay::books(&config.programs))?;
+    sync_partners(&directory, &conversions, &store, clock.now())?;
+    let calculator = conversions.start();
     let metrics = Arc::new(Metrics::new());
     let (clicklog, writer) =
         ClickLog::start(store.clone(), ip_key, &config.clicks, metrics.clone());
@@ -208,6 +215,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         store,
         directory,
         clicklog,
+        conversions,
         metrics,
         program_clicks,
         public_url,
@@ -215,7 +223,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         rng,
     });
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve(listener, app.clone(), rx, writer));
+    let task = tokio::spawn(serve(listener, app.clone(), rx, writer, calculator));
     Ok(Running {
         addr,
         admin_token,
@@ -231,6 +239,7 @@ async fn serve(
     app: Arc<App>,
     mut stop: oneshot::Receiver<()>,
     writer: JoinHandle<()>,
+    calculator: JoinHandle<()>,
 ) -> Result<(), StoreError> {
     let graceful = GracefulShutdown::new();
     loop {
@@ -273,6 +282,7 @@ async fn serve(
     }
     app.clicklog.stop().await;
     let _ = writer.await;
+    app.conversions.stop(calculator).await;
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.snapshot_click_counts())
         .await
@@ -299,6 +309,18 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "keys"]) => "/api/v1/keys",
         (_, ["api", "v1", "keys", "rotate"]) => "/api/v1/keys/rotate",
         (_, ["api", "v1", "keys", _, "retire"]) => "/api/v1/keys/{id}/retire",
+        (_, ["api", "v1", "events"]) => "/api/v1/events",
+        (_, ["api", "v1", "fx-rates"]) => "/api/v1/fx-rates",
+        (_, ["api", "v1", "coupons"]) => "/api/v1/coupons",
+        (_, ["api", "v1", "coupons", _]) => "/api/v1/coupons/{code}",
+        (_, ["api", "v1", "partners", _, "balance"]) => "/api/v1/partners/{id}/balance",
+        (_, ["api", "v1", "partners", _, "statement"]) => "/api/v1/partners/{id}/statement",
+        (_, ["api", "v1", "referrals"]) => "/api/v1/referrals",
+        (_, ["api", "v1", "customers", _]) => "/api/v1/customers/{id}",
+        (_, ["api", "v1", "payouts", "run"]) => "/api/v1/payouts/run",
+        (_, ["api", "v1", "payouts", _]) => "/api/v1/payouts/{id}",
+        (_, ["api", "v1", "payouts", _, "csv"]) => "/api/v1/payouts/{id}/csv",
+        (_, ["api", "v1", "payouts", _, "confirm"]) => "/api/v1/payouts/{id}/confirm",
         _ => "other",
     }
 }
@@ -348,6 +370,11 @@ async fn dispatch(
         (_, ["api", "v1", ..]) => {}
         _ => return Err(ApiError::NotFound("route")),
     }
+    let signed_events =
+        method == Method::POST && segments[2..] == ["events"] && money::is_signed(&req);
+    if signed_events {
+        return money::post_events(app.clone(), req, true).await;
+    }
     if !authorised(app, &req) {
         return Err(ApiError::Unauthorized);
     }
@@ -366,18 +393,78 @@ async fn dispatch(
             let id = id.to_string();
             api::change_keys(app.clone(), req, Some(&id)).await
         }
-        (
-            _,
-            ["partners"]
-            | ["partners", _]
-            | ["links"]
-            | ["links", _]
-            | ["clicks"]
-            | ["keys"]
-            | ["keys", "rotate"]
-            | ["keys", _, "retire"],
-        ) => Err(ApiError::MethodNotAllowed),
+        (&Method::POST, ["events"]) => money::post_events(app.clone(), req, false).await,
+        (&Method::POST, ["fx-rates"]) => money::post_fx_rates(app.clone(), req).await,
+        (&Method::POST, ["coupons"]) => money::post_coupon(app.clone(), req).await,
+        (&Method::GET, ["coupons", code]) => {
+            let code = code.to_string();
+            money::get_coupon(app.clone(), req, &code).await
+        }
+        (&Method::GET, ["partners", id, "balance"]) => {
+            let id = id.to_string();
+            money::balance(app.clone(), req, &id).await
+        }
+        (&Method::GET, ["partners", id, "statement"]) => {
+            let id = id.to_string();
+            money::statement(app.clone(), req, &id).await
+        }
+        (&Method::GET, ["referrals"]) => money::referrals(app.clone(), req).await,
+        (&Method::GET, ["customers", id]) => {
+            let id = id.to_string();
+            money::customer(app.clone(), req, &id).await
+        }
+        (&Method::POST, ["payouts", "run"]) => money::run_payouts(app.clone(), req).await,
+        (&Method::GET, ["payouts", id]) => {
+            let id = id.to_string();
+            money::get_payout(app.clone(), req, &id).await
+        }
+        (&Method::GET, ["payouts", id, "csv"]) => money::payout_csv(app.clone(), id).await,
+        (&Method::POST, ["payouts", id, "confirm"]) => money::confirm_payout(app.clone(), id).await,
+        (_, known) if route_label(&method, segments) != "other" && !known.is_empty() => {
+            Err(ApiError::MethodNotAllowed)
+        }
         _ => Err(ApiError::NotFound("route")),
+    }
+}
+
+/// Makes sure the calculator knows every partner (idempotent: partners
+/// created before the calculator existed, or whose event failed to append).
+fn sync_partners(
+    directory: &Directory,
+    conversions: &Conversions,
+    store: &Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let missing: Vec<_> = store
+        .partners()?
+        .into_iter()
+        .filter(|p| conversions.read(|c| c.partner(&p.id).is_none()))
+        .map(|p| partner_event(&p))
+        .collect();
+    let _ = directory;
+    if !missing.is_empty() {
+        conversions.ingest(missing, now)?;
+    }
+    Ok(())
+}
+
+/// The calculator's event for a partner.
+pub(crate) fn partner_event(p: &crate::model::Partner) -> crate::store::events::NewEvent {
+    let record = crate::commission::event::PartnerRecord {
+        id: p.id.clone(),
+        program: p.program.clone(),
+        email: p.email.clone(),
+        website: Some(p.website.clone()),
+        currency: p.currency.clone(),
+        created_at: Some(p.created_at),
+        name: Some(p.name.clone()),
+    };
+    let value = serde_json::to_value(&record).expect("serialises");
+    let event = crate::commission::Event::Partner(record);
+    crate::store::events::NewEvent {
+        id: crate::conversions::internal_id(&event),
+        digest: crate::conversions::digest(&value),
+        event,
     }
 }
 

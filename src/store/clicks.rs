@@ -295,3 +295,30 @@ impl Store {
         Ok(page)
     }
 }
+
+impl Store {
+    /// A click by id (reads the one chunk that can hold it).
+    pub fn find_click(&self, id: ClickId) -> Result<Option<ClickRecord>, StoreError> {
+        let Some((k, v)) = self
+            .clicks
+            .range([CHUNK_TAG].to_vec()..=chunk_key(id).to_vec())
+            .next_back()
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        Ok(decode_chunk(&k, &v)?.into_iter().find(|r| r.id == id))
+    }
+
+    /// Roughly when a partner last had a click: the start of the newest
+    /// chunk holding one (chunks span milliseconds).
+    pub fn last_click_of(&self, partner: &str) -> Result<Option<ClickId>, StoreError> {
+        let prefix = partner_prefix(partner);
+        let last = self.clicks.scan_prefix(&prefix).next_back().transpose()?;
+        Ok(last.and_then(|(k, _)| {
+            <[u8; 16]>::try_from(&k[prefix.len()..])
+                .ok()
+                .map(ClickId::from_bytes)
+        }))
+    }
+}

@@ -11,6 +11,7 @@
 //! Methods block (sled I/O and fsync): call them from a blocking thread.
 
 pub mod clicks;
+pub mod events;
 
 pub use clicks::{ClickPage, ClickQuery};
 
@@ -38,6 +39,12 @@ pub struct Store {
     links: sled::Tree,
     /// Clicks, their index and count snapshots.
     clicks: sled::Tree,
+    /// The event log and idempotency index (see [`events`]).
+    events: sled::Tree,
+    /// The calculator's snapshot.
+    calc: sled::Tree,
+    /// Next event seq; the lock serialises appends.
+    next_event_seq: std::sync::Arc<std::sync::Mutex<u64>>,
     /// Per-link click counts (see [`clicks`]).
     counts: std::sync::Arc<clicks::ClickCounts>,
 }
@@ -53,10 +60,14 @@ impl Store {
             partners: db.open_tree("partners")?,
             links: db.open_tree("links")?,
             clicks: db.open_tree("clicks")?,
+            events: db.open_tree("events")?,
+            calc: db.open_tree("calc")?,
+            next_event_seq: Default::default(),
             counts: Default::default(),
             db,
         };
         store.load_click_counts()?;
+        *store.next_event_seq.lock().expect("event seq lock") = store.last_event_seq()? + 1;
         Ok(store)
     }
 

@@ -1,0 +1,476 @@
+//! Events the calculator applies, in the JSON the API and replay files use.
+//! Merchant events (`signup`, `payment`, `refund`, `chargeback`,
+//! `cancellation`, `plan_change`) and the records that set the stage
+//! (`partner`, `coupon`, `fx_rates`, `click`, `payout_run`,
+//! `payout_confirm`). Amounts are decimal strings; floats are refused.
+
+use super::money::decimal_str;
+use super::rules::LineKind;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Signup(Signup),
+    Payment(Payment),
+    Refund(Reversal),
+    Chargeback(Reversal),
+    Cancellation(Cancellation),
+    PlanChange(PlanChange),
+    Partner(PartnerRecord),
+    PartnerStatus(PartnerStatusChange),
+    Coupon(CouponRecord),
+    FxRates(FxRates),
+    Click(ClickSeen),
+    PayoutRun(PayoutRun),
+    PayoutConfirm(PayoutConfirm),
+}
+
+/// A customer signed up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signup {
+    pub id: String,
+    pub program: String,
+    pub occurred_at: DateTime<Utc>,
+    pub customer: Customer,
+    #[serde(default)]
+    pub attribution: AttributionClaim,
+    /// Filled in by refedge on ingestion: what the token or click id
+    /// resolved to. Never sent by clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+}
+
+/// The customer in a signup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Already a customer or prospect of the merchant.
+    #[serde(default)]
+    pub existing: bool,
+}
+
+/// What the merchant captured as attribution.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionClaim {
+    /// The `refedge_attr` cookie value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The `refclk` query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click_id: Option<String>,
+    /// A partner's coupon code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<String>,
+}
+
+/// Attribution as resolved at ingestion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The click the token or click id points to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub click: Option<ClickSeen>,
+    /// Why the token or click id did not resolve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A click, as far as money is concerned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickSeen {
+    pub id: String,
+    pub partner_id: String,
+    pub occurred_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// A paid invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payment {
+    pub id: String,
+    pub program: String,
+    pub occurred_at: DateTime<Utc>,
+    pub customer_id: String,
+    pub invoice_id: String,
+    pub currency: String,
+    pub lines: Vec<InvoiceLine>,
+}
+
+/// One line of an invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceLine {
+    pub kind: LineKind,
+    #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")]
+    pub amount: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "opt_decimal_str",
+        serialize_with = "ser_opt_decimal",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unit_price: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u32>,
+}
+
+/// A refund or chargeback of (part of) an invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reversal {
+    pub id: String,
+    pub program: String,
+    pub occurred_at: DateTime<Utc>,
+    pub customer_id: String,
+    pub invoice_id: String,
+    #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")]
+    pub amount: Decimal,
+}
+
+/// The customer cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cancellation {
+    pub id: String,
+    pub program: String,
+    pub occurred_at: DateTime<Utc>,
+    pub customer_id: String,
+}
+
+/// The customer moved to another plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanChange {
+    pub id: String,
+    pub program: String,
+    pub occurred_at: DateTime<Utc>,
+    pub customer_id: String,
+    pub plan: String,
+    #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")]
+    pub unit_price: Decimal,
+}
+
+/// A partner, as the calculator needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerRecord {
+    pub id: String,
+    pub program: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub website: Option<String>,
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+fn default_currency() -> String {
+    "USD".into()
+}
+
+/// A partner's standing changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerStatusChange {
+    pub partner_id: String,
+    pub status: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A coupon assigned to a partner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouponRecord {
+    pub code: String,
+    pub partner_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub single_use: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_redemptions: Option<u32>,
+}
+
+/// Exchange rates: 1 `base` = `rates[CUR]` CUR, from `at` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FxRates {
+    pub at: DateTime<Utc>,
+    pub base: String,
+    pub rates: BTreeMap<String, FxRate>,
+}
+
+/// A rate, as a decimal string.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FxRate(
+    #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")] pub Decimal,
+);
+
+/// Pay out what is due in a program on a date.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutRun {
+    pub program: String,
+    pub as_of: DateTime<Utc>,
+    /// Last click per partner up to `as_of` (filled in by the server from
+    /// the click log; replay files send `click` records instead).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_clicks: BTreeMap<String, DateTime<Utc>>,
+    /// Compute and show, record nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// A payout batch was paid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutConfirm {
+    pub payout_id: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
+fn opt_decimal_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    decimal_str(d).map(Some)
+}
+
+/// Decimals are written as strings.
+pub fn ser_decimal<S: serde::Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(d)
+}
+
+fn ser_opt_decimal<S: serde::Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.collect_str(d),
+        None => s.serialize_none(),
+    }
+}
+
+impl Event {
+    /// The program a merchant event belongs to.
+    pub fn program(&self) -> Option<&str> {
+        match self {
+            Event::Signup(e) => Some(&e.program),
+            Event::Payment(e) => Some(&e.program),
+            Event::Refund(e) | Event::Chargeback(e) => Some(&e.program),
+            Event::Cancellation(e) => Some(&e.program),
+            Event::PlanChange(e) => Some(&e.program),
+            Event::Partner(e) => Some(&e.program),
+            Event::PayoutRun(e) => Some(&e.program),
+            _ => None,
+        }
+    }
+
+    /// Checks what the types cannot: returns `(field, reason)`.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, r: &str| Err((f.to_string(), r.to_string()));
+        let id_ok = |s: &str| !s.trim().is_empty() && s.len() <= 200;
+        let cur_ok = crate::config::is_currency;
+        match self {
+            Event::Signup(e) => {
+                if !id_ok(&e.id) {
+                    return bad("id", "must be 1 to 200 characters");
+                }
+                if !id_ok(&e.customer.id) {
+                    return bad("customer.id", "must be 1 to 200 characters");
+                }
+                if e.customer
+                    .email
+                    .as_deref()
+                    .is_some_and(|m| !m.contains('@'))
+                {
+                    return bad("customer.email", "must be an e-mail address");
+                }
+            }
+            Event::Payment(e) => {
+                if !id_ok(&e.id) {
+                    return bad("id", "must be 1 to 200 characters");
+                }
+                if !id_ok(&e.customer_id) {
+                    return bad("customer_id", "must be 1 to 200 characters");
+                }
+                if !id_ok(&e.invoice_id) {
+                    return bad("invoice_id", "must be 1 to 200 characters");
+                }
+                if !cur_ok(&e.currency) {
+                    return bad("currency", "must be a 3-letter ISO 4217 code like USD");
+                }
+                if e.lines.is_empty() {
+                    return bad("lines", "needs at least one line");
+                }
+                for (i, l) in e.lines.iter().enumerate() {
+                    if l.amount < Decimal::ZERO {
+                        return bad(&format!("lines[{i}].amount"), "must not be negative");
+                    }
+                    if l.unit_price.is_some_and(|p| p < Decimal::ZERO) {
+                        return bad(&format!("lines[{i}].unit_price"), "must not be negative");
+                    }
+                    if l.quantity == Some(0) {
+                        return bad(&format!("lines[{i}].quantity"), "must be at least 1");
+                    }
+                }
+            }
+            Event::Refund(e) | Event::Chargeback(e) => {
+                if !id_ok(&e.id) {
+                    return bad("id", "must be 1 to 200 characters");
+                }
+                if e.amount <= Decimal::ZERO {
+                    return bad("amount", "must be more than 0");
+                }
+            }
+            Event::PlanChange(e) => {
+                if e.unit_price < Decimal::ZERO {
+                    return bad("unit_price", "must not be negative");
+                }
+            }
+            Event::FxRates(e) => {
+                if !cur_ok(&e.base) {
+                    return bad("base", "must be a 3-letter ISO 4217 code");
+                }
+                for (c, r) in &e.rates {
+                    if !cur_ok(c) {
+                        return bad(
+                            &format!("rates.{c}"),
+                            "keys must be 3-letter ISO 4217 codes",
+                        );
+                    }
+                    if r.0 <= Decimal::ZERO {
+                        return bad(&format!("rates.{c}"), "must be more than 0");
+                    }
+                }
+            }
+            Event::Coupon(c) => {
+                if c.code.trim().is_empty() {
+                    return bad("code", "must not be empty");
+                }
+                if c.max_redemptions == Some(0) {
+                    return bad("max_redemptions", "must be at least 1");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Why a JSON event was refused: the field at fault and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    /// Dotted path (`lines[0].amount`); empty for the whole event.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for EventError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl Event {
+    /// Parses and checks one event from a JSON value, naming the field at
+    /// fault. The `type` is looked at first so that errors point inside the
+    /// right shape.
+    pub fn from_value(v: serde_json::Value) -> Result<Event, EventError> {
+        let err = |field: &str, reason: String| EventError {
+            field: field.to_string(),
+            reason,
+        };
+        let serde_json::Value::Object(mut map) = v else {
+            return Err(err("", "an event must be a JSON object".into()));
+        };
+        let Some(kind) = map.remove("type") else {
+            return Err(err("type", "is required".into()));
+        };
+        let Some(kind) = kind.as_str().map(String::from) else {
+            return Err(err("type", "must be a string".into()));
+        };
+        let body = serde_json::Value::Object(map);
+        fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, EventError> {
+            serde_path_to_error::deserialize(v).map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                let missing = msg
+                    .strip_prefix("missing field `")
+                    .and_then(|r| r.split('`').next());
+                let field = match (missing, path.as_str()) {
+                    (Some(n), "." | "") => n.to_string(),
+                    (Some(n), p) => format!("{p}.{n}"),
+                    (None, ".") => String::new(),
+                    (None, p) => p.to_string(),
+                };
+                EventError { field, reason: msg }
+            })
+        }
+        let event = match kind.as_str() {
+            "signup" => {
+                let s: Signup = de(body)?;
+                if s.resolved.is_some() {
+                    return Err(err("resolved", "is set by refedge, not by clients".into()));
+                }
+                Event::Signup(s)
+            }
+            "payment" => Event::Payment(de(body)?),
+            "refund" => Event::Refund(de(body)?),
+            "chargeback" => Event::Chargeback(de(body)?),
+            "cancellation" => Event::Cancellation(de(body)?),
+            "plan_change" => Event::PlanChange(de(body)?),
+            "partner" => Event::Partner(de(body)?),
+            "coupon" => Event::Coupon(de(body)?),
+            "fx_rates" => Event::FxRates(de(body)?),
+            "click" => Event::Click(de(body)?),
+            "payout_run" => Event::PayoutRun(de(body)?),
+            other => {
+                return Err(err(
+                    "type",
+                    format!("unknown event type {other:?}; expected signup, payment, refund, chargeback, cancellation or plan_change"),
+                ))
+            }
+        };
+        event
+            .check()
+            .map_err(|(field, reason)| EventError { field, reason })?;
+        Ok(event)
+    }
+
+    /// The event's own id, for events that carry one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Event::Signup(e) => Some(&e.id),
+            Event::Payment(e) => Some(&e.id),
+            Event::Refund(e) | Event::Chargeback(e) => Some(&e.id),
+            Event::Cancellation(e) => Some(&e.id),
+            Event::PlanChange(e) => Some(&e.id),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! HTTP for the money side: merchant events (admin token or signed webhook),
+//! exchange rates, coupons, balances, statements, referrals, customers and
+//! payouts. Reads accept `wait_for=<seq>` to see a given event applied.
+
+use super::http::{blocking, json, parse_json, query_pairs, ApiError, Body};
+use super::App;
+use crate::commission::calculator::PayoutBatch;
+use crate::commission::event::{CouponRecord, FxRates, PayoutConfirm, PayoutRun};
+use crate::commission::ledger::{balances, LineKind};
+use crate::commission::Event;
+use crate::conversions::{digest, internal_id};
+use crate::store::events::{Appended, NewEvent};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use ring::hmac;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json as j, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most events in one request.
+pub const MAX_BATCH: usize = 1000;
+/// Webhook signatures older or newer than this are refused.
+pub const REPLAY_WINDOW_S: i64 = 300;
+/// Longest a read waits for `wait_for`.
+const WAIT: Duration = Duration::from_secs(10);
+/// Header naming the program of a signed delivery.
+pub const PROGRAM_HEADER: &str = "x-refedge-program";
+/// Header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
+pub const SIGNATURE_HEADER: &str = "x-refedge-signature";
+
+const MERCHANT_TYPES: &[&str] = &[
+    "signup",
+    "payment",
+    "refund",
+    "chargeback",
+    "cancellation",
+    "plan_change",
+];
+
+async fn body_bytes(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !ct.starts_with("application/json") {
+            return Err(ApiError::UnsupportedMediaType(ct));
+        }
+    }
+    Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|_| ApiError::TooLarge(limit))
+}
+
+/// Checks a webhook signature: `t=<unix>,v1=<hex>` over `"{t}.{body}"`.
+pub fn verify_signature(secret: &str, header: &str, body: &[u8], now_s: i64) -> Result<(), String> {
+    let mut t = None;
+    let mut sig = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => sig = decode_hex(v),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(sig)) = (t, sig) else {
+        return Err("signature header must be t=<unix seconds>,v1=<hex hmac>".into());
+    };
+    if (now_s - t).abs() > REPLAY_WINDOW_S {
+        return Err("signature timestamp is outside the 5-minute window".into());
+    }
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let mut msg = t.to_string().into_bytes();
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    hmac::verify(&key, &msg, &sig).map_err(|_| "signature does not match".to_string())
+}
+
+/// Signs a body the way [`verify_signature`] expects (for clients and tests).
+pub fn sign_webhook(secret: &str, t: i64, body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let mut msg = t.to_string().into_bytes();
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    let tag = hmac::sign(&key, &msg);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Whether the request carries a webhook signature (then the admin token
+/// is not required).
+pub fn is_signed(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key(SIGNATURE_HEADER)
+}
+
+/// `POST /api/v1/events`: one event or an array of up to 1,000. A 2xx
+/// means every accepted event is durably in the log.
+pub async fn post_events(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    signed: bool,
+) -> Result<Response<Body>, ApiError> {
+    let webhook_program = if signed {
+        let program = req
+            .headers()
+            .get(PROGRAM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .ok_or(ApiError::Unauthorized)?;
+        let sig = req
+            .headers()
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .ok_or(ApiError::Unauthorized)?;
+        Some((program, sig))
+    } else {
+        None
+    };
+    let body = body_bytes(req, app.config.max_body_bytes).await?;
+    if let Some((program, sig)) = &webhook_program {
+        let secret = app
+            .config
+            .programs
+            .get(program)
+            .and_then(|p| p.webhook_secret.as_deref())
+            .ok_or(ApiError::Unauthorized)?;
+        verify_signature(secret, sig, &body, app.clock.now_s())
+            .map_err(|_| ApiError::Unauthorized)?;
+    }
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let (items, single) = match value {
+        Value::Array(items) => (items, false),
+        v @ Value::Object(_) => (vec![v], true),
+        _ => {
+            return Err(ApiError::invalid(
+                "",
+                "send one event object or an array of them",
+            ))
+        }
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "",
+            format!("a batch holds 1 to {MAX_BATCH} events"),
+        ));
+    }
+
+    // Parse and check each; keep the good ones with their index.
+    let mut results: Vec<Value> = vec![Value::Null; items.len()];
+    let mut good: Vec<(usize, NewEvent)> = Vec::new();
+    let mut needs_clicks = false;
+    for (i, item) in items.into_iter().enumerate() {
+        let d = digest(&item);
+        let kind = item
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let parsed = if !kind.is_empty() && !MERCHANT_TYPES.contains(&kind.as_str()) {
+            Err(("type".to_string(), format!("{kind:?} is not a merchant event; use signup, payment, refund, chargeback, cancellation or plan_change")))
+        } else {
+            Event::from_value(item).map_err(|e| (e.field, e.reason))
+        };
+        let checked = parsed.and_then(|e| {
+            let program = e.program().unwrap_or_default();
+            if !app.config.programs.contains_key(program) {
+                return Err(("program".into(), format!("unknown program {program:?}")));
+            }
+            if let Some((p, _)) = &webhook_program {
+                if p != program {
+                    return Err(("program".into(), format!("this delivery is signed for {p}")));
+                }
+            }
+            Ok(e)
+        });
+        match checked {
+            Ok(e) => {
+                if let Event::Signup(s) = &e {
+                    needs_clicks |= s.attribution.click_id.is_some();
+                }
+                let id = e.id().unwrap_or_default().to_string();
+                good.push((
+                    i,
+                    NewEvent {
+                        id,
+                        digest: d,
+                        event: e,
+                    },
+                ));
+            }
+            Err((field, reason)) => {
+                results[i] =
+                    j!({"index": i, "status": "rejected", "error": reason, "field": field});
+            }
+        }
+    }
+    if needs_clicks {
+        // A click served a moment ago may still be in the queue.
+        let _ = tokio::time::timeout(Duration::from_secs(2), app.clicklog.barrier()).await;
+    }
+    let now = app.clock.now();
+    let a = app.clone();
+    let (indices, appended) = blocking(move || -> Result<_, crate::store::StoreError> {
+        let keyring = a.keyring.read().expect("keyring lock");
+        let mut indices = Vec::with_capacity(good.len());
+        let mut items = Vec::with_capacity(good.len());
+        for (i, mut item) in good {
+            if let Event::Signup(s) = &mut item.event {
+                a.conversions.resolve_signup(s, &keyring)?;
+            }
+            indices.push((i, item.id.clone()));
+            items.push(item);
+        }
+        drop(keyring);
+        Ok((indices, a.conversions.ingest(items, now)?))
+    })
+    .await??;
+    let (mut accepted, mut duplicates, mut conflicts) = (0, 0, 0);
+    let mut last_seq = 0;
+    for ((i, id), outcome) in indices.into_iter().zip(appended) {
+        results[i] = match outcome {
+            Appended::Accepted(seq) => {
+                accepted += 1;
+                last_seq = last_seq.max(seq);
+                j!({"index": i, "id": id, "status": "accepted", "seq": seq})
+            }
+            Appended::Duplicate(seq) => {
+                duplicates += 1;
+                last_seq = last_seq.max(seq);
+                j!({"index": i, "id": id, "status": "duplicate", "seq": seq})
+            }
+            Appended::Conflict(seq) => {
+                conflicts += 1;
+                j!({"index": i, "id": id, "status": "conflict", "seq": seq, "field": "id",
+                    "error": "an event with this id and a different body was already accepted"})
+            }
+        };
+    }
+    if single {
+        let r = results.pop().expect("one result");
+        let status = match r["status"].as_str() {
+            Some("accepted") => StatusCode::CREATED,
+            Some("duplicate") => StatusCode::OK,
+            Some("conflict") => StatusCode::CONFLICT,
+            _ => {
+                return Err(ApiError::invalid(
+                    r["field"].as_str().unwrap_or_default(),
+                    r["error"].as_str().unwrap_or_default(),
+                ))
+            }
+        };
+        return Ok(json(status, &r));
+    }
+    let rejected = results.len() - accepted - duplicates - conflicts;
+    Ok(json(
+        StatusCode::OK,
+        &j!({
+            "accepted": accepted, "duplicates": duplicates, "conflicts": conflicts,
+            "rejected": rejected, "last_seq": last_seq, "results": results,
+        }),
+    ))
+}
+
+/// Appends one internal event and waits for it to be applied.
+async fn append_internal(
+    app: &Arc<App>,
+    event: Event,
+    body: &Value,
+) -> Result<(Appended, u64), ApiError> {
+    let id = internal_id(&event);
+    let item = NewEvent {
+        id,
+        digest: digest(body),
+        event,
+    };
+    let now = app.clock.now();
+    let a = app.clone();
+    let out = blocking(move || a.conversions.ingest(vec![item], now)).await??;
+    let outcome = out[0];
+    let seq = match outcome {
+        Appended::Accepted(s) | Appended::Duplicate(s) => s,
+        Appended::Conflict(_) => {
+            return Err(ApiError::Conflict(
+                "an entry with this key and different content already exists".into(),
+            ))
+        }
+    };
+    if !app.conversions.wait_for(seq, WAIT).await {
+        return Err(ApiError::Internal(
+            "the calculator did not catch up in time".into(),
+        ));
+    }
+    Ok((outcome, seq))
+}
+
+fn status_of(a: Appended) -> StatusCode {
+    match a {
+        Appended::Accepted(_) => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    }
+}
+
+/// `POST /api/v1/fx-rates`: `{at, base, rates: {CUR: "rate"}}`.
+pub async fn post_fx_rates(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body = body_bytes(req, app.config.max_body_bytes).await?;
+    let rates: FxRates = parse_json(&body)?;
+    let event = Event::FxRates(rates);
+    event.check().map_err(|(f, r)| ApiError::invalid(f, r))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let (outcome, seq) = append_internal(&app, event, &value).await?;
+    Ok(json(
+        status_of(outcome),
+        &j!({"status": "recorded", "seq": seq}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CouponIn {
+    code: String,
+    partner_id: String,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    single_use: bool,
+    #[serde(default)]
+    max_redemptions: Option<u32>,
+}
+
+/// `POST /api/v1/coupons`: assigns a coupon code to a partner.
+pub async fn post_coupon(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body = body_bytes(req, app.config.max_body_bytes).await?;
+    let c: CouponIn = parse_json(&body)?;
+    if !crate::directory::is_valid_code(&c.code) {
+        return Err(ApiError::invalid(
+            "code",
+            "must be 3 to 64 characters from A-Z, a-z, 0-9, '-' and '_'",
+        ));
+    }
+    if app.directory.partner(&c.partner_id).is_none() {
+        return Err(ApiError::invalid(
+            "partner_id",
+            format!("no partner with id {:?}", c.partner_id),
+        ));
+    }
+    if c.max_redemptions == Some(0) {
+        return Err(ApiError::invalid("max_redemptions", "must be at least 1"));
+    }
+    let record = CouponRecord {
+        code: c.code,
+        partner_id: c.partner_id,
+        expires_at: c.expires_at,
+        single_use: c.single_use,
+        max_redemptions: c.max_redemptions,
+    };
+    let value = serde_json::to_value(&record).expect("serialises");
+    let (outcome, seq) = append_internal(&app, Event::Coupon(record.clone()), &value).await?;
+    Ok(json(
+        status_of(outcome),
+        &j!({"coupon": record, "redemptions": 0, "seq": seq}),
+    ))
+}
+
+/// `GET /api/v1/coupons/{code}`: the coupon and its redemptions.
+pub async fn get_coupon(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    code: &str,
+) -> Result<Response<Body>, ApiError> {
+    wait(&app, &query_pairs(&req)).await?;
+    app.conversions.read(|c| match c.coupon(code) {
+        Some((record, n)) => Ok(json(
+            StatusCode::OK,
+            &j!({"coupon": record, "redemptions": n}),
+        )),
+        None => Err(ApiError::NotFound("coupon")),
+    })
+}
+
+/// Honours `wait_for=<seq>`.
+async fn wait(app: &App, pairs: &[(String, String)]) -> Result<(), ApiError> {
+    if let Some((_, v)) = pairs.iter().find(|(k, _)| k == "wait_for") {
+        let seq: u64 = v
+            .parse()
+            .map_err(|_| ApiError::invalid("wait_for", "must be an event seq number"))?;
+        if !app.conversions.wait_for(seq, WAIT).await {
+            return Err(ApiError::Internal(format!(
+                "seq {seq} was not applied within {WAIT:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn only(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        Some((k, _)) => Err(ApiError::invalid(
+            k.as_str(),
+            format!("unknown parameter; use {}", allowed.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn parse_time(field: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .map(|d| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")))
+        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time or a YYYY-MM-DD date"))
+}
+
+/// `GET /api/v1/partners/{id}/balance?as_of=`
+pub async fn balance(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    pid: &str,
+) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(&req);
+    only(&pairs, &["as_of", "wait_for"])?;
+    let as_of = match param(&pairs, "as_of") {
+        Some(v) => parse_time("as_of", v)?,
+        None => app.clock.now(),
+    };
+    app.directory
+        .partner(pid)
+        .ok_or(ApiError::NotFound("partner"))?;
+    wait(&app, &pairs).await?;
+    let (bals, standing) = app
+        .conversions
+        .read(|c| (c.balances(pid, as_of).unwrap_or_default(), c.standing(pid)));
+    Ok(json(
+        StatusCode::OK,
+        &j!({"partner_id": pid, "as_of": as_of, "standing": standing, "balances": bals}),
+    ))
+}
+
+/// `GET /api/v1/partners/{id}/statement?month=YYYY-MM`
+pub async fn statement(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    pid: &str,
+) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(&req);
+    only(&pairs, &["month", "wait_for"])?;
+    let month = param(&pairs, "month")
+        .ok_or_else(|| ApiError::invalid("month", "is required (YYYY-MM)"))?;
+    let start = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .map_err(|_| ApiError::invalid("month", "must be YYYY-MM"))?;
+    let end = start
+        .checked_add_months(chrono::Months::new(1))
+        .expect("in range");
+    let start = Utc.from_utc_datetime(&start.and_hms_opt(0, 0, 0).expect("midnight"));
+    let end = Utc.from_utc_datetime(&end.and_hms_opt(0, 0, 0).expect("midnight"));
+    let partner = app
+        .directory
+        .partner(pid)
+        .ok_or(ApiError::NotFound("partner"))?;
+    wait(&app, &pairs).await?;
+    let before = start - chrono::Duration::nanoseconds(1);
+    let last = end - chrono::Duration::nanoseconds(1);
+    let out = app.conversions.read(|c| {
+        let lines = c.lines(pid);
+        let opening = balances(lines.iter().copied(), before);
+        let closing = balances(lines.iter().copied(), last);
+        let in_month: Vec<_> = lines
+            .iter()
+            .filter(|l| l.at >= start && l.at < end)
+            .collect();
+        let mut reward: BTreeMap<String, Decimal> = BTreeMap::new();
+        for l in &in_month {
+            if matches!(l.kind, LineKind::Commission | LineKind::TierAdjustment) {
+                *reward.entry(l.currency.clone()).or_default() += l.amount;
+            }
+        }
+        let own = reward.get(&partner.currency).copied().unwrap_or_default();
+        let tier = c.benefit_tier(&partner.program, own);
+        let reward: BTreeMap<String, String> = reward
+            .into_iter()
+            .map(|(k, v)| (k, format!("{v:.2}")))
+            .collect();
+        j!({
+            "partner_id": pid, "month": month, "program": partner.program,
+            "opening": opening, "lines": in_month, "closing": closing,
+            "monthly_reward": reward, "benefit_tier": tier,
+        })
+    });
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// `GET /api/v1/referrals?partner=&program=`
+pub async fn referrals(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(&req);
+    only(&pairs, &["partner", "program", "wait_for"])?;
+    wait(&app, &pairs).await?;
+    let partner = param(&pairs, "partner");
+    let program = param(&pairs, "program");
+    let out = app.conversions.read(|c| {
+        let referrals: Vec<_> = c
+            .state
+            .referrals
+            .iter()
+            .filter(|r| {
+                partner.is_none_or(|p| r.partner_id == p) && program.is_none_or(|p| r.program == p)
+            })
+            .collect();
+        let rejections: Vec<_> = c
+            .state
+            .rejections
+            .iter()
+            .filter(|r| {
+                partner.is_none_or(|p| r.partner_id.as_deref() == Some(p))
+                    && program.is_none_or(|p| r.program == p)
+            })
+            .collect();
+        j!({"referrals": referrals, "rejections": rejections})
+    });
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// `GET /api/v1/customers/{id}?program=`: who the customer is bound to, or
+/// why not.
+pub async fn customer(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    cid: &str,
+) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(&req);
+    only(&pairs, &["program", "wait_for"])?;
+    wait(&app, &pairs).await?;
+    let programs: Vec<String> = match param(&pairs, "program") {
+        Some(p) => vec![p.to_string()],
+        None => app.config.programs.keys().cloned().collect(),
+    };
+    let out = app.conversions.read(|c| {
+        let mut found = Vec::new();
+        for p in &programs {
+            let (referral, rejections) = c.customer(p, cid);
+            if referral.is_some() || !rejections.is_empty() {
+                found.push(j!({"program": p, "referral": referral, "rejections": rejections}));
+            }
+        }
+        found
+    });
+    if out.is_empty() {
+        return Err(ApiError::NotFound("customer"));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &j!({"customer_id": cid, "programs": out}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunIn {
+    program: String,
+    as_of: DateTime<Utc>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/payouts/run`: the batch of what is due on `as_of`;
+/// idempotent per program and date.
+pub async fn run_payouts(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let body = body_bytes(req, app.config.max_body_bytes).await?;
+    let r: RunIn = parse_json(&body)?;
+    let Some(program) = app.config.programs.get(&r.program) else {
+        return Err(ApiError::invalid(
+            "program",
+            format!("unknown program {:?}", r.program),
+        ));
+    };
+    if program.money.is_none() {
+        return Err(ApiError::invalid(
+            "program",
+            "this program has no commission rules",
+        ));
+    }
+    // Last click per partner: the inactivity rule needs it.
+    let store = app.store.clone();
+    let partners: Vec<String> = app.conversions.read(|c| {
+        c.partner_ids()
+            .filter(|p| c.partner(p).is_some_and(|x| x.program == r.program))
+            .cloned()
+            .collect()
+    });
+    let as_of = r.as_of;
+    let last_clicks = blocking(
+        move || -> Result<BTreeMap<String, DateTime<Utc>>, crate::store::StoreError> {
+            let mut out = BTreeMap::new();
+            for p in partners {
+                if let Some(id) = store.last_click_of(&p)? {
+                    let t = crate::clock::ms_to_datetime(id.timestamp_ms());
+                    if t <= as_of {
+                        out.insert(p, t);
+                    }
+                }
+            }
+            Ok(out)
+        },
+    )
+    .await??;
+    let run = PayoutRun {
+        program: r.program.clone(),
+        as_of: r.as_of,
+        last_clicks,
+        dry_run: r.dry_run,
+    };
+    if r.dry_run {
+        let batch = app.conversions.with_mut(|c| c.payout_run("dry-run", &run));
+        return Ok(json(StatusCode::OK, &batch));
+    }
+    let value = j!({"program": r.program, "as_of": r.as_of});
+    let (outcome, _) = append_internal(&app, Event::PayoutRun(run), &value).await?;
+    let id = format!("po_{}_{}", r.program, r.as_of.format("%Y%m%d"));
+    let batch = app.conversions.read(|c| c.state.payouts.get(&id).cloned());
+    match batch {
+        Some(b) => Ok(json(status_of(outcome), &b)),
+        None => Err(ApiError::Conflict(format!(
+            "a payout for {} on {} was already run with another time of day",
+            r.program,
+            r.as_of.date_naive()
+        ))),
+    }
+}
+
+fn batch_of(app: &App, id: &str) -> Result<PayoutBatch, ApiError> {
+    app.conversions
+        .read(|c| c.state.payouts.get(id).cloned())
+        .ok_or(ApiError::NotFound("payout"))
+}
+
+/// `GET /api/v1/payouts/{id}`
+pub async fn get_payout(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    wait(&app, &query_pairs(&req)).await?;
+    Ok(json(StatusCode::OK, &batch_of(&app, id)?))
+}
+
+/// `GET /api/v1/payouts/{id}/csv`: for the payments platform.
+pub async fn payout_csv(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiError> {
+    let b = batch_of(&app, id)?;
+    let mut out =
+        String::from("payout_id,program,as_of,partner_id,name,email,amount,currency,method\n");
+    for i in &b.items {
+        let p = app.directory.partner(&i.partner_id);
+        let esc = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{:.2},{},{}\n",
+            b.id,
+            b.program,
+            b.as_of.date_naive(),
+            i.partner_id,
+            esc(p.as_ref().map_or("", |p| p.name.as_str())),
+            esc(p.as_ref().map_or("", |p| p.email.as_str())),
+            i.amount,
+            i.currency,
+            i.method
+        ));
+    }
+    let mut r = Response::new(Full::new(Bytes::from(out)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::try_from(format!("attachment; filename=\"{id}.csv\"")) {
+        r.headers_mut().insert("content-disposition", v);
+    }
+    Ok(r)
+}
+
+/// `POST /api/v1/payouts/{id}/confirm`: marks the batch paid.
+pub async fn confirm_payout(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiError> {
+    batch_of(&app, id)?;
+    let ev = PayoutConfirm {
+        payout_id: id.to_string(),
+        occurred_at: app.clock.now(),
+    };
+    let value = j!({"payout_id": id});
+    append_internal(&app, Event::PayoutConfirm(ev), &value).await?;
+    Ok(json(StatusCode::OK, &batch_of(&app, id)?))
+}

@@ -1,0 +1,159 @@
+//! The event log: every accepted event, in arrival order, durably; the
+//! idempotency index; and the calculator's snapshot.
+//!
+//! Keys in the `events` tree:
+//! - `e` + seq (`u64` BE) → JSON [`StoredEvent`]
+//! - `i` + event id → seq (`u64` BE) + SHA-256 of the event's canonical JSON
+//!
+//! and in the `calc` tree: `snapshot` → `{cursor, state}` JSON.
+
+use super::{Store, StoreError};
+use crate::commission::Event;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+const EVENT: u8 = b'e';
+const ID: u8 = b'i';
+const SNAPSHOT: &[u8] = b"snapshot";
+
+/// An event as kept in the log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    /// Idempotency key.
+    pub id: String,
+    /// When refedge accepted it (wall clock; money never reads it).
+    pub received_at: DateTime<Utc>,
+    /// The event, attribution resolved.
+    pub event: Event,
+}
+
+/// What happened to one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// New: stored under this seq.
+    Accepted(u64),
+    /// Same id, same body: already stored under this seq.
+    Duplicate(u64),
+    /// Same id, different body: refused (the stored one is at this seq).
+    Conflict(u64),
+}
+
+/// One event to append.
+pub struct NewEvent {
+    /// Idempotency key.
+    pub id: String,
+    /// SHA-256 of the canonical JSON the client sent.
+    pub digest: [u8; 32],
+    /// The event to store.
+    pub event: Event,
+}
+
+fn event_key(seq: u64) -> [u8; 9] {
+    let mut k = [EVENT; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn id_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(ID);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl Store {
+    /// Appends events atomically and durably (one batch, one flush) after
+    /// checking each id: duplicates and conflicts are reported, not stored.
+    pub fn append_events(
+        &self,
+        items: Vec<NewEvent>,
+        received_at: DateTime<Utc>,
+    ) -> Result<Vec<Appended>, StoreError> {
+        let mut next = self.next_event_seq.lock().expect("event seq lock");
+        let mut out = Vec::with_capacity(items.len());
+        let mut batch = sled::Batch::default();
+        let mut in_batch: std::collections::HashMap<String, (u64, [u8; 32])> = Default::default();
+        let mut seq = *next;
+        for item in items {
+            let known = match in_batch.get(&item.id) {
+                Some(&(s, d)) => Some((s, d)),
+                None => self.events.get(id_key(&item.id))?.map(|v| {
+                    let s = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                    let mut d = [0u8; 32];
+                    d.copy_from_slice(&v[8..40]);
+                    (s, d)
+                }),
+            };
+            if let Some((s, d)) = known {
+                out.push(if d == item.digest {
+                    Appended::Duplicate(s)
+                } else {
+                    Appended::Conflict(s)
+                });
+                continue;
+            }
+            let stored = StoredEvent {
+                seq,
+                id: item.id.clone(),
+                received_at,
+                event: item.event,
+            };
+            batch.insert(
+                &event_key(seq)[..],
+                serde_json::to_vec(&stored).expect("events serialise"),
+            );
+            let mut v = seq.to_be_bytes().to_vec();
+            v.extend_from_slice(&item.digest);
+            batch.insert(id_key(&item.id), v);
+            in_batch.insert(item.id, (seq, item.digest));
+            out.push(Appended::Accepted(seq));
+            seq += 1;
+        }
+        if seq != *next {
+            self.events.apply_batch(batch)?;
+            self.flush()?;
+            *next = seq;
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` events after `cursor`, in order.
+    pub fn events_after(&self, cursor: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events
+            .range(event_key(cursor + 1)..event_key(u64::MAX))
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: format!("{k:?}"),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The newest seq in the log (0 when empty).
+    pub fn last_event_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .events
+            .scan_prefix([EVENT])
+            .next_back()
+            .transpose()?
+            .map_or(0, |(k, _)| {
+                u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"))
+            }))
+    }
+
+    /// Saves the calculator's state and the seq it covers.
+    pub fn save_calc_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.calc.insert(SNAPSHOT, bytes)?;
+        self.flush()
+    }
+
+    /// The saved calculator snapshot, if any.
+    pub fn calc_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.calc.get(SNAPSHOT)?.map(|v| v.to_vec()))
+    }
+}
