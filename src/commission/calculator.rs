@@ -653,10 +653,22 @@ impl Calculator {
         let initial = cust.initial.clone();
 
         let standing = self.state.partners.get(&partner_id).map(|a| a.standing);
+        // Tier measures are kept in the pivot currency.
+        let pivot = &rules.commission.pivot;
+        let to_pivot = if &p.currency == pivot {
+            Some(Decimal::ONE)
+        } else {
+            self.cross_rate(pivot, &p.currency, pivot, p.occurred_at)
+                .map(|(f, t, _)| t / f)
+        };
+        let (sub_p, total_p) = match to_pivot {
+            Some(k) => (cents(subscription * k), cents(total * k)),
+            None => (subscription, total),
+        };
         let mkey = month_key(&partner_id, p.occurred_at);
         let agg = self.state.months.entry(mkey.clone()).or_default();
-        agg.referred_mrr += subscription;
-        agg.payments += total;
+        agg.referred_mrr += sub_p;
+        agg.payments += total_p;
         if !eligible || standing != Some(Standing::Active) {
             return;
         }
@@ -1365,13 +1377,33 @@ impl Calculator {
         self.state.partners.get(pid).map(|p| &p.record)
     }
 
-    /// A program's benefit tier for a monthly reward.
-    pub fn benefit_tier(&self, program: &str, monthly_reward: Decimal) -> Option<String> {
+    /// A program's benefit tier for a month's rewards (per currency),
+    /// converted to each tier's currency at `at`.
+    pub fn benefit_tier(
+        &self,
+        program: &str,
+        rewards: &BTreeMap<String, Decimal>,
+        at: DateTime<Utc>,
+    ) -> Option<String> {
         let rules = self.programs.get(program)?.rules.as_ref()?;
+        let pivot = &rules.commission.pivot;
         rules
             .benefit_tiers
             .iter()
-            .filter(|t| monthly_reward >= t.monthly_reward)
+            .filter(|t| {
+                let total: Option<Decimal> = rewards
+                    .iter()
+                    .map(|(c, v)| {
+                        if c == &t.currency {
+                            Some(*v)
+                        } else {
+                            self.cross_rate(pivot, c, &t.currency, at)
+                                .map(|(f, r, _)| *v / f * r)
+                        }
+                    })
+                    .sum();
+                total.is_some_and(|r| r >= t.monthly_reward)
+            })
             .max_by_key(|t| t.monthly_reward)
             .map(|t| t.name.clone())
     }

@@ -84,7 +84,9 @@ pub enum Rate {
     Tiered { by: TierMeasure, tiers: Vec<Tier> },
 }
 
-/// What a tier is measured on, per partner and calendar month (UTC).
+/// What a tier is measured on, per partner and calendar month (UTC), in
+/// the pivot currency (invoices in other currencies are converted at the
+/// payment-time rate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TierMeasure {
@@ -230,6 +232,9 @@ pub struct BenefitTier {
     /// Commission earned in a month at or above which the tier applies.
     #[serde(deserialize_with = "decimal_lenient")]
     pub monthly_reward: Decimal,
+    /// Currency of `monthly_reward` (rewards are converted at month end).
+    #[serde(default = "usd")]
+    pub currency: String,
 }
 
 impl Rules {

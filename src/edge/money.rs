@@ -506,8 +506,7 @@ pub async fn statement(
                 *reward.entry(l.currency.clone()).or_default() += l.amount;
             }
         }
-        let own = reward.get(&partner.currency).copied().unwrap_or_default();
-        let tier = c.benefit_tier(&partner.program, own);
+        let tier = c.benefit_tier(&partner.program, &reward, last);
         let reward: BTreeMap<String, String> = reward
             .into_iter()
             .map(|(k, v)| (k, format!("{v:.2}")))

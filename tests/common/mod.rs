@@ -280,3 +280,97 @@ impl Process {
         (status.code(), self.stderr.join().unwrap())
     }
 }
+
+/// Drives the money API of a test server, remembering the last event seq so
+/// that reads wait for it (no sleeps).
+pub struct Money<'a> {
+    pub s: &'a TestServer,
+    pub last: u64,
+}
+
+impl<'a> Money<'a> {
+    pub fn new(s: &'a TestServer) -> Self {
+        Self { s, last: 0 }
+    }
+
+    /// Posts one merchant event; it must be accepted.
+    pub async fn ev(&mut self, v: Value) -> u64 {
+        let r = api(self.s.addr(), "POST", "/api/v1/events", Some(v.clone())).await;
+        assert_eq!(r.status, 201, "{v}: {}", String::from_utf8_lossy(&r.body));
+        let seq = r.json()["seq"].as_u64().unwrap();
+        self.last = self.last.max(seq);
+        seq
+    }
+
+    pub async fn post(&mut self, path: &str, v: Value) -> Resp {
+        api(self.s.addr(), "POST", path, Some(v)).await
+    }
+
+    /// GET with `wait_for` the last event.
+    pub async fn get(&self, path: &str) -> Value {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let r = api(
+            self.s.addr(),
+            "GET",
+            &format!("{path}{sep}wait_for={}", self.last),
+            None,
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    pub async fn balance(&self, partner: &str, as_of: &str, currency: &str) -> Value {
+        let b = self
+            .get(&format!("/api/v1/partners/{partner}/balance?as_of={as_of}"))
+            .await;
+        b["balances"][currency].clone()
+    }
+
+    pub async fn payout(&mut self, program: &str, as_of: &str) -> Value {
+        let r = self
+            .post(
+                "/api/v1/payouts/run",
+                serde_json::json!({"program": program, "as_of": as_of}),
+            )
+            .await;
+        assert!(
+            r.status == 201 || r.status == 200,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()
+    }
+
+    /// The last rejection reason recorded for a customer.
+    pub async fn rejection(&self, customer: &str) -> String {
+        let c = self.get(&format!("/api/v1/customers/{customer}")).await;
+        let rej = c["programs"][0]["rejections"].as_array().unwrap();
+        rej.last().unwrap()["reason"].as_str().unwrap().to_string()
+    }
+
+    pub async fn referred_to(&self, customer: &str) -> Option<String> {
+        let c = self.get(&format!("/api/v1/customers/{customer}")).await;
+        c["programs"][0]["referral"]["partner_id"]
+            .as_str()
+            .map(String::from)
+    }
+}
+
+/// The `refclk` of a redirect.
+pub fn click_id_of(r: &Resp) -> String {
+    r.header("location")
+        .unwrap()
+        .split("refclk=")
+        .nth(1)
+        .unwrap()
+        .split('#')
+        .next()
+        .unwrap()
+        .to_string()
+}
