@@ -665,13 +665,15 @@ impl Calculator {
             Some(k) => (cents(subscription * k), cents(total * k)),
             None => (subscription, total),
         };
+        if !eligible || standing != Some(Standing::Active) {
+            return;
+        }
+        // Only revenue that earns counts toward the partner's tier: a
+        // cancelled account brings its partner no MRR.
         let mkey = month_key(&partner_id, p.occurred_at);
         let agg = self.state.months.entry(mkey.clone()).or_default();
         agg.referred_mrr += sub_p;
         agg.payments += total_p;
-        if !eligible || standing != Some(Standing::Active) {
-            return;
-        }
 
         // The base: counted line kinds, subscription capped if configured.
         let c = &rules.commission;

@@ -42,7 +42,7 @@ pub fn parse_amount(s: &str) -> Result<Decimal, String> {
     if d.scale() > 4 {
         return Err("has more than 4 decimal places".into());
     }
-    Ok(d.normalize())
+    Ok(d)
 }
 
 /// Serde: a decimal given as a JSON string; numbers are refused so that no
