@@ -44,6 +44,9 @@ pub struct Config {
     pub cookie: CookieConfig,
     /// Click log queue and batching.
     pub clicks: ClickLogConfig,
+    /// Calculator snapshots: after this many applied events (and every 5 s
+    /// when anything changed). Bounds the replay after a crash.
+    pub snapshot_every_events: u64,
     /// Signing keys given in config; when empty the keyring lives in the
     /// data dir and is generated on first start.
     pub signing_keys: Vec<ConfiguredKey>,
@@ -424,6 +427,16 @@ impl Reader {
         self.finish(k, "clicks");
 
         let signing_keys = self.signing_keys(&mut root);
+        let mut calc = self.table(&mut root, "", "calculator");
+        let snapshot_every_events = self.uint(
+            &mut calc,
+            "calculator",
+            "snapshot_every_events",
+            20_000,
+            1,
+            10_000_000,
+        );
+        self.finish(calc, "calculator");
 
         let programs_table = self.table(&mut root, "", "programs");
         let mut programs = BTreeMap::new();
@@ -460,6 +473,7 @@ impl Reader {
             max_body_bytes,
             cookie,
             clicks,
+            snapshot_every_events,
             signing_keys,
             programs,
         }

@@ -23,9 +23,8 @@ use tokio::sync::{watch, Notify};
 
 /// Events applied per calculator batch.
 const BATCH: usize = 2000;
-/// Snapshot after this many events...
-const SNAPSHOT_EVENTS: u64 = 20_000;
-/// ...or this long, whichever first (when anything changed).
+/// Snapshot at least this often when anything changed (and after
+/// `snapshot_every_events` applied events).
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Serialize, Deserialize)]
@@ -46,11 +45,17 @@ pub struct Conversions {
     appended: Notify,
     /// Asks the task to finish.
     stop: watch::Sender<bool>,
+    /// Events between snapshots.
+    snapshot_events: u64,
 }
 
 impl Conversions {
     /// Loads the snapshot (if any); call [`Conversions::start`] to run.
-    pub fn open(store: Store, books: Vec<ProgramBook>) -> Result<Arc<Self>, StoreError> {
+    pub fn open(
+        store: Store,
+        books: Vec<ProgramBook>,
+        snapshot_events: u64,
+    ) -> Result<Arc<Self>, StoreError> {
         let mut calc = Calculator::new(books);
         let mut cursor = 0;
         if let Some(bytes) = store.calc_snapshot()? {
@@ -68,6 +73,7 @@ impl Conversions {
             applied: watch::channel(cursor).0,
             appended: Notify::new(),
             stop: watch::channel(false).0,
+            snapshot_events,
         }))
     }
 
@@ -211,7 +217,7 @@ impl Conversions {
                 since_snapshot += n;
             }
             let stopping = *stop.borrow();
-            let due = since_snapshot >= SNAPSHOT_EVENTS
+            let due = since_snapshot >= self.snapshot_events
                 || (since_snapshot > 0 && last_snapshot.elapsed() >= SNAPSHOT_EVERY);
             let caught_up = self.applied() >= self.store_last_seq();
             if due || (stopping && caught_up && since_snapshot > 0) {

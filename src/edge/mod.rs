@@ -165,7 +165,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         .await
         .expect("loading does not panic")?
     };
-    let conversions = Conversions::open(store.clone(), crate::replay::books(&config.programs))?;
+    let conversions = Conversions::open(
+        store.clone(),
+        crate::replay::books(&config.programs),
+        config.snapshot_every_events,
+    )?;
     sync_partners(&directory, &conversions, &store, clock.now())?;
     let calculator = conversions.start();
     let metrics = Arc::new(Metrics::new());

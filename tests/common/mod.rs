@@ -58,10 +58,25 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Resp {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    try_send(addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One request on a fresh connection; connection failures are returned.
+pub async fn try_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Resp, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .expect("handshake");
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let mut req = Request::builder()
         .method(method)
@@ -73,21 +88,21 @@ pub async fn send(
     let req = req
         .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
         .unwrap();
-    let resp = tx.send_request(req).await.expect("request");
+    let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp
         .into_body()
         .collect()
         .await
-        .unwrap()
+        .map_err(|e| e.to_string())?
         .to_bytes()
         .to_vec();
-    Resp {
+    Ok(Resp {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// Admin-authenticated JSON request.
