@@ -163,6 +163,11 @@ struct InvoiceAcct {
     refunded: Decimal,
     /// Ledger lines earned on this invoice (commission and adjustments).
     lines: Vec<usize>,
+    /// Per earning line, how much has been reversed so far. Reversals are
+    /// prorated on the cumulative refunded amount, so rounding never adds
+    /// up to more than was earned.
+    #[serde(default)]
+    reversed: HashMap<usize, Decimal>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -1066,12 +1071,23 @@ impl Calculator {
         }
         inv.refunded += amount;
         let share = amount / inv.total;
+        let cumulative = inv.refunded / inv.total;
         let lines = inv.lines.clone();
+        let already = inv.reversed.clone();
         for idx in lines {
             let orig = self.state.ledger[idx].clone();
-            let reverse = cents(orig.amount * share);
+            let done = already.get(&idx).copied().unwrap_or_default();
+            let reverse = cents(orig.amount * cumulative) - done;
             if reverse.is_zero() {
                 continue;
+            }
+            if let Some(inv) = self
+                .state
+                .customers
+                .get_mut(&key)
+                .and_then(|c| c.invoices.get_mut(&r.invoice_id))
+            {
+                inv.reversed.insert(idx, done + reverse);
             }
             let effective = orig.available_at.or(released_at);
             let paid_through = self
