@@ -20,14 +20,27 @@ fn setup(program: &str) -> (Calculator, Vec<(String, Event)>) {
     let mut calc = Calculator::new(books(&config.programs));
     let ev = |v: serde_json::Value| Event::from_value(v).unwrap();
     for p in 0..PARTNERS {
-        calc.apply(&format!("partner-{p}"), &ev(json!({"type": "partner", "id": format!("p{p}"), "program": program,
-            "email": format!("p{p}@partner.example"), "created_at": "2026-01-01T00:00:00Z"})));
-        calc.apply(&format!("coupon-{p}"), &ev(json!({"type": "coupon", "code": format!("C{p}"), "partner_id": format!("p{p}")})));
+        calc.apply(
+            &format!("partner-{p}"),
+            &ev(
+                json!({"type": "partner", "id": format!("p{p}"), "program": program,
+            "email": format!("p{p}@partner.example"), "created_at": "2026-01-01T00:00:00Z"}),
+            ),
+        );
+        calc.apply(
+            &format!("coupon-{p}"),
+            &ev(json!({"type": "coupon", "code": format!("C{p}"), "partner_id": format!("p{p}")})),
+        );
     }
     for c in 0..CUSTOMERS {
-        calc.apply(&format!("s{c}"), &ev(json!({"type": "signup", "id": format!("s{c}"), "program": program,
+        calc.apply(
+            &format!("s{c}"),
+            &ev(
+                json!({"type": "signup", "id": format!("s{c}"), "program": program,
             "occurred_at": "2026-01-02T00:00:00Z", "customer": {"id": format!("c{c}")},
-            "attribution": {"coupon": format!("C{}", c % PARTNERS)}})));
+            "attribution": {"coupon": format!("C{}", c % PARTNERS)}}),
+            ),
+        );
     }
     let start = chrono::DateTime::parse_from_rfc3339("2026-01-03T00:00:00Z").unwrap();
     let payments = (0..PAYMENTS)

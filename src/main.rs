@@ -35,6 +35,25 @@ enum Command {
         #[arg(long)]
         as_of: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Run (or with --dry-run, preview) a program's payout batch on a date,
+    /// through the running server's API, and print it.
+    Payouts {
+        /// Program key.
+        #[arg(long)]
+        program: String,
+        /// Payout date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        as_of: String,
+        /// Show what would be paid; record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Server URL; default http://<listen> from the settings.
+        #[arg(long)]
+        server: Option<String>,
+        /// TOML settings file (for listen and data_dir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate settings and print the programs they define, then exit.
     CheckConfig {
         /// TOML settings file; REFEDGE_* environment variables override it.
@@ -101,6 +120,55 @@ fn main() -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Payouts {
+            program,
+            as_of,
+            dry_run,
+            server,
+            config,
+        } => {
+            let c = load(config.as_ref());
+            let as_of = if as_of.len() == 10 {
+                format!("{as_of}T00:00:00Z")
+            } else {
+                as_of
+            };
+            let token = match &c.admin_token {
+                Some(t) => t.clone(),
+                None => std::fs::read_to_string(c.data_dir.join("admin-token"))
+                    .context("no REFEDGE_ADMIN_TOKEN and no admin-token file in the data dir")?
+                    .trim()
+                    .to_string(),
+            };
+            let server = server.unwrap_or_else(|| format!("http://{}", c.listen));
+            let body = serde_json::json!({"program": program, "as_of": as_of, "dry_run": dry_run});
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (status, out) = rt.block_on(refedge::edge::client::call(
+                &server,
+                &token,
+                "POST",
+                "/api/v1/payouts/run",
+                Some(&body),
+            ))?;
+            let text = String::from_utf8_lossy(&out);
+            if !(200..300).contains(&status) {
+                eprintln!("refedge: the server answered {status}: {text}");
+                std::process::exit(1);
+            }
+            let batch: serde_json::Value = serde_json::from_slice(&out)?;
+            eprintln!(
+                "{} {} as of {}: {} item(s){}",
+                if dry_run { "dry run of" } else { "payout" },
+                batch["id"].as_str().unwrap_or("-"),
+                batch["as_of"].as_str().unwrap_or("-"),
+                batch["items"].as_array().map_or(0, Vec::len),
+                if dry_run { ", nothing recorded" } else { "" }
+            );
+            println!("{}", serde_json::to_string_pretty(&batch)?);
+            Ok(())
         }
         Command::Serve { config } => {
             let config = load(config.as_ref());

@@ -231,7 +231,7 @@ proptest! {
         // Interleave the two stories in a random order, keeping each in order.
         let (mut i, mut j) = (0, 0);
         let mut mixed = setup();
-        for pick in picks.iter().copied().chain(std::iter::repeat(true).take(sa.len() + sb.len())) {
+        for pick in picks.iter().copied().chain(std::iter::repeat_n(true, sa.len() + sb.len())) {
             if (pick && i < sa.len()) || j >= sb.len() {
                 if i < sa.len() { mixed.push(sa[i].clone()); i += 1; }
             } else {

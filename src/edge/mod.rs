@@ -2,6 +2,7 @@
 //! shutdown, routing, the redirect and the admin API.
 
 mod api;
+pub mod client;
 mod client_ip;
 pub mod http;
 pub mod money;
