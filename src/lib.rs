@@ -7,6 +7,7 @@
 //! - [`commission`]: rules as data, events, the calculator and its append-only ledger; no I/O.
 //! - [`conversions`]: event ingestion (idempotent, durable) and the calculator task.
 //! - [`id`]: time-ordered click ids, random partner ids and link codes.
+//! - [`json`]: JSON input decoding that names the field at fault.
 //! - [`net`]: CIDR networks and the visitor prefix kept instead of an IP.
 //! - [`program`]: partner programs as data, and the four seed presets.
 //! - [`replay`]: run a JSON-lines event file through a fresh calculator.
@@ -26,6 +27,7 @@ pub mod conversions;
 pub mod directory;
 pub mod edge;
 pub mod id;
+pub mod json;
 pub mod metrics;
 pub mod model;
 pub mod net;

@@ -417,19 +417,15 @@ impl Event {
         };
         let body = serde_json::Value::Object(map);
         fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, EventError> {
-            serde_path_to_error::deserialize(v).map_err(|e| {
-                let path = e.path().to_string();
-                let msg = e.into_inner().to_string();
-                let missing = msg
-                    .strip_prefix("missing field `")
-                    .and_then(|r| r.split('`').next());
-                let field = match (missing, path.as_str()) {
-                    (Some(n), "." | "") => n.to_string(),
-                    (Some(n), p) => format!("{p}.{n}"),
-                    (None, ".") => String::new(),
-                    (None, p) => p.to_string(),
-                };
-                EventError { field, reason: msg }
+            crate::json::decode(v).map_err(|e| match e {
+                Ok(f) => EventError {
+                    field: f.field,
+                    reason: f.reason,
+                },
+                Err(reason) => EventError {
+                    field: String::new(),
+                    reason,
+                },
             })
         }
         let event = match kind.as_str() {

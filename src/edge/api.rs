@@ -297,11 +297,7 @@ pub async fn change_keys(
         ),
     };
     // An empty body or `{}` is fine; anything else is a mistake worth naming.
-    let body =
-        http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 1024))
-            .await
-            .map_err(|_| ApiError::TooLarge(1024))?
-            .to_bytes();
+    let body = super::http::read_body(req, 1024).await?;
     if !body.iter().all(u8::is_ascii_whitespace) {
         parse_json::<Empty>(&body)?;
     }

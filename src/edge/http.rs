@@ -157,31 +157,27 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     r
 }
 
-/// Reads a JSON body of at most `limit` bytes into `T`, naming the field at
-/// fault when it does not fit.
-pub async fn read_json<T: DeserializeOwned>(
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<T, ApiError> {
+/// Reads a body of at most `limit` bytes; the content type, if given, must
+/// be JSON.
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<bytes::Bytes, ApiError> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         if !ct.starts_with("application/json") {
             return Err(ApiError::UnsupportedMediaType(ct));
         }
     }
-    if let Some(len) = req
+    let declared = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(ApiError::TooLarge(limit));
-        }
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::TooLarge(limit));
     }
-    let body = Limited::new(req.into_body(), limit)
+    Limited::new(req.into_body(), limit)
         .collect()
         .await
+        .map(|b| b.to_bytes())
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -190,39 +186,31 @@ pub async fn read_json<T: DeserializeOwned>(
             } else {
                 ApiError::MalformedJson(format!("could not read body: {e}"))
             }
-        })?
-        .to_bytes();
-    parse_json(&body)
+        })
+}
+
+/// Reads a JSON body of at most `limit` bytes into `T`, naming the field at
+/// fault when it does not fit.
+pub async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    parse_json(&read_body(req, limit).await?)
 }
 
 /// Parses JSON into `T`; syntax errors are 400, shape errors 422 naming the
 /// field (`customer.email`, `lines[2].amount`).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let msg = inner.to_string();
-                // serde names missing and unknown fields in backticks; the
-                // path then points at their parent.
-                // serde names a missing field in backticks and the path
-                // points at its parent; for an unknown field the path already
-                // ends with it.
-                let missing = msg
-                    .strip_prefix("missing field `")
-                    .and_then(|r| r.split('`').next());
-                let field = match (missing, path.as_str()) {
-                    (Some(n), "." | "") => n.to_string(),
-                    (Some(n), p) => format!("{p}.{n}"),
-                    (None, p) => p.to_string(),
-                };
-                let reason = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-                ApiError::invalid(field, reason)
-            }
-            _ => ApiError::MalformedJson(inner.to_string()),
-        }
+    crate::json::decode(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| match e {
+        Ok(f) => ApiError::Invalid {
+            field: if f.field.is_empty() {
+                ".".into()
+            } else {
+                f.field
+            },
+            reason: f.reason,
+        },
+        Err(syntax) => ApiError::MalformedJson(syntax),
     })
 }
 

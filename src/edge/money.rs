@@ -2,7 +2,7 @@
 //! exchange rates, coupons, balances, statements, referrals, customers and
 //! payouts. Reads accept `wait_for=<seq>` to see a given event applied.
 
-use super::http::{blocking, json, parse_json, query_pairs, ApiError, Body};
+use super::http::{blocking, json, parse_json, query_pairs, read_body, ApiError, Body};
 use super::App;
 use crate::commission::calculator::PayoutBatch;
 use crate::commission::event::{CouponRecord, FxRates, PayoutConfirm, PayoutRun};
@@ -12,7 +12,7 @@ use crate::conversions::{digest, internal_id};
 use crate::store::events::{Appended, NewEvent};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -43,20 +43,6 @@ const MERCHANT_TYPES: &[&str] = &[
     "cancellation",
     "plan_change",
 ];
-
-async fn body_bytes(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-        if !ct.starts_with("application/json") {
-            return Err(ApiError::UnsupportedMediaType(ct));
-        }
-    }
-    Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|_| ApiError::TooLarge(limit))
-}
 
 /// Checks a webhook signature: `t=<unix>,v1=<hex>` over `"{t}.{body}"`.
 pub fn verify_signature(secret: &str, header: &str, body: &[u8], now_s: i64) -> Result<(), String> {
@@ -133,7 +119,7 @@ pub async fn post_events(
     } else {
         None
     };
-    let body = body_bytes(req, app.config.max_body_bytes).await?;
+    let body = read_body(req, app.config.max_body_bytes).await?;
     if let Some((program, sig)) = &webhook_program {
         let secret = app
             .config
@@ -323,7 +309,7 @@ pub async fn post_fx_rates(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = body_bytes(req, app.config.max_body_bytes).await?;
+    let body = read_body(req, app.config.max_body_bytes).await?;
     let rates: FxRates = parse_json(&body)?;
     let event = Event::FxRates(rates);
     event.check().map_err(|(f, r)| ApiError::invalid(f, r))?;
@@ -354,7 +340,7 @@ pub async fn post_coupon(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = body_bytes(req, app.config.max_body_bytes).await?;
+    let body = read_body(req, app.config.max_body_bytes).await?;
     let c: CouponIn = parse_json(&body)?;
     if !crate::directory::is_valid_code(&c.code) {
         return Err(ApiError::invalid(
@@ -598,7 +584,7 @@ pub async fn run_payouts(
     app: Arc<App>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let body = body_bytes(req, app.config.max_body_bytes).await?;
+    let body = read_body(req, app.config.max_body_bytes).await?;
     let r: RunIn = parse_json(&body)?;
     let Some(program) = app.config.programs.get(&r.program) else {
         return Err(ApiError::invalid(
