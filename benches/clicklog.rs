@@ -36,6 +36,8 @@ fn record(ids: &ClickIdGen, i: usize) -> ClickRecord {
         },
         cookie: CookieOutcome::Set,
         prior_token_error: None,
+        verdict: "valid".into(),
+        flags: Vec::new(),
     }
 }
 

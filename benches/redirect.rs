@@ -80,7 +80,7 @@ fn bench_redirect(c: &mut Criterion) {
                 .code
         })
         .collect();
-    let peer = "198.51.100.7:51234".parse().unwrap();
+    let peer = "81.2.69.142:51234".parse().unwrap();
     let requests: Vec<_> = codes.iter().map(|c| browser_request(c, None)).collect();
 
     let mut g = c.benchmark_group("redirect");

@@ -87,6 +87,8 @@ impl Anonymiser {
             headers: c.headers,
             cookie: c.cookie,
             prior_token_error: c.prior_token_error.map(String::from),
+            verdict: c.verdict.to_string(),
+            flags: c.flags,
         }
     }
 }

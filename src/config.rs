@@ -167,7 +167,7 @@ impl Config {
                 errors.push(err(&name, "is not a setting name".into()));
                 continue;
             }
-            set_path(&mut root, &path, Value::String(value));
+            set_path(&mut root, &path, env_value(value));
         }
 
         let mut r = Reader { errors };
@@ -197,6 +197,18 @@ fn merge(base: &mut Table, over: Table) {
                 base.insert(k, v);
             }
         }
+    }
+}
+
+/// An environment value: a TOML scalar or array when it parses as one
+/// (`60`, `true`, `["a.com"]`), else the string itself.
+fn env_value(raw: String) -> Value {
+    match format!("v = {raw}").parse::<Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v @ (Value::Integer(_) | Value::Boolean(_) | Value::Array(_))) => v,
+            _ => Value::String(raw),
+        },
+        Err(_) => Value::String(raw),
     }
 }
 
@@ -247,6 +259,7 @@ impl Reader {
     fn string(&mut self, t: &mut Table, prefix: &str, key: &str) -> Option<String> {
         match t.remove(key)? {
             Value::String(s) => Some(s),
+            Value::Integer(i) => Some(i.to_string()),
             other => {
                 self.bad(
                     join(prefix, key),
@@ -594,6 +607,20 @@ impl Reader {
             );
         }
         let money = self.money(&mut t, prefix);
+        let fraud = match t.remove("fraud") {
+            None => Default::default(),
+            Some(v) => match serde_path_to_error::deserialize::<_, crate::fraud::FraudRules>(v) {
+                Ok(r) => r,
+                Err(e) => {
+                    let path = e.path().to_string();
+                    self.bad(
+                        join(prefix, &format!("fraud.{path}")),
+                        e.into_inner().to_string(),
+                    );
+                    Default::default()
+                }
+            },
+        };
         self.finish(t, prefix);
         Program {
             key,
@@ -604,6 +631,7 @@ impl Reader {
             allowed_hosts,
             money,
             webhook_secret,
+            fraud,
         }
     }
 

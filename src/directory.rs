@@ -23,6 +23,20 @@ pub struct LiveLink {
     pub link: Link,
     /// Its program.
     pub program: Arc<Program>,
+    /// Hosts of the partner's website (for referer checks).
+    pub partner_hosts: Vec<String>,
+}
+
+/// The host of a partner's website, without `www.`.
+pub fn website_hosts(website: &str) -> Vec<String> {
+    url::Url::parse(website)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
+        })
+        .into_iter()
+        .collect()
 }
 
 /// Why a directory operation was refused.
@@ -92,11 +106,18 @@ impl Directory {
         for l in store.links()? {
             match programs.get(&l.program) {
                 Some(program) => {
+                    let partner_hosts = partners
+                        .get(&l.partner_id)
+                        .map(|p: dashmap::mapref::one::Ref<'_, String, Partner>| {
+                            website_hosts(&p.website)
+                        })
+                        .unwrap_or_default();
                     links.insert(
                         l.code.clone().into_boxed_str(),
                         Arc::new(LiveLink {
                             program: program.clone(),
                             link: l,
+                            partner_hosts,
                         }),
                     );
                 }
@@ -233,6 +254,7 @@ impl Directory {
                     Arc::new(LiveLink {
                         link: link.clone(),
                         program,
+                        partner_hosts: website_hosts(&partner.website),
                     }),
                 );
                 return Ok(link);
@@ -261,6 +283,7 @@ impl Directory {
             Arc::new(LiveLink {
                 link: link.clone(),
                 program: live.program.clone(),
+                partner_hosts: live.partner_hosts.clone(),
             }),
         );
         Ok(link)
@@ -350,6 +373,7 @@ mod tests {
             ],
             money: None,
             webhook_secret: None,
+            fraud: Default::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`config`]: the one place settings are read and validated.
 //! - [`edge`]: the only module that knows HTTP: server, routing, redirect, admin API.
+//! - [`fraud`]: click verdicts (bots, stuffing, rate limits, duplicates, paid search), no HTTP types.
 //! - [`clock`]: the only reader of the system clock.
 //! - [`commission`]: rules as data, events, the calculator and its append-only ledger; no I/O.
 //! - [`conversions`]: event ingestion (idempotent, durable) and the calculator task.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod conversions;
 pub mod directory;
 pub mod edge;
+pub mod fraud;
 pub mod id;
 pub mod json;
 pub mod metrics;

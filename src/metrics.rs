@@ -31,6 +31,13 @@ pub struct Metrics {
     pub http_responses: IntCounterVec,
     /// Attribution tokens refused, by reason.
     pub tokens_rejected: IntCounterVec,
+    /// Clicks by program, verdict and reason (`none` for valid clicks; a
+    /// click with two reasons counts under both).
+    pub clicks_by_verdict: IntCounterVec,
+    /// Signups refused, by program and reason.
+    pub conversions_rejected: IntCounterVec,
+    /// Keys held by the fraud limiters and windows.
+    pub limiter_keys: IntGauge,
 }
 
 impl Metrics {
@@ -109,6 +116,27 @@ impl Metrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            clicks_by_verdict: IntCounterVec::new(
+                Opts::new(
+                    "refedge_clicks_total",
+                    "Clicks by program, verdict and reason",
+                ),
+                &["program", "verdict", "reason"],
+            )
+            .expect("valid metric"),
+            conversions_rejected: IntCounterVec::new(
+                Opts::new(
+                    "refedge_conversions_rejected_total",
+                    "Signups refused, by program and reason",
+                ),
+                &["program", "reason"],
+            )
+            .expect("valid metric"),
+            limiter_keys: IntGauge::new(
+                "refedge_fraud_limiter_keys",
+                "Keys held by the fraud limiters and windows",
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -122,6 +150,9 @@ impl Metrics {
             Box::new(m.batch_errors.clone()),
             Box::new(m.http_responses.clone()),
             Box::new(m.tokens_rejected.clone()),
+            Box::new(m.clicks_by_verdict.clone()),
+            Box::new(m.conversions_rejected.clone()),
+            Box::new(m.limiter_keys.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -100,6 +100,8 @@ pub enum CookieOutcome {
     /// First-click program: the visitor's valid cookie for another partner
     /// was kept.
     KeptExisting,
+    /// Flagged by a fraud rule: no cookie set, none overwritten.
+    NotSet,
 }
 
 /// A served click, in memory, as the redirect saw it. It still holds the
@@ -130,6 +132,10 @@ pub struct Click {
     pub cookie: CookieOutcome,
     /// Why an attribution cookie the visitor sent was refused, if it was.
     pub prior_token_error: Option<&'static str>,
+    /// `valid`, `flagged` or `blocked`.
+    pub verdict: &'static str,
+    /// The fraud rules that fired, with their evidence.
+    pub flags: Vec<crate::fraud::Flag>,
 }
 
 /// A click as stored: the IP replaced by a keyed hash and a network prefix.
@@ -165,6 +171,16 @@ pub struct ClickRecord {
     pub cookie: CookieOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prior_token_error: Option<String>,
+    /// `valid`, `flagged` or `blocked`.
+    #[serde(default = "valid")]
+    pub verdict: String,
+    /// The fraud rules that fired, with their evidence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<crate::fraud::Flag>,
+}
+
+fn valid() -> String {
+    "valid".into()
 }
 
 /// Serde for click ids as their text form.

@@ -36,6 +36,8 @@ pub struct Program {
     pub money: Option<crate::commission::rules::Rules>,
     /// Secret for signed webhook deliveries of this program's events.
     pub webhook_secret: Option<String>,
+    /// Fraud rules for clicks and signups (`[fraud]`; defaults otherwise).
+    pub fraud: crate::fraud::FraudRules,
 }
 
 impl Program {

@@ -23,6 +23,8 @@ fn click(ids: &ClickIdGen, n: i64) -> Click {
         headers: ClickHeaders::default(),
         cookie: CookieOutcome::Set,
         prior_token_error: None,
+        verdict: "valid",
+        flags: Vec::new(),
     }
 }
 

@@ -222,6 +222,7 @@ async fn kill_9_keeps_every_click_that_reached_disk() {
     let server = Process::spawn(&data, &[]);
     let p = create_partner(server.addr, "krispcall", "ann@blog.example").await;
     create_link(server.addr, &p, "https://krispcall.com/", Some("crash-me")).await;
+    // (each click comes from its own visitor: see `click`)
     for _ in 0..120 {
         assert_eq!(click(server.addr, "/r/crash-me", None).await.status, 302);
     }

@@ -84,7 +84,7 @@ async fn secure_and_domain_attributes_when_configured() {
 }
 
 #[tokio::test]
-async fn head_redirects_like_get() {
+async fn head_redirects_but_is_never_attributed() {
     let s = TestServer::start().await;
     let p = s.partner("krispcall", "ann@blog.example").await;
     s.link(&p, "https://krispcall.com/", Some("head-me")).await;
@@ -94,8 +94,15 @@ async fn head_redirects_like_get() {
         .header("location")
         .unwrap()
         .starts_with("https://krispcall.com/?refclk="));
-    assert!(r.attribution_cookie().is_some());
+    // A HEAD request is never a person navigating: redirected, not attributed.
+    assert!(r.header("set-cookie").is_none());
     assert!(r.body.is_empty());
+    let log = api(s.addr(), "GET", "/api/v1/clicks?link=head-me", None)
+        .await
+        .json();
+    assert_eq!(log["clicks"][0]["method"], "HEAD");
+    assert_eq!(log["clicks"][0]["verdict"], "flagged");
+    assert_eq!(log["clicks"][0]["flags"][0]["reason"], "bot");
 }
 
 #[tokio::test]
@@ -186,7 +193,7 @@ async fn last_click_overwrites_first_click_keeps_another_partners_cookie() {
 }
 
 #[tokio::test]
-async fn tampered_cookie_is_refused_counted_and_replaced() {
+async fn tampered_cookie_is_refused_counted_and_flagged() {
     let s = TestServer::start().await;
     let a1 = s.partner("aircall", "a1@a.example").await;
     let a2 = s.partner("aircall", "a2@b.example").await;
@@ -201,10 +208,9 @@ async fn tampered_cookie_is_refused_counted_and_replaced() {
     forged[30] = if forged[30] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).unwrap();
     let r = click(s.addr(), "/r/air-two", Some(&forged)).await;
-    assert!(
-        r.attribution_cookie().is_some(),
-        "a forged first-click cookie must not block"
-    );
+    // Redirected, but a manipulated cookie earns nothing: none is set.
+    assert_eq!(r.status, 302);
+    assert!(r.header("set-cookie").is_none());
     assert_eq!(
         s.metric("refedge_tokens_rejected_total{reason=\"bad_signature\"}")
             .await,
@@ -214,7 +220,9 @@ async fn tampered_cookie_is_refused_counted_and_replaced() {
         .await
         .json();
     assert_eq!(log["clicks"][0]["prior_token_error"], "bad_signature");
-    assert_eq!(log["clicks"][0]["cookie"], "set");
+    assert_eq!(log["clicks"][0]["cookie"], "not_set");
+    assert_eq!(log["clicks"][0]["verdict"], "flagged");
+    assert_eq!(log["clicks"][0]["flags"][0]["reason"], "token_tampered");
 }
 
 #[tokio::test]
@@ -281,7 +289,7 @@ async fn visitor_ip_comes_from_proxies_only_when_trusted_and_is_never_stored() {
         c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
-    let plain = TestServer::start().await;
+    let plain = TestServer::start_with(|c| c.trusted_proxies.clear()).await;
     for s in [&trusting, &plain] {
         let p = s.partner("krispcall", "ann@blog.example").await;
         s.link(&p, "https://krispcall.com/", Some("ip-test")).await;

@@ -31,6 +31,8 @@ fn batch(ids: &ClickIdGen, start_ms: i64, n: usize) -> Vec<ClickRecord> {
                 headers: ClickHeaders::default(),
                 cookie: CookieOutcome::Set,
                 prior_token_error: None,
+                verdict: "valid".into(),
+                flags: Vec::new(),
             }
         })
         .collect()

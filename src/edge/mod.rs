@@ -55,6 +55,8 @@ pub struct App {
     pub clicklog: ClickLog,
     /// Event log ingestion and the commission calculator.
     pub conversions: Arc<Conversions>,
+    /// Fraud verdicts on clicks.
+    pub guard: crate::fraud::Guard,
     /// Click id generator.
     pub ids: ClickIdGen,
     /// Signs and verifies attribution tokens; written only on rotation.
@@ -209,6 +211,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         data_dir = %dir.display(),
         "state loaded"
     );
+    let guard = crate::fraud::Guard::new(
+        config
+            .programs
+            .iter()
+            .map(|(k, p)| (k.clone(), p.fraud.clone())),
+        clock.clone(),
+    );
     let app = Arc::new(App {
         admin: AdminAuth::new(&admin_token, &rng),
         ids: ClickIdGen::new(newest),
@@ -221,14 +230,36 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         directory,
         clicklog,
         conversions,
+        guard,
         metrics,
         program_clicks,
         public_url,
         cookie_attributes,
         rng,
     });
+    // Idle visitors' limiter state is dropped every few seconds.
+    let pruner = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let a = app.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    a.guard.prune();
+                    a.metrics.limiter_keys.set(a.guard.key_count() as i64);
+                })
+                .await;
+            }
+        })
+    };
+    let app_for_serve = app.clone();
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(serve(listener, app.clone(), rx, writer, calculator));
+    let task = tokio::spawn(async move {
+        let result = serve(listener, app_for_serve, rx, writer, calculator).await;
+        pruner.abort();
+        result
+    });
     Ok(Running {
         addr,
         admin_token,

@@ -6,10 +6,11 @@ use super::client_ip::visitor_ip;
 use super::http::{text, ApiError, Body};
 use super::App;
 use crate::directory::is_valid_code;
+use crate::fraud::{Action, ClickFacts};
 use crate::id::ClickId;
 use crate::model::{Click, ClickHeaders, CookieOutcome};
 use crate::program::Attribution;
-use crate::token::Claims;
+use crate::token::{Claims, TokenError};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{
@@ -59,6 +60,13 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
                     && claims.program == program.key
                     && claims.partner_id != live.link.partner_id;
             }
+            // Expired cookies and retired keys are not tampering.
+            Err(e @ (TokenError::Expired | TokenError::RetiredKey)) => {
+                app.metrics
+                    .tokens_rejected
+                    .with_label_values(&[e.label()])
+                    .inc();
+            }
             Err(e) => {
                 prior_token_error = Some(e.label());
                 app.metrics
@@ -68,6 +76,51 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
             }
         }
     }
+
+    let ip = visitor_ip(peer.ip(), headers, &app.config.trusted_proxies);
+    let text_header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let verdict = app.guard.click(&ClickFacts {
+        head: method == "HEAD",
+        ip: Some(ip),
+        user_agent: text_header(&USER_AGENT),
+        accept: text_header(&ACCEPT),
+        accept_language: text_header(&ACCEPT_LANGUAGE),
+        sec_fetch_dest: text_header(&SEC_FETCH_DEST),
+        sec_fetch_mode: text_header(&SEC_FETCH_MODE),
+        sec_purpose: text_header(&SEC_PURPOSE),
+        purpose: text_header(&PURPOSE),
+        referer: text_header(&REFERER),
+        query: req.uri().query(),
+        program: &program.key,
+        partner: &live.link.partner_id,
+        link: &live.link.code,
+        partner_hosts: &live.partner_hosts,
+        token_error: prior_token_error,
+    });
+    let label = verdict.label();
+    if verdict.flags.is_empty() {
+        app.metrics
+            .clicks_by_verdict
+            .with_label_values(&[&program.key, label, "none"])
+            .inc();
+    }
+    for f in &verdict.flags {
+        app.metrics
+            .clicks_by_verdict
+            .with_label_values(&[&program.key, label, f.reason.label()])
+            .inc();
+    }
+    match verdict.action {
+        Action::TooMany => {
+            let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("60"));
+            return r;
+        }
+        Action::Block => return blocked_page(&live.link.destination),
+        Action::Redirect => {}
+    }
+    let attributable = verdict.flags.is_empty();
 
     let click_id = app.ids.next(now_ms);
     let location = build_location(&live.link.destination, req.uri().query(), click_id);
@@ -81,7 +134,11 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
     });
     h.insert(LOCATION, location);
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if !keep_existing {
+    let cookie_outcome = if !attributable {
+        CookieOutcome::NotSet
+    } else if keep_existing {
+        CookieOutcome::KeptExisting
+    } else {
         let claims = Claims {
             click_id,
             program: Cow::Borrowed(&program.key),
@@ -104,7 +161,8 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
             SET_COOKIE,
             HeaderValue::try_from(cookie).expect("cookie is ASCII"),
         );
-    }
+        CookieOutcome::Set
+    };
 
     app.clicklog.enqueue(Click {
         id: click_id,
@@ -112,23 +170,44 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         partner_id: live.link.partner_id.clone(),
         program: program.key.clone(),
         method,
-        ip: visitor_ip(peer.ip(), headers, &app.config.trusted_proxies),
+        ip,
         user_agent: header(headers, &USER_AGENT),
         referer: header(headers, &REFERER),
         query: req.uri().query().map(String::from),
         headers: evidence(headers),
-        cookie: if keep_existing {
-            CookieOutcome::KeptExisting
-        } else {
-            CookieOutcome::Set
-        },
+        cookie: cookie_outcome,
         prior_token_error,
+        verdict: label,
+        flags: verdict.flags,
     });
     app.program_metrics(&program.key).inc();
     app.metrics
         .redirect_seconds
         .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+/// The program blocks this click; the visitor may still go on by hand.
+fn blocked_page(destination: &str) -> Response<Body> {
+    let escaped = destination
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;");
+    let html = format!(
+        "<!doctype html><meta charset=utf-8><title>Link not tracked</title>\
+         <p>This link cannot be used with paid search ads. \
+         <a href=\"{escaped}\">Continue to the site</a>.</p>\n"
+    );
+    let mut r = Response::new(Full::new(Bytes::from(html)));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// The destination with the visitor's query parameters appended (except a

@@ -122,10 +122,25 @@ pub async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<Value>
     .await
 }
 
-/// A browser-like click.
+/// A fresh visitor address in carrier-grade NAT space (100.64.0.0/10),
+/// which no data-centre list contains.
+pub fn next_visitor() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("100.{}.{}.{}", 64 + (n >> 16) % 64, (n >> 8) & 255, n & 255)
+}
+
+/// A browser-like click from a new visitor (servers started by the harness
+/// trust 127.0.0.1 as their proxy).
 pub async fn click(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Resp {
+    click_from(addr, path, cookie, &next_visitor()).await
+}
+
+/// A browser-like click from a given visitor address.
+pub async fn click_from(addr: SocketAddr, path: &str, cookie: Option<&str>, visitor: &str) -> Resp {
     let cookie = cookie.map(|c| format!("refedge_attr={c}"));
     let mut h = vec![
+        ("x-forwarded-for", visitor),
         ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
         ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
         ("accept-language", "en-US,en;q=0.9"),
@@ -157,6 +172,7 @@ impl TestServer {
         let mut config = Config::defaults(dir.path().join("data"));
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.admin_token = Some(ADMIN.into());
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
         tweak(&mut config);
         let clock = Arc::new(FakeClock::new("2026-03-01T12:00:00Z".parse().unwrap()));
         let running = refedge::edge::start(config, clock.clone() as SharedClock)
@@ -247,6 +263,7 @@ impl Process {
             .env("REFEDGE_LISTEN", "127.0.0.1:0")
             .env("REFEDGE_ADMIN_TOKEN", ADMIN)
             .env("REFEDGE_LOG", "info")
+            .env("REFEDGE_TRUSTED_PROXIES", "127.0.0.1/32")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in extra_env {

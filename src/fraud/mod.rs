@@ -1,0 +1,615 @@
+//! Verdicts on clicks, decided in the request from memory: `valid`, or
+//! flagged with reasons and the evidence that fired. No HTTP types: the
+//! edge hands over a [`ClickFacts`] of plain strings.
+//!
+//! Memory stays bounded however many visitors arrive: limiter and window
+//! entries of idle visitors are dropped by [`Guard::prune`], which the
+//! server runs every few seconds.
+
+pub mod networks;
+pub mod ua;
+
+use crate::clock::SharedClock;
+use dashmap::DashMap;
+use governor::clock::Clock as GovClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use networks::Networks;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// Why a click was flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Bot,
+    Stuffing,
+    RateLimited,
+    Duplicate,
+    PaidSearch,
+    TokenTampered,
+}
+
+impl Reason {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Bot => "bot",
+            Self::Stuffing => "stuffing",
+            Self::RateLimited => "rate_limited",
+            Self::Duplicate => "duplicate",
+            Self::PaidSearch => "paid_search",
+            Self::TokenTampered => "token_tampered",
+        }
+    }
+
+    /// Every reason, for metrics and summaries.
+    pub const ALL: [Reason; 6] = [
+        Self::Bot,
+        Self::Stuffing,
+        Self::RateLimited,
+        Self::Duplicate,
+        Self::PaidSearch,
+        Self::TokenTampered,
+    ];
+}
+
+/// One rule that fired, with what it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flag {
+    pub reason: Reason,
+    /// Which header or value triggered it.
+    pub evidence: String,
+}
+
+/// What to do with the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Redirect; set the cookie only if no flag fired.
+    Redirect,
+    /// `429 Too Many Requests`: far beyond the rate limits.
+    TooMany,
+    /// `403`: the program blocks paid-search clicks (the page links on).
+    Block,
+}
+
+/// A click's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Empty for a valid click.
+    pub flags: Vec<Flag>,
+    pub action: Action,
+}
+
+impl Verdict {
+    /// `valid`, `flagged` or `blocked`.
+    pub fn label(&self) -> &'static str {
+        match (self.action, self.flags.is_empty()) {
+            (Action::Redirect, true) => "valid",
+            (Action::Redirect, false) => "flagged",
+            _ => "blocked",
+        }
+    }
+}
+
+/// How a program handles paid-search clicks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaidSearchPolicy {
+    /// Not looked at.
+    Allow,
+    /// Flagged: redirected without attribution.
+    #[default]
+    Flag,
+    /// Refused with a 403 page that still links to the destination.
+    Block,
+}
+
+/// A program's fraud settings (`[fraud]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FraudRules {
+    /// Clicks per minute by one visitor on one link before `rate_limited`.
+    pub visitor_link_per_minute: u32,
+    /// Clicks per minute by one visitor across all links.
+    pub visitor_per_minute: u32,
+    /// Clicks per second on all of a partner's links.
+    pub partner_per_second: u32,
+    /// Per-partner overrides of `partner_per_second`.
+    pub partner_limits: BTreeMap<String, u32>,
+    /// Beyond limit × this, the visitor gets `429` instead of a redirect.
+    pub block_multiplier: u32,
+    /// Same visitor, same link, inside this window: `duplicate`.
+    pub duplicate_window_seconds: u64,
+    /// One visitor on this many different partners' links...
+    pub burst_partners: usize,
+    /// ...inside this window: `stuffing`.
+    pub burst_window_seconds: u64,
+    /// Flag clicks whose `Referer` is not one of the partner's websites.
+    pub require_partner_referer: bool,
+    /// Ad click ids or brand searches.
+    pub paid_search: PaidSearchPolicy,
+    /// Brand terms (lower case) that must not be bid on.
+    pub brand_terms: Vec<String>,
+    /// Requests without the headers every browser sends are `bot`.
+    pub require_browser_headers: bool,
+    /// Clicks from data-centre networks are `bot`.
+    pub datacenter_is_bot: bool,
+    /// Signups sooner than this after their click are scripted leads.
+    pub min_click_to_signup_seconds: u64,
+}
+
+impl Default for FraudRules {
+    fn default() -> Self {
+        Self {
+            visitor_link_per_minute: 10,
+            visitor_per_minute: 60,
+            partner_per_second: 1000,
+            partner_limits: BTreeMap::new(),
+            block_multiplier: 5,
+            duplicate_window_seconds: 30,
+            burst_partners: 3,
+            burst_window_seconds: 10,
+            require_partner_referer: false,
+            paid_search: PaidSearchPolicy::Flag,
+            brand_terms: Vec::new(),
+            require_browser_headers: true,
+            datacenter_is_bot: true,
+            min_click_to_signup_seconds: 5,
+        }
+    }
+}
+
+/// What the edge knows of a click, as plain values.
+#[derive(Debug, Clone, Default)]
+pub struct ClickFacts<'a> {
+    pub head: bool,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub accept: Option<&'a str>,
+    pub accept_language: Option<&'a str>,
+    pub sec_fetch_dest: Option<&'a str>,
+    pub sec_fetch_mode: Option<&'a str>,
+    pub sec_purpose: Option<&'a str>,
+    pub purpose: Option<&'a str>,
+    pub referer: Option<&'a str>,
+    pub query: Option<&'a str>,
+    pub program: &'a str,
+    pub partner: &'a str,
+    pub link: &'a str,
+    /// Hosts of the partner's registered websites.
+    pub partner_hosts: &'a [String],
+    /// Why the attribution cookie the visitor sent was refused.
+    pub token_error: Option<&'static str>,
+}
+
+/// Governor on the app's clock, so tests drive limiters with a fake clock.
+#[derive(Clone)]
+pub struct AppClock(pub SharedClock);
+
+impl GovClock for AppClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.now_ms().max(0) as u64)
+    }
+}
+
+type Keyed<K> = RateLimiter<K, DashMapStateStore<K>, AppClock, NoOpMiddleware<Duration>>;
+
+/// A flag-level and a block-level limiter for one kind of key.
+struct Limit<K: std::hash::Hash + Eq + Clone> {
+    flag: Keyed<K>,
+    block: Keyed<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
+    fn new(per: Duration, n: u32, multiplier: u32, clock: &AppClock) -> Self {
+        let quota = |n: u32| {
+            let n = NonZeroU32::new(n.max(1)).expect("non-zero");
+            Quota::with_period(per / n.get())
+                .expect("positive period")
+                .allow_burst(n)
+        };
+        Self {
+            flag: RateLimiter::new(quota(n), DashMapStateStore::default(), clock.clone()),
+            block: RateLimiter::new(
+                quota(n.saturating_mul(multiplier.max(1))),
+                DashMapStateStore::default(),
+                clock.clone(),
+            ),
+        }
+    }
+
+    /// `(over the limit, far over it)`.
+    fn check(&self, key: &K) -> (bool, bool) {
+        let over = self.flag.check_key(key).is_err();
+        let far = over && self.block.check_key(key).is_err();
+        (over, far)
+    }
+
+    fn prune(&self) {
+        for l in [&self.flag, &self.block] {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.flag.len() + self.block.len()
+    }
+}
+
+struct ProgramGuard {
+    rules: FraudRules,
+    visitor_link: Limit<(u128, u64)>,
+    visitor: Limit<u128>,
+    partner: Limit<u64>,
+    /// Partners with their own limit.
+    partner_overrides: HashMap<u64, Limit<u64>>,
+}
+
+/// All in-memory fraud state.
+pub struct Guard {
+    clock: SharedClock,
+    networks: Networks,
+    programs: HashMap<String, ProgramGuard>,
+    /// Keys strings into the u64 map keys.
+    hasher: RandomState,
+    /// (visitor, link) → last click ms, for duplicates.
+    seen: DashMap<(u128, u64), i64>,
+    /// visitor → recent (partner, ms), for bursts across partners.
+    recent: DashMap<u128, Vec<(u64, i64)>>,
+    /// Longest window kept in `seen` and `recent`.
+    window_ms: i64,
+}
+
+const AD_CLICK_IDS: &[&str] = &[
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "dclid",
+    "msclkid",
+    "fbclid",
+    "ttclid",
+    "twclid",
+    "li_fat_id",
+    "yclid",
+    "epik",
+    "rdt_cid",
+];
+const SEARCH_ENGINES: &[&str] = &[
+    "google.",
+    "bing.com",
+    "yahoo.",
+    "duckduckgo.com",
+    "yandex.",
+    "baidu.com",
+    "ecosia.org",
+    "search.brave.com",
+    "startpage.com",
+    "qwant.com",
+];
+
+fn visitor_key(ip: Option<IpAddr>) -> u128 {
+    match ip.map(crate::net::canonical) {
+        Some(IpAddr::V4(a)) => u128::from(u32::from(a)),
+        Some(IpAddr::V6(a)) => u128::from(a),
+        None => 0,
+    }
+}
+
+fn host_of(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let host = rest.split(['/', '?', '#']).next()?;
+    let host = host.rsplit('@').next()?;
+    Some(host.split(':').next().unwrap_or(host))
+}
+
+impl Guard {
+    /// Guards for `programs` (key → rules), on `clock`.
+    pub fn new(
+        programs: impl IntoIterator<Item = (String, FraudRules)>,
+        clock: SharedClock,
+    ) -> Self {
+        let gclock = AppClock(clock.clone());
+        let hasher = RandomState::new();
+        let mut window_ms = 0;
+        let programs = programs
+            .into_iter()
+            .map(|(key, rules)| {
+                window_ms = window_ms
+                    .max(rules.duplicate_window_seconds as i64 * 1000)
+                    .max(rules.burst_window_seconds as i64 * 1000);
+                let minute = Duration::from_secs(60);
+                let m = rules.block_multiplier;
+                let partner_overrides = rules
+                    .partner_limits
+                    .iter()
+                    .map(|(p, n)| {
+                        (
+                            hasher.hash_one(p.as_str()),
+                            Limit::new(Duration::from_secs(1), *n, m, &gclock),
+                        )
+                    })
+                    .collect();
+                let g = ProgramGuard {
+                    visitor_link: Limit::new(minute, rules.visitor_link_per_minute, m, &gclock),
+                    visitor: Limit::new(minute, rules.visitor_per_minute, m, &gclock),
+                    partner: Limit::new(
+                        Duration::from_secs(1),
+                        rules.partner_per_second,
+                        m,
+                        &gclock,
+                    ),
+                    partner_overrides,
+                    rules,
+                };
+                (key, g)
+            })
+            .collect();
+        Self {
+            clock,
+            networks: Networks::built_in(),
+            programs,
+            hasher,
+            seen: DashMap::new(),
+            recent: DashMap::new(),
+            window_ms,
+        }
+    }
+
+    /// A program's rules.
+    pub fn rules(&self, program: &str) -> Option<&FraudRules> {
+        self.programs.get(program).map(|p| &p.rules)
+    }
+
+    /// The verdict on one click. Allocates only when a rule fires.
+    pub fn click(&self, f: &ClickFacts<'_>) -> Verdict {
+        let mut flags = Vec::new();
+        let mut action = Action::Redirect;
+        let Some(pg) = self.programs.get(f.program) else {
+            return Verdict { flags, action };
+        };
+        let r = &pg.rules;
+        let now = self.clock.now_ms();
+        let visitor = visitor_key(f.ip);
+        let link = self.hasher.hash_one(f.link);
+        let partner = self.hasher.hash_one(f.partner);
+        let mut flag = |reason, evidence: String| flags.push(Flag { reason, evidence });
+
+        if let Some(e) = f.token_error {
+            flag(
+                Reason::TokenTampered,
+                format!("attribution cookie refused: {e}"),
+            );
+        }
+        // Bots.
+        if f.head {
+            flag(Reason::Bot, "HEAD request".into());
+        }
+        match f.user_agent {
+            None => flag(Reason::Bot, "no user-agent".into()),
+            Some(ua) => {
+                if let Some(why) = ua::bot_reason(ua) {
+                    flag(Reason::Bot, why);
+                }
+            }
+        }
+        if r.require_browser_headers && !f.head {
+            if f.accept.is_none() {
+                flag(Reason::Bot, "no Accept header".into());
+            } else if f.accept_language.is_none() {
+                flag(Reason::Bot, "no Accept-Language header".into());
+            }
+        }
+        if r.datacenter_is_bot {
+            if let Some(provider) = f.ip.and_then(|ip| self.networks.provider(ip)) {
+                flag(Reason::Bot, format!("source network belongs to {provider}"));
+            }
+        }
+        // Stuffing: not a person navigating.
+        if let Some(dest) = f
+            .sec_fetch_dest
+            .filter(|d| !d.eq_ignore_ascii_case("document"))
+        {
+            flag(Reason::Stuffing, format!("sec-fetch-dest: {dest}"));
+        }
+        if let Some(mode) = f
+            .sec_fetch_mode
+            .filter(|m| m.eq_ignore_ascii_case("no-cors"))
+        {
+            flag(Reason::Stuffing, format!("sec-fetch-mode: {mode}"));
+        }
+        for (name, v) in [("sec-purpose", f.sec_purpose), ("purpose", f.purpose)] {
+            if let Some(v) = v.filter(|v| {
+                let v = v.to_ascii_lowercase();
+                v.contains("prefetch") || v.contains("prerender") || v.contains("preview")
+            }) {
+                flag(Reason::Stuffing, format!("{name}: {v}"));
+            }
+        }
+        if r.require_partner_referer {
+            let host = f.referer.and_then(host_of).map(|h| h.to_ascii_lowercase());
+            let ok = host.as_deref().is_some_and(|h| {
+                f.partner_hosts
+                    .iter()
+                    .any(|p| h == p || h.ends_with(&format!(".{p}")))
+            });
+            if !ok {
+                flag(
+                    Reason::Stuffing,
+                    format!(
+                        "referer {:?} is not one of the partner's websites",
+                        f.referer.unwrap_or("")
+                    ),
+                );
+            }
+        }
+        if r.burst_partners > 1 {
+            let window = r.burst_window_seconds as i64 * 1000;
+            let mut recent = self.recent.entry(visitor).or_default();
+            recent.retain(|&(_, t)| now - t <= window);
+            if !recent.iter().any(|&(p, _)| p == partner) {
+                recent.push((partner, now));
+            }
+            if recent.len() > 8 {
+                recent.remove(0);
+            }
+            if recent.len() >= r.burst_partners {
+                flag(
+                    Reason::Stuffing,
+                    format!(
+                        "visitor hit {} partners' links within {}s",
+                        recent.len(),
+                        r.burst_window_seconds
+                    ),
+                );
+            }
+        }
+        // Rate limits.
+        let checks = [
+            (
+                "visitor on this link",
+                pg.visitor_link.check(&(visitor, link)),
+                r.visitor_link_per_minute,
+                "minute",
+            ),
+            (
+                "visitor",
+                pg.visitor.check(&visitor),
+                r.visitor_per_minute,
+                "minute",
+            ),
+        ];
+        for (what, (over, far), n, per) in checks {
+            if over {
+                flag(
+                    Reason::RateLimited,
+                    format!("{what}: more than {n} clicks per {per}"),
+                );
+            }
+            if far {
+                action = Action::TooMany;
+            }
+        }
+        let (over, far, n) = match pg.partner_overrides.get(&partner) {
+            Some(l) => {
+                let (o, fa) = l.check(&partner);
+                (
+                    o,
+                    fa,
+                    r.partner_limits
+                        .get(f.partner)
+                        .copied()
+                        .unwrap_or(r.partner_per_second),
+                )
+            }
+            None => {
+                let (o, fa) = pg.partner.check(&partner);
+                (o, fa, r.partner_per_second)
+            }
+        };
+        if over {
+            flag(
+                Reason::RateLimited,
+                format!("partner: more than {n} clicks per second"),
+            );
+        }
+        if far {
+            action = Action::TooMany;
+        }
+        // Duplicates.
+        let window = r.duplicate_window_seconds as i64 * 1000;
+        match self.seen.insert((visitor, link), now) {
+            Some(prev) if now - prev <= window => {
+                flag(
+                    Reason::Duplicate,
+                    format!("same visitor on this link {}s ago", (now - prev) / 1000),
+                );
+            }
+            _ => {}
+        }
+        // Paid search.
+        if r.paid_search != PaidSearchPolicy::Allow {
+            let mut hit = None;
+            if let Some(q) = f.query {
+                for pair in q.split('&') {
+                    let key = pair.split('=').next().unwrap_or_default();
+                    if AD_CLICK_IDS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+                        hit = Some(format!("ad click id {key} on the tracked link"));
+                        break;
+                    }
+                }
+            }
+            if hit.is_none() && !r.brand_terms.is_empty() {
+                if let Some(referer) = f.referer {
+                    let host = host_of(referer).unwrap_or_default().to_ascii_lowercase();
+                    if SEARCH_ENGINES.iter().any(|s| host.contains(s)) {
+                        let q = referer.split_once('?').map(|(_, q)| q).unwrap_or_default();
+                        let terms: String = url::form_urlencoded::parse(q.as_bytes())
+                            .filter(|(k, _)| {
+                                matches!(k.as_ref(), "q" | "p" | "text" | "query" | "wd")
+                            })
+                            .map(|(_, v)| v.to_lowercase())
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        if let Some(term) =
+                            r.brand_terms.iter().find(|t| terms.contains(t.as_str()))
+                        {
+                            hit = Some(format!("search for {term:?} on {host}"));
+                        }
+                    }
+                }
+            }
+            if let Some(evidence) = hit {
+                flag(Reason::PaidSearch, evidence);
+                if r.paid_search == PaidSearchPolicy::Block && action == Action::Redirect {
+                    action = Action::Block;
+                }
+            }
+        }
+        Verdict { flags, action }
+    }
+
+    /// Drops idle visitors' limiter state and expired window entries.
+    pub fn prune(&self) {
+        let now = self.clock.now_ms();
+        let keep = self.window_ms.max(1);
+        self.seen.retain(|_, t| now - *t <= keep);
+        self.recent
+            .retain(|_, v| v.iter().any(|&(_, t)| now - t <= keep));
+        self.seen.shrink_to_fit();
+        self.recent.shrink_to_fit();
+        for g in self.programs.values() {
+            g.visitor_link.prune();
+            g.visitor.prune();
+            g.partner.prune();
+            for l in g.partner_overrides.values() {
+                l.prune();
+            }
+        }
+    }
+
+    /// Keys held by the limiters and windows, for the limiter-keys metric.
+    pub fn key_count(&self) -> usize {
+        let limiters: usize = self
+            .programs
+            .values()
+            .map(|g| g.visitor_link.len() + g.visitor.len() + g.partner.len())
+            .sum();
+        limiters + self.seen.len() + self.recent.len()
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("programs", &self.programs.len())
+            .finish_non_exhaustive()
+    }
+}
