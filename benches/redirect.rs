@@ -37,6 +37,11 @@ fn browser_request(code: &str, cookie: Option<&str>) -> hyper::Request<()> {
 }
 
 fn bench_redirect(c: &mut Criterion) {
+    bench_redirect_with(c, true);
+    bench_redirect_with(c, false);
+}
+
+fn bench_redirect_with(c: &mut Criterion, fraud: bool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -47,6 +52,11 @@ fn bench_redirect(c: &mut Criterion) {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some("bench-admin-token-0123456789".into());
     config.clicks.queue_capacity = 1 << 20;
+    for p in config.programs.values_mut() {
+        p.fraud.enabled = fraud;
+        // One bench partner gets all the traffic: lift its per-second limit.
+        p.fraud.partner_per_second = 100_000_000;
+    }
     let running = rt
         .block_on(refedge::edge::start(config, Arc::new(SystemClock)))
         .unwrap();
@@ -80,18 +90,34 @@ fn bench_redirect(c: &mut Criterion) {
                 .code
         })
         .collect();
-    let peer = "81.2.69.142:51234".parse().unwrap();
+    // Many distinct visitors (carrier-grade NAT space, in no data-centre
+    // list), so the fraud state sees fresh and returning visitors as in life.
+    let peers: Vec<std::net::SocketAddr> = (0..100_003u32)
+        .map(|n| {
+            std::net::SocketAddr::from((
+                [100, 64 + (n >> 16) as u8 % 64, (n >> 8) as u8, n as u8],
+                51234,
+            ))
+        })
+        .collect();
     let requests: Vec<_> = codes.iter().map(|c| browser_request(c, None)).collect();
 
-    let mut g = c.benchmark_group("redirect");
+    let mut g = c.benchmark_group(if fraud {
+        "redirect"
+    } else {
+        "redirect_fraud_off"
+    });
     g.throughput(Throughput::Elements(1));
     let mut i = 0usize;
+    let mut v = 0usize;
     g.bench_function("browser_click_no_cookie", |b| {
         b.iter(|| {
             i = (i + 7919) % requests.len();
-            black_box(redirect(&app, peer, &requests[i], &codes[i]))
+            v = (v + 1) % peers.len();
+            black_box(redirect(&app, peers[v], &requests[i], &codes[i]))
         })
     });
+    let peer = peers[0];
     let token = redirect(&app, peer, &requests[0], &codes[0])
         .headers()
         .get("set-cookie")
@@ -110,7 +136,8 @@ fn bench_redirect(c: &mut Criterion) {
     g.bench_function("browser_click_with_cookie", |b| {
         b.iter(|| {
             i = (i + 7919) % with_cookie.len();
-            black_box(redirect(&app, peer, &with_cookie[i], &codes[i]))
+            v = (v + 1) % peers.len();
+            black_box(redirect(&app, peers[v], &with_cookie[i], &codes[i]))
         })
     });
     g.finish();
@@ -118,8 +145,17 @@ fn bench_redirect(c: &mut Criterion) {
         .iter()
         .map(|r| app.metrics.clicks_dropped.with_label_values(&[r]).get())
         .sum();
+    let flagged: u64 = refedge::fraud::Reason::ALL
+        .iter()
+        .map(|r| {
+            app.metrics
+                .clicks_by_verdict
+                .with_label_values(&["krispcall", "flagged", r.label()])
+                .get()
+        })
+        .sum();
     eprintln!(
-        "clicks written {}, dropped {dropped}",
+        "fraud {fraud}: clicks written {}, dropped {dropped}, flag hits {flagged}",
         app.metrics.clicks_written.get()
     );
     drop(app);

@@ -157,8 +157,13 @@ async fn load(addr: SocketAddr, links: usize, seconds: u64, max_requests: u64, c
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
                 let path = format!("/r/{}?utm_source=load", code(rng as usize % links));
+                // Each request a different visitor (carrier-grade NAT space,
+                // in no data-centre list), through refedge's trusted proxy.
+                let v = (rng >> 20) as u32 & 0x003f_ffff;
+                let visitor = format!("100.{}.{}.{}", 64 + (v >> 16), (v >> 8) & 255, v & 255);
                 let req = Request::get(path)
                     .header("host", "127.0.0.1")
+                    .header("x-forwarded-for", visitor)
                     .header(
                         "user-agent",
                         "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",

@@ -114,6 +114,8 @@ pub enum PaidSearchPolicy {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FraudRules {
+    /// Turns every click check off (clicks are then all `valid`).
+    pub enabled: bool,
     /// Clicks per minute by one visitor on one link before `rate_limited`.
     pub visitor_link_per_minute: u32,
     /// Clicks per minute by one visitor across all links.
@@ -147,6 +149,7 @@ pub struct FraudRules {
 impl Default for FraudRules {
     fn default() -> Self {
         Self {
+            enabled: true,
             visitor_link_per_minute: 10,
             visitor_per_minute: 60,
             partner_per_second: 1000,
@@ -260,10 +263,9 @@ pub struct Guard {
     programs: HashMap<String, ProgramGuard>,
     /// Keys strings into the u64 map keys.
     hasher: RandomState,
-    /// (visitor, link) → last click ms, for duplicates.
-    seen: DashMap<(u128, u64), i64>,
-    /// visitor → recent (partner, ms), for bursts across partners.
-    recent: DashMap<u128, Vec<(u64, i64)>>,
+    /// visitor → their last few clicks, for duplicates and bursts: one map
+    /// entry per visitor, no allocation.
+    recent: DashMap<u128, Recent>,
     /// Longest window kept in `seen` and `recent`.
     window_ms: i64,
 }
@@ -294,6 +296,34 @@ const SEARCH_ENGINES: &[&str] = &[
     "startpage.com",
     "qwant.com",
 ];
+
+/// A visitor's last clicks: (link, partner, ms), newest last.
+#[derive(Default, Clone, Copy)]
+struct Recent {
+    clicks: [(u64, u64, i64); RECENT],
+    len: usize,
+}
+
+const RECENT: usize = 8;
+
+impl Recent {
+    fn iter(&self) -> impl Iterator<Item = &(u64, u64, i64)> {
+        self.clicks[..self.len].iter()
+    }
+
+    fn push(&mut self, c: (u64, u64, i64)) {
+        if self.len == RECENT {
+            self.clicks.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.clicks[self.len] = c;
+        self.len += 1;
+    }
+
+    fn newest(&self) -> Option<i64> {
+        self.iter().map(|c| c.2).max()
+    }
+}
 
 fn visitor_key(ip: Option<IpAddr>) -> u128 {
     match ip.map(crate::net::canonical) {
@@ -357,7 +387,6 @@ impl Guard {
             networks: Networks::built_in(),
             programs,
             hasher,
-            seen: DashMap::new(),
             recent: DashMap::new(),
             window_ms,
         }
@@ -372,7 +401,7 @@ impl Guard {
     pub fn click(&self, f: &ClickFacts<'_>) -> Verdict {
         let mut flags = Vec::new();
         let mut action = Action::Redirect;
-        let Some(pg) = self.programs.get(f.program) else {
+        let Some(pg) = self.programs.get(f.program).filter(|p| p.rules.enabled) else {
             return Verdict { flags, action };
         };
         let r = &pg.rules;
@@ -450,25 +479,37 @@ impl Guard {
                 );
             }
         }
-        if r.burst_partners > 1 {
-            let window = r.burst_window_seconds as i64 * 1000;
+        // Duplicates and bursts, from the visitor's recent clicks.
+        {
+            let dup_window = r.duplicate_window_seconds as i64 * 1000;
+            let burst_window = r.burst_window_seconds as i64 * 1000;
             let mut recent = self.recent.entry(visitor).or_default();
-            recent.retain(|&(_, t)| now - t <= window);
-            if !recent.iter().any(|&(p, _)| p == partner) {
-                recent.push((partner, now));
-            }
-            if recent.len() > 8 {
-                recent.remove(0);
-            }
-            if recent.len() >= r.burst_partners {
+            let last_here = recent.iter().filter(|c| c.0 == link).map(|c| c.2).max();
+            if let Some(prev) = last_here.filter(|&t| now - t <= dup_window) {
                 flag(
-                    Reason::Stuffing,
-                    format!(
-                        "visitor hit {} partners' links within {}s",
-                        recent.len(),
-                        r.burst_window_seconds
-                    ),
+                    Reason::Duplicate,
+                    format!("same visitor on this link {}s ago", (now - prev) / 1000),
                 );
+            }
+            recent.push((link, partner, now));
+            if r.burst_partners > 1 {
+                let mut partners = [0u64; RECENT];
+                let mut n = 0;
+                for c in recent.iter().filter(|c| now - c.2 <= burst_window) {
+                    if !partners[..n].contains(&c.1) {
+                        partners[n] = c.1;
+                        n += 1;
+                    }
+                }
+                if n >= r.burst_partners {
+                    flag(
+                        Reason::Stuffing,
+                        format!(
+                            "visitor hit {n} partners' links within {}s",
+                            r.burst_window_seconds
+                        ),
+                    );
+                }
             }
         }
         // Rate limits.
@@ -523,17 +564,6 @@ impl Guard {
         if far {
             action = Action::TooMany;
         }
-        // Duplicates.
-        let window = r.duplicate_window_seconds as i64 * 1000;
-        match self.seen.insert((visitor, link), now) {
-            Some(prev) if now - prev <= window => {
-                flag(
-                    Reason::Duplicate,
-                    format!("same visitor on this link {}s ago", (now - prev) / 1000),
-                );
-            }
-            _ => {}
-        }
         // Paid search.
         if r.paid_search != PaidSearchPolicy::Allow {
             let mut hit = None;
@@ -580,10 +610,8 @@ impl Guard {
     pub fn prune(&self) {
         let now = self.clock.now_ms();
         let keep = self.window_ms.max(1);
-        self.seen.retain(|_, t| now - *t <= keep);
         self.recent
-            .retain(|_, v| v.iter().any(|&(_, t)| now - t <= keep));
-        self.seen.shrink_to_fit();
+            .retain(|_, v| v.newest().is_some_and(|t| now - t <= keep));
         self.recent.shrink_to_fit();
         for g in self.programs.values() {
             g.visitor_link.prune();
@@ -602,7 +630,7 @@ impl Guard {
             .values()
             .map(|g| g.visitor_link.len() + g.visitor.len() + g.partner.len())
             .sum();
-        limiters + self.seen.len() + self.recent.len()
+        limiters + self.recent.len()
     }
 }
 
