@@ -133,6 +133,7 @@ impl Conversions {
                         occurred_at: ms_to_datetime(c.issued_at * 1000),
                         program: Some(c.program.into_owned()),
                         link: Some(c.link.into_owned()),
+                        flags: Vec::new(),
                     })
                 }
                 Err(e) => {
@@ -150,6 +151,11 @@ impl Conversions {
                             occurred_at: c.at,
                             program: Some(c.program),
                             link: Some(c.link),
+                            flags: c
+                                .flags
+                                .iter()
+                                .map(|f| f.reason.label().to_string())
+                                .collect(),
                         })
                     }
                     None => resolved.error = Some("no click with this id".into()),

@@ -54,6 +54,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Classify user agents read from standard input, one per line: prints
+    /// `bot` or `human` for each, in order.
+    CheckUa,
     /// Validate settings and print the programs they define, then exit.
     CheckConfig {
         /// TOML settings file; REFEDGE_* environment variables override it.
@@ -96,6 +99,22 @@ fn main() -> anyhow::Result<()> {
                         .join(" ")
                 );
             }
+            Ok(())
+        }
+        Command::CheckUa => {
+            use std::io::{BufRead, Write};
+            let stdin = std::io::stdin();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for line in stdin.lock().lines() {
+                let line = line?;
+                let verdict = if refedge::fraud::ua::is_bot(&line) {
+                    "bot"
+                } else {
+                    "human"
+                };
+                writeln!(out, "{verdict}")?;
+            }
+            out.flush()?;
             Ok(())
         }
         Command::Replay {

@@ -45,6 +45,11 @@ pub fn books(programs: &BTreeMap<String, Program>) -> Vec<ProgramBook> {
         .map(|p| ProgramBook {
             key: p.key.clone(),
             cookie_days: p.cookie_days,
+            min_click_to_signup_seconds: if p.fraud.enabled {
+                p.fraud.min_click_to_signup_seconds
+            } else {
+                0
+            },
             rules: p.money.clone(),
         })
         .collect()

@@ -173,6 +173,9 @@ async fn krispcall_refuses_what_its_terms_refuse() {
     s.link(&joe, "https://krispcall.com/", Some("joe-k")).await;
     let ann_click = click(s.addr(), "/r/ann-k", None).await;
     let ann_token = ann_click.attribution_cookie().unwrap();
+    // Every other customer comes through a click of their own (one click
+    // bringing several customers is `attribution_reused`, tested below).
+    let fresh = || async { click(s.addr(), "/r/ann-k", None).await };
     let joe_token = click(s.addr(), "/r/joe-k", None)
         .await
         .attribution_cookie()
@@ -205,13 +208,13 @@ async fn krispcall_refuses_what_its_terms_refuse() {
         "c2",
         "2026-03-02T00:00:00Z",
         "ann@blog.example",
-        json!({"token": ann_token}),
+        json!({"token": fresh().await.attribution_cookie().unwrap()}),
     ))
     .await;
     assert_eq!(m.rejection("c2").await, "self_referral");
     m.ev(json!({"id": "s4", "type": "signup", "program": "krispcall", "occurred_at": "2026-03-02T00:00:00Z",
                 "customer": {"id": "c3", "email": "it@blog.example", "company_domain": "blog.example"},
-                "attribution": {"click_id": click_id_of(&ann_click)}})).await;
+                "attribution": {"click_id": click_id_of(&fresh().await)}})).await;
     assert_eq!(m.rejection("c3").await, "self_referral");
     // "The tracking cookie's duration is set to 90 days."
     m.ev(signup(
@@ -219,7 +222,7 @@ async fn krispcall_refuses_what_its_terms_refuse() {
         "c4",
         "2026-05-30T11:59:59Z",
         "x@late.example",
-        json!({"token": ann_token}),
+        json!({"token": fresh().await.attribution_cookie().unwrap()}),
     ))
     .await;
     assert_eq!(
@@ -232,15 +235,15 @@ async fn krispcall_refuses_what_its_terms_refuse() {
         "c5",
         "2026-05-30T12:00:01Z",
         "y@late.example",
-        json!({"token": ann_token}),
+        json!({"token": fresh().await.attribution_cookie().unwrap()}),
     ))
     .await;
     assert_eq!(m.rejection("c5").await, "window_expired");
     // "Not be an existing KrispCall customer" / a tampered token.
     m.ev(json!({"id": "s7", "type": "signup", "program": "krispcall", "occurred_at": "2026-03-02T00:00:00Z",
-                "customer": {"id": "c6", "existing": true}, "attribution": {"token": ann_token}})).await;
+                "customer": {"id": "c6", "existing": true}, "attribution": {"token": fresh().await.attribution_cookie().unwrap()}})).await;
     assert_eq!(m.rejection("c6").await, "existing_customer");
-    let mut forged = ann_token.clone().into_bytes();
+    let mut forged = fresh().await.attribution_cookie().unwrap().into_bytes();
     forged[12] ^= 1;
     m.ev(signup(
         "s8",
@@ -309,7 +312,7 @@ async fn krispcall_refuses_what_its_terms_refuse() {
         "k4",
         "2026-04-02T00:00:00Z",
         "d@four.example",
-        json!({"coupon": "JOE-10", "token": ann_token}),
+        json!({"coupon": "JOE-10", "token": fresh().await.attribution_cookie().unwrap()}),
     ))
     .await;
     assert_eq!(m.rejection("k4").await, "coupon_other_partner");
@@ -340,6 +343,16 @@ async fn krispcall_refuses_what_its_terms_refuse() {
         .map(|r| r["customer_id"].as_str().unwrap())
         .collect();
     assert_eq!(customers, ["c1", "c4", "k1"]);
+    // One click, several customers: only the first earns.
+    m.ev(signup(
+        "r1",
+        "k9",
+        "2026-03-03T00:00:00Z",
+        "r@nine.example",
+        json!({"token": ann_token}),
+    ))
+    .await;
+    assert_eq!(m.rejection("k9").await, "attribution_reused");
 }
 
 #[tokio::test]

@@ -53,6 +53,8 @@ pub struct ProgramBook {
     pub key: String,
     /// Cookie window, for click-to-signup checks.
     pub cookie_days: u32,
+    /// Signups sooner than this after their click are scripted leads.
+    pub min_click_to_signup_seconds: u64,
     /// Money rules; `None` tracks referrals but pays nothing.
     pub rules: Option<Rules>,
 }
@@ -73,6 +75,12 @@ pub enum RejectReason {
     CouponAlreadyRedeemed,
     CouponExhausted,
     CouponOtherPartner,
+    /// The click was flagged by a fraud rule.
+    FlaggedClick,
+    /// Signed up sooner after the click than a person could.
+    ScriptedLead,
+    /// The same click already brought another customer.
+    AttributionReused,
 }
 
 /// A customer bound to a partner for life.
@@ -206,6 +214,9 @@ pub struct State {
     customers: HashMap<String, CustomerAcct>,
     coupons: HashMap<String, CouponAcct>,
     clicks: HashMap<String, ClickSeen>,
+    /// Click id → the customer it brought.
+    #[serde(default)]
+    click_customers: HashMap<String, String>,
     /// Rate tables, by publication time.
     fx: Vec<FxRates>,
     months: HashMap<String, MonthAgg>,
@@ -398,6 +409,7 @@ impl Calculator {
             return self.problem(event_id, format!("unknown program {}", s.program));
         };
         let cookie_days = book.cookie_days;
+        let min_age = book.min_click_to_signup_seconds;
         let key = customer_key(&s.program, &s.customer.id);
         let reject =
             |me: &mut Self, partner: Option<&str>, reason: RejectReason, detail: String| {
@@ -515,6 +527,40 @@ impl Calculator {
             );
         }
         if let Some(c) = &claimed_click {
+            if !c.flags.is_empty() {
+                return reject(
+                    self,
+                    pid,
+                    RejectReason::FlaggedClick,
+                    format!("click {} was flagged: {}", c.id, c.flags.join(", ")),
+                );
+            }
+            if let Some(other) = self
+                .state
+                .click_customers
+                .get(&c.id)
+                .filter(|o| *o != &s.customer.id)
+            {
+                return reject(
+                    self,
+                    pid,
+                    RejectReason::AttributionReused,
+                    format!("click {} already brought customer {other}", c.id),
+                );
+            }
+            if (s.occurred_at - c.occurred_at) < chrono::Duration::seconds(min_age as i64)
+                && s.occurred_at >= c.occurred_at
+            {
+                return reject(
+                    self,
+                    pid,
+                    RejectReason::ScriptedLead,
+                    format!(
+                        "signed up {}s after the click; a person needs at least {min_age}s",
+                        (s.occurred_at - c.occurred_at).num_seconds()
+                    ),
+                );
+            }
             if c.program.as_ref().is_some_and(|p| p != &s.program) {
                 return reject(
                     self,
@@ -575,6 +621,11 @@ impl Calculator {
         }
 
         let via_click = claimed_click.is_some();
+        if let Some(c) = &claimed_click {
+            self.state
+                .click_customers
+                .insert(c.id.clone(), s.customer.id.clone());
+        }
         if let Some(k) = &coupon {
             if let Some(acct) = self.state.coupons.get_mut(&k.record.code) {
                 acct.redemptions += 1;

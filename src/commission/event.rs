@@ -102,6 +102,9 @@ pub struct ClickSeen {
     pub program: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Fraud reasons the click was flagged with (empty: a valid click).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// A paid invoice.
