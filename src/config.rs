@@ -639,7 +639,13 @@ impl Reader {
     /// the rule vocabulary is checked and named.
     fn money(&mut self, t: &mut Table, prefix: &str) -> Option<Rules> {
         let mut money = Table::new();
-        for key in ["commission", "payout", "inactivity", "benefit_tiers"] {
+        for key in [
+            "commission",
+            "payout",
+            "inactivity",
+            "benefit_tiers",
+            "termination",
+        ] {
             if let Some(v) = t.remove(key) {
                 money.insert(key.into(), v);
             }

@@ -47,6 +47,8 @@ pub struct Conversions {
     stop: watch::Sender<bool>,
     /// Events between snapshots.
     snapshot_events: u64,
+    /// Where rejected signups are counted.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Conversions {
@@ -55,6 +57,7 @@ impl Conversions {
         store: Store,
         books: Vec<ProgramBook>,
         snapshot_events: u64,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Arc<Self>, StoreError> {
         let mut calc = Calculator::new(books);
         let mut cursor = 0;
@@ -74,6 +77,7 @@ impl Conversions {
             appended: Notify::new(),
             stop: watch::channel(false).0,
             snapshot_events,
+            metrics,
         }))
     }
 
@@ -213,8 +217,19 @@ impl Conversions {
                 let n = batch.len() as u64;
                 tokio::task::spawn_blocking(move || {
                     let mut calc = me.calc.write().expect("calculator lock");
+                    let before = calc.state.rejections.len();
                     for e in &batch {
                         calc.apply(&e.id, &e.event);
+                    }
+                    if let Some(m) = &me.metrics {
+                        for r in &calc.state.rejections[before..] {
+                            let reason = serde_json::to_value(r.reason).ok();
+                            let reason =
+                                reason.as_ref().and_then(|v| v.as_str()).unwrap_or("other");
+                            m.conversions_rejected
+                                .with_label_values(&[&r.program, reason])
+                                .inc();
+                        }
                     }
                 })
                 .await

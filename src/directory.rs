@@ -157,6 +157,31 @@ impl Directory {
         self.partners.get(id).map(|p| p.value().clone())
     }
 
+    /// Whether a partner's clicks may earn (active standing).
+    pub fn partner_active(&self, id: &str) -> bool {
+        self.partners
+            .get(id)
+            .is_some_and(|p| p.status == PartnerStatus::Active)
+    }
+
+    /// Changes a partner's standing durably. Terminated is final. Blocks on
+    /// disk.
+    pub fn set_status(&self, id: &str, status: PartnerStatus) -> Result<Partner, DirectoryError> {
+        let mut p = self
+            .partner(id)
+            .ok_or(DirectoryError::NotFound("partner"))?;
+        if p.status == PartnerStatus::Terminated && status != PartnerStatus::Terminated {
+            return Err(invalid(
+                "status",
+                "a terminated partner cannot be reinstated",
+            ));
+        }
+        p.status = status;
+        self.store.put_partner(&p)?;
+        self.partners.insert(p.id.clone(), p.clone());
+        Ok(p)
+    }
+
     /// Validates and durably stores a new partner. Blocks on disk.
     pub fn create_partner(
         &self,

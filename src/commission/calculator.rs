@@ -158,6 +158,9 @@ pub enum Standing {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PartnerAcct {
     record: PartnerRecord,
+    /// Every standing change, oldest first: the audit log.
+    #[serde(default)]
+    history: Vec<PartnerStatusChange>,
     standing: Standing,
     /// Last click or referral (or creation).
     last_activity: Option<DateTime<Utc>>,
@@ -313,7 +316,7 @@ impl Calculator {
         self.state.applied += 1;
         match e {
             Event::Partner(p) => self.upsert_partner(p),
-            Event::PartnerStatus(s) => self.partner_status(s),
+            Event::PartnerStatus(s) => self.partner_status(event_id, s),
             Event::Coupon(c) => {
                 self.state
                     .coupons
@@ -372,6 +375,7 @@ impl Calculator {
                     p.id.clone(),
                     PartnerAcct {
                         record: p.clone(),
+                        history: Vec::new(),
                         standing: Standing::Active,
                         last_activity: p.created_at,
                         lines: Vec::new(),
@@ -381,14 +385,34 @@ impl Calculator {
         }
     }
 
-    fn partner_status(&mut self, s: &PartnerStatusChange) {
-        if let Some(p) = self.state.partners.get_mut(&s.partner_id) {
-            p.standing = match s.status.as_str() {
-                "suspended" => Standing::Suspended,
-                "terminated" => Standing::Terminated,
-                _ => Standing::Active,
-            };
+    fn partner_status(&mut self, event_id: &str, s: &PartnerStatusChange) {
+        let Some(p) = self.state.partners.get_mut(&s.partner_id) else {
+            return self.problem(event_id, format!("no partner {}", s.partner_id));
+        };
+        p.standing = match s.status.as_str() {
+            "suspended" => Standing::Suspended,
+            "terminated" => Standing::Terminated,
+            _ => Standing::Active,
+        };
+        p.history.push(s.clone());
+        let program = p.record.program.clone();
+        let forfeits = self
+            .programs
+            .get(&program)
+            .and_then(|b| b.rules.as_ref())
+            .is_some_and(|r| r.termination.forfeit_balance);
+        if s.status == "terminated" && forfeits {
+            let why = format!(
+                "terminated by {}: {}; the accrued balance is forfeited",
+                s.actor, s.reason
+            );
+            self.forfeit_all(event_id, &s.partner_id, s.occurred_at, &why);
         }
+    }
+
+    /// A partner's standing changes, oldest first.
+    pub fn history(&self, pid: &str) -> &[PartnerStatusChange] {
+        self.state.partners.get(pid).map_or(&[], |p| &p.history)
     }
 
     fn push_line(&mut self, line: Line) -> usize {
@@ -1229,7 +1253,10 @@ impl Calculator {
                     }
                 }
             }
-            if acct.standing != Standing::Active {
+            // Suspended: held. Inactive: forfeited. Terminated: what was
+            // earned until the termination date is still paid (or was
+            // forfeited at termination, per the program).
+            if matches!(acct.standing, Standing::Suspended | Standing::Inactive) {
                 continue;
             }
             for (currency, bal) in &bals {

@@ -203,8 +203,15 @@ fn default_currency() -> String {
 #[serde(deny_unknown_fields)]
 pub struct PartnerStatusChange {
     pub partner_id: String,
+    /// `active`, `suspended` or `terminated`.
     pub status: String,
     pub occurred_at: DateTime<Utc>,
+    /// Who made the change.
+    #[serde(default)]
+    pub actor: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// A coupon assigned to a partner.

@@ -21,6 +21,20 @@ pub struct Rules {
     /// Perks by monthly reward, highest first or in any order.
     #[serde(default)]
     pub benefit_tiers: Vec<BenefitTier>,
+    /// What termination does to the balance.
+    #[serde(default)]
+    pub termination: Termination,
+}
+
+/// Termination of a partner.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Termination {
+    /// The accrued balance is forfeited (KrispCall: "without payment of the
+    /// accrued balance"); otherwise what was earned until the termination
+    /// date is still paid (Aloware).
+    #[serde(default)]
+    pub forfeit_balance: bool,
 }
 
 /// What a payment earns.

@@ -332,3 +332,79 @@ pub async fn change_keys(
         &serde_json::json!({ "id": id, "retired": retire.is_some() }),
     ))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StandingIn {
+    status: crate::model::PartnerStatus,
+    reason: String,
+    #[serde(default)]
+    actor: Option<String>,
+}
+
+/// `PATCH /api/v1/partners/{id}`: `{status, reason, actor?}`. Suspended:
+/// clicks still redirect but earn nothing and payouts are held. Terminated:
+/// per the program, the balance is forfeited or what was earned until now
+/// is still paid. Every change goes to the partner's audit log.
+pub async fn patch_partner(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    id: String,
+) -> Result<Response<Body>, ApiError> {
+    let input: StandingIn = read_json(req, app.config.max_body_bytes).await?;
+    if input.reason.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "reason",
+            "say why: it goes to the audit log",
+        ));
+    }
+    let status = input.status;
+    let a = app.clone();
+    let pid = id.clone();
+    let partner = blocking(move || a.directory.set_status(&pid, status)).await??;
+    let label = match status {
+        crate::model::PartnerStatus::Active => "active",
+        crate::model::PartnerStatus::Suspended => "suspended",
+        crate::model::PartnerStatus::Terminated => "terminated",
+    };
+    let change = crate::commission::event::PartnerStatusChange {
+        partner_id: id.clone(),
+        status: label.into(),
+        occurred_at: app.clock.now(),
+        actor: input.actor.unwrap_or_else(|| "admin".into()),
+        reason: input.reason,
+    };
+    let event = crate::commission::Event::PartnerStatus(change.clone());
+    let item = crate::store::events::NewEvent {
+        id: crate::conversions::internal_id(&event),
+        digest: crate::conversions::digest(&serde_json::to_value(&change).expect("serialises")),
+        event,
+    };
+    let a = app.clone();
+    let now = app.clock.now();
+    let out = blocking(move || a.conversions.ingest(vec![item], now)).await??;
+    if let crate::store::events::Appended::Accepted(seq)
+    | crate::store::events::Appended::Duplicate(seq) = out[0]
+    {
+        app.conversions
+            .wait_for(seq, std::time::Duration::from_secs(10))
+            .await;
+    }
+    let history = app.conversions.read(|c| c.history(&id).to_vec());
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"partner": partner, "audit": history}),
+    ))
+}
+
+/// `GET /api/v1/partners/{id}/audit`: every standing change, with who and why.
+pub fn partner_audit(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
+    app.directory
+        .partner(id)
+        .ok_or(ApiError::NotFound("partner"))?;
+    let history = app.conversions.read(|c| c.history(id).to_vec());
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"partner_id": id, "audit": history}),
+    ))
+}

@@ -4,6 +4,7 @@
 mod api;
 pub mod client;
 mod client_ip;
+mod fraud_api;
 pub mod http;
 pub mod money;
 pub mod redirect;
@@ -168,14 +169,15 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         .await
         .expect("loading does not panic")?
     };
+    let metrics = Arc::new(Metrics::new());
     let conversions = Conversions::open(
         store.clone(),
         crate::replay::books(&config.programs),
         config.snapshot_every_events,
+        Some(metrics.clone()),
     )?;
     sync_partners(&directory, &conversions, &store, clock.now())?;
     let calculator = conversions.start();
-    let metrics = Arc::new(Metrics::new());
     let (clicklog, writer) =
         ClickLog::start(store.clone(), ip_key, &config.clicks, metrics.clone());
     let listener = TcpListener::bind(config.listen)
@@ -346,10 +348,14 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "keys", "rotate"]) => "/api/v1/keys/rotate",
         (_, ["api", "v1", "keys", _, "retire"]) => "/api/v1/keys/{id}/retire",
         (_, ["api", "v1", "events"]) => "/api/v1/events",
+        (_, ["api", "v1", "fraud", "summary"]) => "/api/v1/fraud/summary",
+        (_, ["api", "v1", "fraud", "clicks"]) => "/api/v1/fraud/clicks",
+        (_, ["api", "v1", "fraud", "partners", _]) => "/api/v1/fraud/partners/{id}",
         (_, ["api", "v1", "fx-rates"]) => "/api/v1/fx-rates",
         (_, ["api", "v1", "coupons"]) => "/api/v1/coupons",
         (_, ["api", "v1", "coupons", _]) => "/api/v1/coupons/{code}",
         (_, ["api", "v1", "partners", _, "balance"]) => "/api/v1/partners/{id}/balance",
+        (_, ["api", "v1", "partners", _, "audit"]) => "/api/v1/partners/{id}/audit",
         (_, ["api", "v1", "partners", _, "statement"]) => "/api/v1/partners/{id}/statement",
         (_, ["api", "v1", "referrals"]) => "/api/v1/referrals",
         (_, ["api", "v1", "customers", _]) => "/api/v1/customers/{id}",
@@ -428,6 +434,16 @@ async fn dispatch(
         (&Method::POST, ["keys", id, "retire"]) => {
             let id = id.to_string();
             api::change_keys(app.clone(), req, Some(&id)).await
+        }
+        (&Method::PATCH, ["partners", id]) => {
+            let id = id.to_string();
+            api::patch_partner(app.clone(), req, id).await
+        }
+        (&Method::GET, ["partners", id, "audit"]) => api::partner_audit(app, id),
+        (&Method::GET, ["fraud", "summary"]) => fraud_api::summary(app.clone(), req).await,
+        (&Method::GET, ["fraud", "clicks"]) => fraud_api::clicks(app.clone(), req).await,
+        (&Method::GET, ["fraud", "partners", id]) => {
+            fraud_api::partner(app.clone(), id.to_string()).await
         }
         (&Method::POST, ["events"]) => money::post_events(app.clone(), req, false).await,
         (&Method::POST, ["fx-rates"]) => money::post_fx_rates(app.clone(), req).await,

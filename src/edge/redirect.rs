@@ -120,7 +120,9 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         Action::Block => return blocked_page(&live.link.destination),
         Action::Redirect => {}
     }
-    let attributable = verdict.flags.is_empty();
+    // A suspended or terminated partner's clicks redirect but earn nothing.
+    let attributable =
+        verdict.flags.is_empty() && app.directory.partner_active(&live.link.partner_id);
 
     let click_id = app.ids.next(now_ms);
     let location = build_location(&live.link.destination, req.uri().query(), click_id);

@@ -1,0 +1,279 @@
+//! The fraud team's view: summaries, flagged clicks with their evidence,
+//! and one partner's profile, read from the click log and the calculator.
+
+use super::http::{blocking, json, query_pairs, ApiError, Body};
+use super::App;
+use crate::id::ClickId;
+use crate::model::ClickRecord;
+use crate::store::{ClickQuery, Store, StoreError};
+use chrono::{DateTime, Utc};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json as j, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Most clicks one summary reads.
+const SCAN_LIMIT: usize = 2_000_000;
+
+struct Params {
+    program: Option<String>,
+    partner: Option<String>,
+    reason: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: usize,
+    cursor: Option<ClickId>,
+}
+
+fn params(req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, ApiError> {
+    let mut p = Params {
+        program: None,
+        partner: None,
+        reason: None,
+        from: None,
+        to: None,
+        limit: 100,
+        cursor: None,
+    };
+    for (k, v) in query_pairs(req) {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::invalid(
+                k.as_str(),
+                format!("unknown parameter; use {}", allowed.join(", ")),
+            ));
+        }
+        let time = |f: &str| {
+            DateTime::parse_from_rfc3339(&v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| ApiError::invalid(f, "must be an RFC 3339 time"))
+        };
+        match k.as_str() {
+            "program" => p.program = Some(v),
+            "partner" => p.partner = Some(v),
+            "reason" => {
+                if !crate::fraud::Reason::ALL.iter().any(|r| r.label() == v) {
+                    return Err(ApiError::invalid("reason", "one of bot, stuffing, rate_limited, duplicate, paid_search, token_tampered"));
+                }
+                p.reason = Some(v)
+            }
+            "from" => p.from = Some(time("from")?),
+            "to" => p.to = Some(time("to")?),
+            "limit" => {
+                p.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("limit", "must be a whole number from 1 to 1000")
+                    })?
+            }
+            "cursor" => {
+                p.cursor =
+                    Some(v.parse().map_err(|e| {
+                        ApiError::invalid("cursor", format!("is not a click id: {e}"))
+                    })?)
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// Calls `f` on every click matching, oldest first, until it returns false.
+fn scan(
+    store: &Store,
+    mut q: ClickQuery,
+    mut f: impl FnMut(&ClickRecord) -> bool,
+) -> Result<(), StoreError> {
+    q.limit = 1000;
+    let mut seen = 0;
+    loop {
+        let page = store.clicks(&q)?;
+        for c in &page.clicks {
+            seen += 1;
+            if !f(c) || seen >= SCAN_LIMIT {
+                return Ok(());
+            }
+        }
+        match page.next {
+            Some(n) => q.after = Some(n),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `GET /api/v1/fraud/summary?program=&from=&to=`
+pub async fn summary(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let p = params(&req, &["program", "from", "to"])?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
+    let store = app.store.clone();
+    let q = ClickQuery {
+        from_ms: p.from,
+        to_ms: p.to,
+        ..ClickQuery::default()
+    };
+    let program = p.program.clone();
+    let out = blocking(move || -> Result<Value, StoreError> {
+        let mut by_verdict: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+        let mut partners: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut total = 0u64;
+        scan(&store, q, |c| {
+            if program.as_ref().is_some_and(|p| &c.program != p) {
+                return true;
+            }
+            total += 1;
+            *by_verdict.entry(c.verdict.clone()).or_default() += 1;
+            let mut reasons: Vec<&str> = c.flags.iter().map(|f| f.reason.label()).collect();
+            reasons.dedup();
+            for r in reasons {
+                *by_reason.entry(r.to_string()).or_default() += 1;
+            }
+            let e = partners.entry(c.partner_id.clone()).or_default();
+            e.0 += 1;
+            if c.verdict != "valid" {
+                e.1 += 1;
+            }
+            true
+        })?;
+        let mut top: Vec<_> = partners.into_iter().collect();
+        top.sort_by(|a, b| {
+            let share = |x: &(u64, u64)| x.1 as f64 / x.0.max(1) as f64;
+            share(&b.1).total_cmp(&share(&a.1)).then(b.1 .1.cmp(&a.1 .1))
+        });
+        let top: Vec<Value> = top
+            .into_iter()
+            .take(20)
+            .map(|(pid, (clicks, flagged))| {
+                j!({"partner_id": pid, "clicks": clicks, "flagged": flagged,
+                    "suspicious_share": format!("{:.4}", flagged as f64 / clicks.max(1) as f64)})
+            })
+            .collect();
+        Ok(j!({"clicks": total, "by_verdict": by_verdict, "by_reason": by_reason, "top_partners": top}))
+    })
+    .await??;
+    Ok(json(StatusCode::OK, &out))
+}
+
+/// `GET /api/v1/fraud/clicks?partner=&reason=&from=&to=&limit=&cursor=`:
+/// flagged clicks with the rule that fired and on which value.
+pub async fn clicks(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let p = params(
+        &req,
+        &["partner", "reason", "from", "to", "limit", "cursor"],
+    )?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
+    let store = app.store.clone();
+    let q = ClickQuery {
+        partner: p.partner.clone(),
+        from_ms: p.from,
+        to_ms: p.to,
+        after: p.cursor,
+        ..ClickQuery::default()
+    };
+    let (limit, reason) = (p.limit, p.reason.clone());
+    let (found, more) = blocking(move || -> Result<(Vec<ClickRecord>, bool), StoreError> {
+        let mut out = Vec::new();
+        let mut more = false;
+        scan(&store, q, |c| {
+            let hit = c.verdict != "valid"
+                && reason
+                    .as_ref()
+                    .is_none_or(|r| c.flags.iter().any(|f| f.reason.label() == r));
+            if hit {
+                if out.len() == limit {
+                    more = true;
+                    return false;
+                }
+                out.push(c.clone());
+            }
+            true
+        })?;
+        Ok((out, more))
+    })
+    .await??;
+    let next = if more {
+        found.last().map(|c| c.id.to_string())
+    } else {
+        None
+    };
+    Ok(json(
+        StatusCode::OK,
+        &j!({"clicks": found, "next_cursor": next}),
+    ))
+}
+
+/// `GET /api/v1/fraud/partners/{id}`: clicks and flagged share by reason per
+/// day, rejected signups, distinct visitors, click-to-signup times.
+pub async fn partner(app: Arc<App>, id: String) -> Result<Response<Body>, ApiError> {
+    let partner = app
+        .directory
+        .partner(&id)
+        .ok_or(ApiError::NotFound("partner"))?;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
+    let store = app.store.clone();
+    let pid = id.clone();
+    let (days, visitors, total, flagged) = blocking(move || -> Result<_, StoreError> {
+        let mut days: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+        let mut visitors: HashSet<String> = HashSet::new();
+        let (mut total, mut flagged) = (0u64, 0u64);
+        scan(
+            &store,
+            ClickQuery {
+                partner: Some(pid),
+                ..ClickQuery::default()
+            },
+            |c| {
+                total += 1;
+                visitors.insert(c.ip_hash.clone());
+                let day = days.entry(c.at.format("%Y-%m-%d").to_string()).or_default();
+                day.0 += 1;
+                if c.verdict != "valid" {
+                    flagged += 1;
+                    for f in &c.flags {
+                        *day.1.entry(f.reason.label().to_string()).or_default() += 1;
+                    }
+                }
+                true
+            },
+        )?;
+        Ok((days, visitors.len(), total, flagged))
+    })
+    .await??;
+    let (rejections, click_to_signup) = app.conversions.read(|c| {
+        let rejections: Vec<Value> = c
+            .state
+            .rejections
+            .iter()
+            .filter(|r| r.partner_id.as_deref() == Some(id.as_str()))
+            .map(|r| j!({"customer_id": r.customer_id, "reason": r.reason, "detail": r.detail, "at": r.at}))
+            .collect();
+        let times: Vec<i64> = c
+            .state
+            .referrals
+            .iter()
+            .filter(|r| r.partner_id == id)
+            .filter_map(|r| {
+                let click: ClickId = r.click_id.as_ref()?.parse().ok()?;
+                Some((r.at.timestamp_millis() - click.timestamp_ms()) / 1000)
+            })
+            .collect();
+        (rejections, times)
+    });
+    let days: Vec<Value> = days
+        .into_iter()
+        .map(|(d, (clicks, reasons))| j!({"date": d, "clicks": clicks, "flagged_by_reason": reasons}))
+        .collect();
+    let at: DateTime<Utc> = app.clock.now();
+    Ok(json(
+        StatusCode::OK,
+        &j!({
+            "partner_id": partner.id, "status": partner.status, "as_of": at,
+            "clicks": total, "flagged": flagged,
+            "flagged_share": format!("{:.4}", flagged as f64 / total.max(1) as f64),
+            "distinct_visitors": visitors, "days": days,
+            "rejected_signups": rejections, "click_to_signup_seconds": click_to_signup,
+        }),
+    ))
+}
