@@ -228,10 +228,10 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
         }
     }
 
-    /// `(over the limit, far over it)`.
+    /// `(over the limit, far over it)`; both limiters count every click.
     fn check(&self, key: &K) -> (bool, bool) {
         let over = self.flag.check_key(key).is_err();
-        let far = over && self.block.check_key(key).is_err();
+        let far = self.block.check_key(key).is_err();
         (over, far)
     }
 
