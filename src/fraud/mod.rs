@@ -204,46 +204,34 @@ impl GovClock for AppClock {
 
 type Keyed<K> = RateLimiter<K, DashMapStateStore<K>, AppClock, NoOpMiddleware<Duration>>;
 
-/// A flag-level and a block-level limiter for one kind of key.
-struct Limit<K: std::hash::Hash + Eq + Clone> {
-    flag: Keyed<K>,
-    block: Keyed<K>,
-}
+/// A keyed limiter on the app clock.
+struct Limit<K: std::hash::Hash + Eq + Clone>(Keyed<K>);
 
 impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
-    fn new(per: Duration, n: u32, multiplier: u32, clock: &AppClock) -> Self {
-        let quota = |n: u32| {
-            let n = NonZeroU32::new(n.max(1)).expect("non-zero");
-            Quota::with_period(per / n.get())
-                .expect("positive period")
-                .allow_burst(n)
-        };
-        Self {
-            flag: RateLimiter::new(quota(n), DashMapStateStore::default(), clock.clone()),
-            block: RateLimiter::new(
-                quota(n.saturating_mul(multiplier.max(1))),
-                DashMapStateStore::default(),
-                clock.clone(),
-            ),
-        }
+    fn new(per: Duration, n: u32, clock: &AppClock) -> Self {
+        let n = NonZeroU32::new(n.max(1)).expect("non-zero");
+        let quota = Quota::with_period(per / n.get())
+            .expect("positive period")
+            .allow_burst(n);
+        Self(RateLimiter::new(
+            quota,
+            DashMapStateStore::default(),
+            clock.clone(),
+        ))
     }
 
-    /// `(over the limit, far over it)`; both limiters count every click.
-    fn check(&self, key: &K) -> (bool, bool) {
-        let over = self.flag.check_key(key).is_err();
-        let far = self.block.check_key(key).is_err();
-        (over, far)
+    /// Whether this click is over the limit.
+    fn over(&self, key: &K) -> bool {
+        self.0.check_key(key).is_err()
     }
 
     fn prune(&self) {
-        for l in [&self.flag, &self.block] {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
+        self.0.retain_recent();
+        self.0.shrink_to_fit();
     }
 
     fn len(&self) -> usize {
-        self.flag.len() + self.block.len()
+        self.0.len()
     }
 }
 
@@ -302,6 +290,10 @@ const SEARCH_ENGINES: &[&str] = &[
 struct Recent {
     clicks: [(u64, u64, i64); RECENT],
     len: usize,
+    /// Minute (epoch ms / 60,000) the over-limit count is for.
+    over_minute: i64,
+    /// Clicks over a visitor limit in that minute.
+    over: u32,
 }
 
 const RECENT: usize = 8;
@@ -356,26 +348,20 @@ impl Guard {
                     .max(rules.duplicate_window_seconds as i64 * 1000)
                     .max(rules.burst_window_seconds as i64 * 1000);
                 let minute = Duration::from_secs(60);
-                let m = rules.block_multiplier;
                 let partner_overrides = rules
                     .partner_limits
                     .iter()
                     .map(|(p, n)| {
                         (
                             hasher.hash_one(p.as_str()),
-                            Limit::new(Duration::from_secs(1), *n, m, &gclock),
+                            Limit::new(Duration::from_secs(1), *n, &gclock),
                         )
                     })
                     .collect();
                 let g = ProgramGuard {
-                    visitor_link: Limit::new(minute, rules.visitor_link_per_minute, m, &gclock),
-                    visitor: Limit::new(minute, rules.visitor_per_minute, m, &gclock),
-                    partner: Limit::new(
-                        Duration::from_secs(1),
-                        rules.partner_per_second,
-                        m,
-                        &gclock,
-                    ),
+                    visitor_link: Limit::new(minute, rules.visitor_link_per_minute, &gclock),
+                    visitor: Limit::new(minute, rules.visitor_per_minute, &gclock),
+                    partner: Limit::new(Duration::from_secs(1), rules.partner_per_second, &gclock),
                     partner_overrides,
                     rules,
                 };
@@ -512,57 +498,61 @@ impl Guard {
                 }
             }
         }
-        // Rate limits.
-        let checks = [
-            (
-                "visitor on this link",
-                pg.visitor_link.check(&(visitor, link)),
-                r.visitor_link_per_minute,
-                "minute",
-            ),
-            (
-                "visitor",
-                pg.visitor.check(&visitor),
-                r.visitor_per_minute,
-                "minute",
-            ),
-        ];
-        for (what, (over, far), n, per) in checks {
-            if over {
-                flag(
-                    Reason::RateLimited,
-                    format!("{what}: more than {n} clicks per {per}"),
-                );
-            }
-            if far {
-                action = Action::TooMany;
-            }
+        // Rate limits. A visitor far beyond them (more than
+        // `block_multiplier` × the per-link limit in a minute) gets a 429; a
+        // partner-wide surge only flags, so real visitors are never refused
+        // for someone else's traffic.
+        let over_link = pg.visitor_link.over(&(visitor, link));
+        let over_visitor = pg.visitor.over(&visitor);
+        if over_link {
+            flag(
+                Reason::RateLimited,
+                format!(
+                    "visitor on this link: more than {} clicks per minute",
+                    r.visitor_link_per_minute
+                ),
+            );
         }
-        let (over, far, n) = match pg.partner_overrides.get(&partner) {
-            Some(l) => {
-                let (o, fa) = l.check(&partner);
-                (
-                    o,
-                    fa,
-                    r.partner_limits
-                        .get(f.partner)
-                        .copied()
-                        .unwrap_or(r.partner_per_second),
-                )
-            }
-            None => {
-                let (o, fa) = pg.partner.check(&partner);
-                (o, fa, r.partner_per_second)
-            }
+        if over_visitor {
+            flag(
+                Reason::RateLimited,
+                format!(
+                    "visitor: more than {} clicks per minute",
+                    r.visitor_per_minute
+                ),
+            );
+        }
+        let (over_partner, n) = match pg.partner_overrides.get(&partner) {
+            Some(l) => (
+                l.over(&partner),
+                r.partner_limits
+                    .get(f.partner)
+                    .copied()
+                    .unwrap_or(r.partner_per_second),
+            ),
+            None => (pg.partner.over(&partner), r.partner_per_second),
         };
-        if over {
+        if over_partner {
             flag(
                 Reason::RateLimited,
                 format!("partner: more than {n} clicks per second"),
             );
         }
-        if far {
-            action = Action::TooMany;
+        if over_link || over_visitor {
+            if let Some(mut recent) = self.recent.get_mut(&visitor) {
+                let minute = now.div_euclid(60_000);
+                if recent.over_minute != minute {
+                    recent.over_minute = minute;
+                    recent.over = 0;
+                }
+                recent.over += 1;
+                let allowance = r
+                    .visitor_link_per_minute
+                    .saturating_mul(r.block_multiplier.max(1).saturating_sub(1));
+                if recent.over > allowance {
+                    action = Action::TooMany;
+                }
+            }
         }
         // Paid search.
         if r.paid_search != PaidSearchPolicy::Allow {
