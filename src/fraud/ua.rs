@@ -185,6 +185,8 @@ const HUMAN_EXCEPTIONS: &[&str] = &["cubot"];
 static BOT: LazyLock<AhoCorasick> = LazyLock::new(|| {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
+        // A full DFA: one table lookup per byte (the token list is small).
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
         .build(BOT_TOKENS)
         .expect("tokens compile")
 });
