@@ -239,11 +239,12 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         cookie_attributes,
         rng,
     });
-    // Idle visitors' limiter state is dropped every few seconds.
+    // Idle visitors' limiter state is dropped every second: small sweeps,
+    // short pauses.
     let pruner = {
         let app = app.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let a = app.clone();
