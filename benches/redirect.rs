@@ -71,6 +71,8 @@ fn bench_redirect_with(c: &mut Criterion, fraud: bool) {
                 email: "bench@blog.example".into(),
                 website: "https://blog.example".into(),
                 currency: None,
+                customer_ids: Vec::new(),
+                ip_hashes: Vec::new(),
             },
             now,
         )

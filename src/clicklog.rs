@@ -59,16 +59,7 @@ struct Anonymiser {
 
 impl Anonymiser {
     fn ip_hash(&self, ip: IpAddr) -> String {
-        let ip = crate::net::canonical(ip);
-        let bytes: Vec<u8> = match ip {
-            IpAddr::V4(v4) => v4.octets().to_vec(),
-            IpAddr::V6(v6) => v6.octets().to_vec(),
-        };
-        let tag = hmac::sign(&self.ip_key, &bytes);
-        tag.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::net::ip_hash(&self.ip_key, ip)
     }
 
     fn record(&self, c: Click) -> ClickRecord {

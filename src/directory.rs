@@ -67,6 +67,10 @@ pub struct NewPartner {
     pub email: String,
     pub website: String,
     pub currency: Option<String>,
+    /// The partner's own customer ids at the merchant.
+    pub customer_ids: Vec<String>,
+    /// Keyed hashes of the partner's known addresses.
+    pub ip_hashes: Vec<String>,
 }
 
 /// A link to create, as received.
@@ -226,6 +230,8 @@ impl Directory {
             website: website.to_string(),
             currency,
             status: PartnerStatus::Active,
+            customer_ids: new.customer_ids,
+            ip_hashes: new.ip_hashes,
             created_at: now,
         };
         self.store.put_partner(&partner)?;

@@ -23,6 +23,13 @@ pub struct Partner {
     pub currency: String,
     /// Standing in the program.
     pub status: PartnerStatus,
+    /// The partner's own customer accounts at the merchant: signups under
+    /// them are self-referrals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customer_ids: Vec<String>,
+    /// Keyed hashes of the partner's known addresses (never the addresses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_hashes: Vec<String>,
     /// When the partner was created.
     pub created_at: DateTime<Utc>,
 }

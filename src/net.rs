@@ -106,6 +106,20 @@ pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// A stable pseudonym for an address: HMAC-SHA256 under the data dir's IP
+/// key, first 16 bytes, hex. Useless to anyone without the key.
+pub fn ip_hash(key: &ring::hmac::Key, ip: IpAddr) -> String {
+    let bytes: Vec<u8> = match canonical(ip) {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let tag = ring::hmac::sign(key, &bytes);
+    tag.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The network prefix kept on disk for a visitor: `/v4_bits` or `/v6_bits`.
 pub fn visitor_prefix(ip: IpAddr, v4_bits: u8, v6_bits: u8) -> IpNet {
     let ip = canonical(ip);

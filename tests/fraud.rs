@@ -555,3 +555,74 @@ async fn the_fraud_api_summarises_and_profiles() {
         422
     );
 }
+
+#[tokio::test]
+async fn self_referral_by_the_partners_own_account_or_address() {
+    let s = TestServer::start().await;
+    let mut m = Money::new(&s);
+    let r = api(s.addr(), "POST", "/api/v1/partners", Some(json!({
+        "program": "krispcall", "name": "Dee", "email": "dee@site.example", "website": "https://site.example",
+        "customer_ids": ["cus_dee"], "ips": ["100.80.1.2"]}))).await;
+    assert_eq!(r.status, 201);
+    let dee = r.json()["id"].as_str().unwrap().to_string();
+    assert!(
+        !r.body.windows(10).any(|w| w == b"100.80.1.2"),
+        "the partner's address is not echoed or kept"
+    );
+    s.link(&dee, "https://krispcall.com/", Some("dee-link"))
+        .await;
+    let fresh = || async {
+        hit(&s, "/r/dee-link", CHROME, &next_visitor(), None, None)
+            .await
+            .attribution_cookie()
+            .unwrap()
+    };
+    // "Partners cannot refer themselves ... or use their partner referral links for their purchases."
+    m.ev(json!({"id": "s1", "type": "signup", "program": "krispcall", "occurred_at": "2026-03-02T00:00:00Z",
+                "customer": {"id": "cus_dee"}, "attribution": {"token": fresh().await}})).await;
+    assert_eq!(m.rejection("cus_dee").await, "self_referral");
+    m.ev(json!({"id": "s2", "type": "signup", "program": "krispcall", "occurred_at": "2026-03-02T00:00:00Z",
+                "customer": {"id": "cus_other", "ip": "100.80.1.2"}, "attribution": {"token": fresh().await}})).await;
+    assert_eq!(m.rejection("cus_other").await, "self_referral");
+    m.ev(json!({"id": "s3", "type": "signup", "program": "krispcall", "occurred_at": "2026-03-02T00:00:00Z",
+                "customer": {"id": "cus_real", "ip": "100.80.9.9"}, "attribution": {"token": fresh().await}})).await;
+    assert_eq!(
+        m.referred_to("cus_real").await.as_deref(),
+        Some(dee.as_str())
+    );
+    // Raw addresses never reach the data dir.
+    s.running.app.store.flush().unwrap();
+    for f in walk(&s.data_dir()) {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [&b"100.80.1.2"[..], b"100.80.9.9"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds a raw address",
+                f.display()
+            );
+        }
+    }
+    let bad = api(
+        s.addr(),
+        "POST",
+        "/api/v1/events",
+        Some(json!({"id": "s4", "type": "signup", "program": "krispcall",
+        "occurred_at": "2026-03-02T00:00:00Z", "customer": {"id": "x", "ip": "not-an-ip"}})),
+    )
+    .await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.json()["field"], "customer.ip");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1533,6 +1533,20 @@ fn inv_total(state: &State, key: &str, invoice: &str) -> Decimal {
 /// company domain (or e-mail domain, unless a free-mail provider) is the
 /// partner's e-mail or website domain.
 fn self_referral(partner: &PartnerRecord, c: &Customer) -> Option<String> {
+    if partner.customer_ids.iter().any(|id| id == &c.id) {
+        return Some(format!("customer {} is the partner's own account", c.id));
+    }
+    let ip = c.ip_hash.as_ref().or(c.ip.as_ref());
+    if let Some(ip) = ip.filter(|ip| partner.ip_hashes.contains(ip)) {
+        let shown = if c.ip_hash.is_some() {
+            format!("hash {ip}")
+        } else {
+            ip.clone()
+        };
+        return Some(format!(
+            "customer signed up from the partner's own address ({shown})"
+        ));
+    }
     let pmail = partner.email.trim().to_ascii_lowercase();
     if let Some(m) = &c.email {
         if !pmail.is_empty() && m.trim().to_ascii_lowercase() == pmail {

@@ -60,6 +60,10 @@ pub struct Customer {
     pub company_domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// Set by refedge on ingestion: the keyed hash of `ip`, which is then
+    /// dropped (raw addresses are never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_hash: Option<String>,
     /// Already a customer or prospect of the merchant.
     #[serde(default)]
     pub existing: bool,
@@ -192,6 +196,13 @@ pub struct PartnerRecord {
     pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub name: Option<String>,
+    /// The partner's own customer ids at the merchant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customer_ids: Vec<String>,
+    /// Pseudonyms of the partner's known addresses (replay files may give
+    /// raw addresses: they are compared as given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_hashes: Vec<String>,
 }
 
 fn default_currency() -> String {
@@ -443,6 +454,14 @@ impl Event {
                 let s: Signup = de(body)?;
                 if s.resolved.is_some() {
                     return Err(err("resolved", "is set by refedge, not by clients".into()));
+                }
+                if s.customer.ip_hash.is_some() {
+                    return Err(err("customer.ip_hash", "is set by refedge, not by clients".into()));
+                }
+                if let Some(ip) = &s.customer.ip {
+                    if ip.trim().parse::<std::net::IpAddr>().is_err() {
+                        return Err(err("customer.ip", format!("{ip:?} is not an IP address")));
+                    }
                 }
                 Event::Signup(s)
             }

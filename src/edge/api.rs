@@ -28,6 +28,12 @@ struct PartnerIn {
     website: String,
     #[serde(default)]
     currency: Option<String>,
+    /// The partner's own customer accounts at the merchant.
+    #[serde(default)]
+    customer_ids: Vec<String>,
+    /// The partner's known addresses; only their keyed hashes are kept.
+    #[serde(default)]
+    ips: Vec<String>,
 }
 
 /// `POST /api/v1/partners`
@@ -36,6 +42,16 @@ pub async fn create_partner(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let input: PartnerIn = read_json(req, app.config.max_body_bytes).await?;
+    let mut ip_hashes = Vec::new();
+    for (i, raw) in input.ips.iter().enumerate() {
+        let ip: std::net::IpAddr = raw.trim().parse().map_err(|_| {
+            ApiError::invalid(format!("ips[{i}]"), format!("{raw:?} is not an IP address"))
+        })?;
+        ip_hashes.push(crate::net::ip_hash(&app.ip_key, ip));
+    }
+    if input.customer_ids.iter().any(|c| c.trim().is_empty()) {
+        return Err(ApiError::invalid("customer_ids", "must not hold empty ids"));
+    }
     let now = app.clock.now();
     let a = app.clone();
     let partner = blocking(move || {
@@ -46,6 +62,8 @@ pub async fn create_partner(
                 email: input.email,
                 website: input.website,
                 currency: input.currency,
+                customer_ids: input.customer_ids,
+                ip_hashes,
             },
             now,
         )

@@ -78,6 +78,8 @@ pub struct App {
     cookie_attributes: String,
     /// Randomness for keys.
     rng: SystemRandom,
+    /// Keys the pseudonyms of IP addresses.
+    pub ip_key: ring::hmac::Key,
 }
 
 impl App {
@@ -178,8 +180,12 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     )?;
     sync_partners(&directory, &conversions, &store, clock.now())?;
     let calculator = conversions.start();
-    let (clicklog, writer) =
-        ClickLog::start(store.clone(), ip_key, &config.clicks, metrics.clone());
+    let (clicklog, writer) = ClickLog::start(
+        store.clone(),
+        ip_key.clone(),
+        &config.clicks,
+        metrics.clone(),
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -238,6 +244,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         public_url,
         cookie_attributes,
         rng,
+        ip_key,
     });
     // Idle visitors' limiter state is dropped every second: small sweeps,
     // short pauses.
@@ -511,6 +518,8 @@ pub(crate) fn partner_event(p: &crate::model::Partner) -> crate::store::events::
         currency: p.currency.clone(),
         created_at: Some(p.created_at),
         name: Some(p.name.clone()),
+        customer_ids: p.customer_ids.clone(),
+        ip_hashes: p.ip_hashes.clone(),
     };
     let value = serde_json::to_value(&record).expect("serialises");
     let event = crate::commission::Event::Partner(record);

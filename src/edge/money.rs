@@ -211,6 +211,10 @@ pub async fn post_events(
         for (i, mut item) in good {
             if let Event::Signup(s) = &mut item.event {
                 a.conversions.resolve_signup(s, &keyring)?;
+                // Keep the pseudonym only: raw addresses never reach disk.
+                if let Some(ip) = s.customer.ip.take().and_then(|ip| ip.trim().parse().ok()) {
+                    s.customer.ip_hash = Some(crate::net::ip_hash(&a.ip_key, ip));
+                }
             }
             indices.push((i, item.id.clone()));
             items.push(item);
