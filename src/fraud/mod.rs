@@ -18,7 +18,7 @@ use governor::{Quota, RateLimiter};
 use networks::Networks;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -202,7 +202,12 @@ impl GovClock for AppClock {
     }
 }
 
-type Keyed<K> = RateLimiter<K, DashMapStateStore<K>, AppClock, NoOpMiddleware<Duration>>;
+/// Fast seeded hashing for the fraud maps: keys are attacker-chosen
+/// addresses, so the seed is per process; SipHash was a measurable share
+/// of the verdict.
+type FastHash = foldhash::fast::RandomState;
+
+type Keyed<K> = RateLimiter<K, DashMapStateStore<K, FastHash>, AppClock, NoOpMiddleware<Duration>>;
 
 /// A keyed limiter on the app clock.
 struct Limit<K: std::hash::Hash + Eq + Clone>(Keyed<K>);
@@ -250,10 +255,10 @@ pub struct Guard {
     networks: Networks,
     programs: HashMap<String, ProgramGuard>,
     /// Keys strings into the u64 map keys.
-    hasher: RandomState,
+    hasher: FastHash,
     /// visitor → their last few clicks, for duplicates and bursts: one map
     /// entry per visitor, no allocation.
-    recent: DashMap<u128, Recent>,
+    recent: DashMap<u128, Recent, FastHash>,
     /// Longest window kept in `seen` and `recent`.
     window_ms: i64,
 }
@@ -339,7 +344,7 @@ impl Guard {
         clock: SharedClock,
     ) -> Self {
         let gclock = AppClock(clock.clone());
-        let hasher = RandomState::new();
+        let hasher = FastHash::default();
         let mut window_ms = 0;
         let programs = programs
             .into_iter()
@@ -373,7 +378,7 @@ impl Guard {
             networks: Networks::built_in(),
             programs,
             hasher,
-            recent: DashMap::new(),
+            recent: DashMap::with_hasher(FastHash::default()),
             window_ms,
         }
     }

@@ -182,23 +182,49 @@ const BOT_TOKENS: &[&str] = &[
 /// Browsers whose names contain a bot token (`CUBOT` phones).
 const HUMAN_EXCEPTIONS: &[&str] = &["cubot"];
 
-static BOT: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        // A full DFA: one table lookup per byte (the token list is small).
-        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-        .build(BOT_TOKENS)
-        .expect("tokens compile")
-});
+/// Contact addresses: browsers never carry one.
+const MARKERS: &[&str] = &["http://", "https://", "www.", "+http", ".com/", "@"];
 
-static EXCEPT: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    AhoCorasick::builder()
+const COMPATIBLE: &str = "compatible;";
+
+/// What a pattern of the one automaton means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Token,
+    Exception,
+    Marker,
+    Compatible,
+}
+
+struct Classifier {
+    automaton: AhoCorasick,
+    kinds: Vec<Kind>,
+}
+
+static CLASSIFIER: LazyLock<Classifier> = LazyLock::new(|| {
+    let mut patterns: Vec<&str> = Vec::new();
+    let mut kinds = Vec::new();
+    for (list, kind) in [
+        (BOT_TOKENS, Kind::Token),
+        (HUMAN_EXCEPTIONS, Kind::Exception),
+        (MARKERS, Kind::Marker),
+        (&[COMPATIBLE][..], Kind::Compatible),
+    ] {
+        patterns.extend_from_slice(list);
+        kinds.extend(std::iter::repeat_n(kind, list.len()));
+    }
+    let automaton = AhoCorasick::builder()
         .ascii_case_insensitive(true)
-        .build(HUMAN_EXCEPTIONS)
-        .expect("tokens compile")
+        // A full DFA: one table lookup per byte (the pattern list is small).
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(&patterns)
+        .expect("patterns compile");
+    Classifier { automaton, kinds }
 });
 
 /// Why a user agent is not a person's browser; `None` if it looks like one.
+/// One pass of one automaton finds tokens, exceptions, contact markers and
+/// `compatible;` together.
 pub fn bot_reason(ua: &str) -> Option<String> {
     let ua = ua.trim();
     if ua.is_empty() {
@@ -213,23 +239,55 @@ pub fn bot_reason(ua: &str) -> Option<String> {
     {
         return Some("user-agent does not start with Mozilla/".into());
     }
-    let excepted: Vec<(usize, usize)> =
-        EXCEPT.find_iter(ua).map(|m| (m.start(), m.end())).collect();
-    for m in BOT.find_iter(ua) {
-        if excepted
+    // Every browser in use sends Mozilla/5.0; Mozilla/4 and older are
+    // crawlers imitating long-dead Internet Explorers.
+    if !ua[8..].starts_with('5') {
+        return Some("user-agent claims a pre-2000s Mozilla version".into());
+    }
+    let c = &*CLASSIFIER;
+    let mut exceptions = [(0usize, 0usize); 2];
+    let mut n_exc = 0;
+    let mut token = None;
+    let mut marker = None;
+    let mut compatible = None;
+    for m in c.automaton.find_overlapping_iter(ua) {
+        match c.kinds[m.pattern().as_usize()] {
+            Kind::Exception if n_exc < exceptions.len() => {
+                exceptions[n_exc] = (m.start(), m.end());
+                n_exc += 1;
+            }
+            Kind::Token if token.is_none() => token = Some((m.start(), m.end())),
+            Kind::Token => {}
+            Kind::Marker if marker.is_none() => marker = Some((m.start(), m.end())),
+            Kind::Compatible if compatible.is_none() => compatible = Some(m.start()),
+            _ => {}
+        }
+    }
+    // A token inside an exception (CUBOT) does not count; look for another.
+    if let Some((s, e)) = token {
+        let excepted = exceptions[..n_exc]
             .iter()
-            .any(|&(s, e)| m.start() >= s && m.end() <= e)
-        {
-            continue;
+            .any(|&(xs, xe)| s >= xs && e <= xe);
+        if !excepted {
+            return Some(format!("user-agent contains {:?}", &ua[s..e]));
         }
-        return Some(format!("user-agent contains {:?}", &ua[m.start()..m.end()]));
-    }
-    for marker in ["http://", "https://", "www.", "+http", ".com/", "@"] {
-        if ua.contains(marker) {
-            return Some(format!("user-agent carries a contact address ({marker})"));
+        for m in c.automaton.find_overlapping_iter(ua) {
+            if c.kinds[m.pattern().as_usize()] == Kind::Token
+                && !exceptions[..n_exc]
+                    .iter()
+                    .any(|&(xs, xe)| m.start() >= xs && m.end() <= xe)
+            {
+                return Some(format!("user-agent contains {:?}", &ua[m.start()..m.end()]));
+            }
         }
     }
-    if let Some(i) = ua.find("compatible;") {
+    if let Some((s, e)) = marker {
+        return Some(format!(
+            "user-agent carries a contact address ({})",
+            &ua[s..e]
+        ));
+    }
+    if let Some(i) = compatible {
         let rest = &ua[i..];
         if !(rest.contains("MSIE") || rest.contains("Trident")) {
             return Some("user-agent is a compatible; product that is not a browser".into());
