@@ -290,30 +290,36 @@ const SEARCH_ENGINES: &[&str] = &[
     "qwant.com",
 ];
 
-/// A visitor's last clicks: (link, partner, ms), newest last.
+/// A visitor's last clicks, newest last, kept small (≈64 bytes): at tens of
+/// thousands of new visitors a second this map is the largest fraud state.
+/// Links and partners are 32-bit fingerprints; a collision can at worst
+/// merge two links' duplicate windows for one visitor.
 #[derive(Default, Clone, Copy)]
 struct Recent {
-    clicks: [(u64, u64, i64); RECENT],
-    len: usize,
+    /// (link fingerprint, partner fingerprint, ms).
+    clicks: [(u32, u32, i64); RECENT],
+    len: u8,
+    /// Clicks over a visitor limit in `over_minute`.
+    over: u16,
     /// Minute (epoch ms / 60,000) the over-limit count is for.
     over_minute: i64,
-    /// Clicks over a visitor limit in that minute.
-    over: u32,
 }
 
-const RECENT: usize = 8;
+/// Clicks remembered per visitor: enough for the burst rule's default of
+/// three partners and for duplicates.
+const RECENT: usize = 4;
 
 impl Recent {
-    fn iter(&self) -> impl Iterator<Item = &(u64, u64, i64)> {
-        self.clicks[..self.len].iter()
+    fn iter(&self) -> impl Iterator<Item = &(u32, u32, i64)> {
+        self.clicks[..self.len as usize].iter()
     }
 
-    fn push(&mut self, c: (u64, u64, i64)) {
-        if self.len == RECENT {
+    fn push(&mut self, c: (u32, u32, i64)) {
+        if self.len as usize == RECENT {
             self.clicks.copy_within(1.., 0);
             self.len -= 1;
         }
-        self.clicks[self.len] = c;
+        self.clicks[self.len as usize] = c;
         self.len += 1;
     }
 
@@ -400,6 +406,7 @@ impl Guard {
         let visitor = visitor_key(f.ip);
         let link = self.hasher.hash_one(f.link);
         let partner = self.hasher.hash_one(f.partner);
+        let (link32, partner32) = (link as u32, partner as u32);
         let mut flag = |reason, evidence: String| flags.push(Flag { reason, evidence });
 
         if let Some(e) = f.token_error {
@@ -475,16 +482,16 @@ impl Guard {
             let dup_window = r.duplicate_window_seconds as i64 * 1000;
             let burst_window = r.burst_window_seconds as i64 * 1000;
             let mut recent = self.recent.entry(visitor).or_default();
-            let last_here = recent.iter().filter(|c| c.0 == link).map(|c| c.2).max();
+            let last_here = recent.iter().filter(|c| c.0 == link32).map(|c| c.2).max();
             if let Some(prev) = last_here.filter(|&t| now - t <= dup_window) {
                 flag(
                     Reason::Duplicate,
                     format!("same visitor on this link {}s ago", (now - prev) / 1000),
                 );
             }
-            recent.push((link, partner, now));
+            recent.push((link32, partner32, now));
             if r.burst_partners > 1 {
-                let mut partners = [0u64; RECENT];
+                let mut partners = [0u32; RECENT];
                 let mut n = 0;
                 for c in recent.iter().filter(|c| now - c.2 <= burst_window) {
                     if !partners[..n].contains(&c.1) {
@@ -550,11 +557,11 @@ impl Guard {
                     recent.over_minute = minute;
                     recent.over = 0;
                 }
-                recent.over += 1;
+                recent.over = recent.over.saturating_add(1);
                 let allowance = r
                     .visitor_link_per_minute
                     .saturating_mul(r.block_multiplier.max(1).saturating_sub(1));
-                if recent.over > allowance {
+                if u32::from(recent.over) > allowance {
                     action = Action::TooMany;
                 }
             }
