@@ -195,10 +195,35 @@ pub struct ClickFacts<'a> {
 #[derive(Clone)]
 pub struct AppClock(pub SharedClock);
 
+thread_local! {
+    /// The instant of the verdict being computed on this thread: the
+    /// limiters read the clock once per click instead of once per check.
+    static VERDICT_NOW: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+}
+
 impl GovClock for AppClock {
     type Instant = Duration;
     fn now(&self) -> Duration {
-        Duration::from_millis(self.0.now_ms().max(0) as u64)
+        let ms = VERDICT_NOW
+            .with(|c| c.get())
+            .unwrap_or_else(|| self.0.now_ms());
+        Duration::from_millis(ms.max(0) as u64)
+    }
+}
+
+/// Holds the verdict's instant for the limiters until dropped.
+struct VerdictInstant;
+
+impl VerdictInstant {
+    fn set(ms: i64) -> Self {
+        VERDICT_NOW.with(|c| c.set(Some(ms)));
+        Self
+    }
+}
+
+impl Drop for VerdictInstant {
+    fn drop(&mut self) {
+        VERDICT_NOW.with(|c| c.set(None));
     }
 }
 
@@ -206,6 +231,14 @@ impl GovClock for AppClock {
 /// addresses, so the seed is per process; SipHash was a measurable share
 /// of the verdict.
 type FastHash = foldhash::fast::RandomState;
+
+/// Many shards: pruning sweeps one shard at a time under its write lock,
+/// so small shards keep the redirect from waiting behind a sweep.
+const SHARDS: usize = 256;
+
+fn fast_map<K: std::hash::Hash + Eq, V>() -> DashMap<K, V, FastHash> {
+    DashMap::with_hasher_and_shard_amount(FastHash::default(), SHARDS)
+}
 
 type Keyed<K> = RateLimiter<K, DashMapStateStore<K, FastHash>, AppClock, NoOpMiddleware<Duration>>;
 
@@ -384,7 +417,7 @@ impl Guard {
             networks: Networks::built_in(),
             programs,
             hasher,
-            recent: DashMap::with_hasher(FastHash::default()),
+            recent: fast_map(),
             window_ms,
         }
     }
@@ -403,6 +436,7 @@ impl Guard {
         };
         let r = &pg.rules;
         let now = self.clock.now_ms();
+        let _instant = VerdictInstant::set(now);
         let visitor = visitor_key(f.ip);
         let link = self.hasher.hash_one(f.link);
         let partner = self.hasher.hash_one(f.partner);
