@@ -613,16 +613,3 @@ async fn self_referral_by_the_partners_own_account_or_address() {
     assert_eq!(bad.status, 422);
     assert_eq!(bad.json()["field"], "customer.ip");
 }
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
