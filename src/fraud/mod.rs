@@ -263,6 +263,16 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
         self.0.check_key(key).is_err()
     }
 
+    /// Charges `n` clicks at once (the first click of a key is charged
+    /// late, with the second: a fresh key cannot be over any limit, and
+    /// skipping its insert is most of the cost for one-click visitors).
+    fn over_n(&self, key: &K, n: u32) -> bool {
+        match NonZeroU32::new(n) {
+            None => false,
+            Some(n) => !matches!(self.0.check_key_n(key, n), Ok(Ok(_))),
+        }
+    }
+
     fn prune(&self) {
         self.0.retain_recent();
         self.0.shrink_to_fit();
@@ -511,11 +521,14 @@ impl Guard {
                 );
             }
         }
-        // Duplicates and bursts, from the visitor's recent clicks.
+        // Duplicates and bursts, from the visitor's recent clicks; also how
+        // many clicks of this visitor (and on this link) are remembered.
+        let seen_before: (u8, usize);
         {
             let dup_window = r.duplicate_window_seconds as i64 * 1000;
             let burst_window = r.burst_window_seconds as i64 * 1000;
             let mut recent = self.recent.entry(visitor).or_default();
+            seen_before = (recent.len, recent.iter().filter(|c| c.0 == link32).count());
             let last_here = recent.iter().filter(|c| c.0 == link32).map(|c| c.2).max();
             if let Some(prev) = last_here.filter(|&t| now - t <= dup_window) {
                 flag(
@@ -548,8 +561,21 @@ impl Guard {
         // `block_multiplier` × the per-link limit in a minute) gets a 429; a
         // partner-wide surge only flags, so real visitors are never refused
         // for someone else's traffic.
-        let over_link = pg.visitor_link.over(&(visitor, link));
-        let over_visitor = pg.visitor.over(&visitor);
+        // A visitor's first click (and first on a link) is charged with
+        // the second, so one-click visitors never touch the limiter maps.
+        let charge = |seen: usize| match seen {
+            0 => 0,
+            1 => 2,
+            _ => 1,
+        };
+        let over_link = match charge(seen_before.1) {
+            1 => pg.visitor_link.over(&(visitor, link)),
+            n => pg.visitor_link.over_n(&(visitor, link), n),
+        };
+        let over_visitor = match charge(seen_before.0 as usize) {
+            1 => pg.visitor.over(&visitor),
+            n => pg.visitor.over_n(&visitor, n),
+        };
         if over_link {
             flag(
                 Reason::RateLimited,
