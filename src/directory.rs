@@ -141,11 +141,6 @@ impl Directory {
         })
     }
 
-    /// Programs by key.
-    pub fn programs(&self) -> &BTreeMap<String, Arc<Program>> {
-        &self.programs
-    }
-
     /// The hot-path lookup.
     pub fn live_link(&self, code: &str) -> Option<Arc<LiveLink>> {
         self.links.get(code).map(|e| e.value().clone())

@@ -305,11 +305,6 @@ impl Calculator {
         self
     }
 
-    /// Whether `key` is a configured program.
-    pub fn has_program(&self, key: &str) -> bool {
-        self.programs.contains_key(key)
-    }
-
     /// Applies one event. Never fails: what cannot be done is recorded as a
     /// rejection or a problem.
     pub fn apply(&mut self, event_id: &str, e: &Event) {
@@ -893,14 +888,7 @@ impl Calculator {
             let mut kept = Vec::with_capacity(priced.len() + 1);
             for (line_idx, line_base, applied) in priced {
                 if applied < percent {
-                    self.tier_adjustment(
-                        event_id,
-                        &rules,
-                        line_idx,
-                        line_base,
-                        percent - applied,
-                        percent,
-                    );
+                    self.tier_adjustment(event_id, line_idx, line_base, percent - applied, percent);
                 }
                 kept.push((line_idx, line_base, applied.max(percent)));
             }
@@ -942,7 +930,6 @@ impl Calculator {
     fn tier_adjustment(
         &mut self,
         event_id: &str,
-        rules: &Rules,
         line_idx: usize,
         base: Decimal,
         delta_pct: Decimal,
@@ -962,7 +949,6 @@ impl Calculator {
             }
             None => (delta, None),
         };
-        let _ = rules;
         let idx = self.push_line(Line {
             seq: 0,
             event_id: event_id.to_string(),

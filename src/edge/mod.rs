@@ -72,6 +72,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Per-program click counters, resolved once (label lookups are not free).
     program_clicks: HashMap<String, IntCounter>,
+    /// Redirect responses by status, resolved once (see `REDIRECT_STATUSES`).
+    redirect_responses: Vec<IntCounter>,
     /// Base of public tracked URLs.
     pub public_url: String,
     /// `; Path=/; HttpOnly; SameSite=Lax[; Secure][; Domain=..]`, built once.
@@ -82,7 +84,23 @@ pub struct App {
     pub ip_key: ring::hmac::Key,
 }
 
+/// Statuses the redirect answers with, counted through pre-resolved series.
+const REDIRECT_STATUSES: [u16; 6] = [302, 403, 404, 405, 410, 429];
+
 impl App {
+    /// Counts a redirect response in
+    /// `refedge_http_responses_total{route="/r/{code}", status}`.
+    fn count_redirect_response(&self, status: StatusCode) {
+        match REDIRECT_STATUSES.iter().position(|&s| s == status.as_u16()) {
+            Some(i) => self.redirect_responses[i].inc(),
+            None => self
+                .metrics
+                .http_responses
+                .with_label_values(&["/r/{code}", status.as_str()])
+                .inc(),
+        }
+    }
+
     /// The clicks-served counter of a program.
     fn program_metrics(&self, program: &str) -> &IntCounter {
         self.program_clicks
@@ -178,7 +196,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         config.snapshot_every_events,
         Some(metrics.clone()),
     )?;
-    sync_partners(&directory, &conversions, &store, clock.now())?;
+    sync_partners(&conversions, &store, clock.now())?;
     let calculator = conversions.start();
     let (clicklog, writer) = ClickLog::start(
         store.clone(),
@@ -219,6 +237,14 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         data_dir = %dir.display(),
         "state loaded"
     );
+    let redirect_responses = REDIRECT_STATUSES
+        .iter()
+        .map(|s| {
+            metrics
+                .http_responses
+                .with_label_values(&["/r/{code}", &s.to_string()])
+        })
+        .collect();
     let guard = crate::fraud::Guard::new(
         config
             .programs
@@ -241,6 +267,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         guard,
         metrics,
         program_clicks,
+        redirect_responses,
         public_url,
         cookie_attributes,
         rng,
@@ -376,15 +403,23 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
 }
 
 async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    // The hot path: no allocation to route a click, no label lookup to count it.
+    if let Some(code) = req
+        .uri()
+        .path()
+        .strip_prefix("/r/")
+        .filter(|c| !c.contains('/'))
+    {
+        let resp = redirect::redirect(&app, peer, &req, code);
+        app.count_redirect_response(resp.status());
+        return resp;
+    }
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let label = route_label(req.method(), &segments);
-    let resp = match segments.as_slice() {
-        ["r", code] => redirect::redirect(&app, peer, &req, code),
-        _ => dispatch(&app, req, &segments)
-            .await
-            .unwrap_or_else(ApiError::into_response),
-    };
+    let resp = dispatch(&app, req, &segments)
+        .await
+        .unwrap_or_else(ApiError::into_response);
     app.metrics
         .http_responses
         .with_label_values(&[label, resp.status().as_str()])
@@ -490,7 +525,6 @@ async fn dispatch(
 /// Makes sure the calculator knows every partner (idempotent: partners
 /// created before the calculator existed, or whose event failed to append).
 fn sync_partners(
-    directory: &Directory,
     conversions: &Conversions,
     store: &Store,
     now: chrono::DateTime<chrono::Utc>,
@@ -501,7 +535,6 @@ fn sync_partners(
         .filter(|p| conversions.read(|c| c.partner(&p.id).is_none()))
         .map(|p| partner_event(&p))
         .collect();
-    let _ = directory;
     if !missing.is_empty() {
         conversions.ingest(missing, now)?;
     }
