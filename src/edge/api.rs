@@ -1,10 +1,13 @@
 //! The admin API under `/api/v1`: partners, links, clicks, signing keys.
 //! Every call is authenticated by the caller of these handlers.
 
-use super::http::{blocking, json, parse_json, query_pairs, read_json, ApiError, Body};
+use super::http::{
+    blocking, json, parse_cursor, parse_json, parse_limit, parse_time_ms, query_pairs, read_json,
+    ApiError, Body,
+};
 use super::App;
 use crate::directory::{is_valid_code, NewLink, NewPartner};
-use crate::id::{random_bytes, ClickId};
+use crate::id::random_bytes;
 use crate::model::{ClickRecord, Link};
 use crate::secrets::{encode_keyring, write_private, KeyringSource};
 use crate::store::ClickQuery;
@@ -190,12 +193,6 @@ struct ClickPageOut {
     next_cursor: Option<String>,
 }
 
-fn parse_time(field: &str, v: &str) -> Result<i64, ApiError> {
-    DateTime::parse_from_rfc3339(v)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time like 2026-01-31T00:00:00Z"))
-}
-
 /// `GET /api/v1/clicks?link=&partner=&from=&to=&limit=&cursor=`: oldest
 /// first; pass `next_cursor` back as `cursor` for the next page.
 pub async fn list_clicks(
@@ -210,23 +207,10 @@ pub async fn list_clicks(
         match k.as_str() {
             "link" => q.link = Some(v),
             "partner" => q.partner = Some(v),
-            "from" => q.from_ms = Some(parse_time("from", &v)?),
-            "to" => q.to_ms = Some(parse_time("to", &v)?),
-            "limit" => {
-                q.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", "must be a whole number from 1 to 1000")
-                    })?
-            }
-            "cursor" => {
-                q.after =
-                    Some(v.parse::<ClickId>().map_err(|e| {
-                        ApiError::invalid("cursor", format!("is not a click id: {e}"))
-                    })?)
-            }
+            "from" => q.from_ms = Some(parse_time_ms("from", &v)?),
+            "to" => q.to_ms = Some(parse_time_ms("to", &v)?),
+            "limit" => q.limit = parse_limit(&v)?,
+            "cursor" => q.after = Some(parse_cursor(&v)?),
             other => {
                 return Err(ApiError::invalid(
                     other,

@@ -1,7 +1,9 @@
 //! The fraud team's view: summaries, flagged clicks with their evidence,
 //! and one partner's profile, read from the click log and the calculator.
 
-use super::http::{blocking, json, query_pairs, ApiError, Body};
+use super::http::{
+    blocking, json, parse_cursor, parse_limit, parse_time_ms, query_pairs, ApiError, Body,
+};
 use super::App;
 use crate::id::ClickId;
 use crate::model::ClickRecord;
@@ -43,11 +45,6 @@ fn params(req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, ApiError>
                 format!("unknown parameter; use {}", allowed.join(", ")),
             ));
         }
-        let time = |f: &str| {
-            DateTime::parse_from_rfc3339(&v)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| ApiError::invalid(f, "must be an RFC 3339 time"))
-        };
         match k.as_str() {
             "program" => p.program = Some(v),
             "partner" => p.partner = Some(v),
@@ -57,23 +54,10 @@ fn params(req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, ApiError>
                 }
                 p.reason = Some(v)
             }
-            "from" => p.from = Some(time("from")?),
-            "to" => p.to = Some(time("to")?),
-            "limit" => {
-                p.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", "must be a whole number from 1 to 1000")
-                    })?
-            }
-            "cursor" => {
-                p.cursor =
-                    Some(v.parse().map_err(|e| {
-                        ApiError::invalid("cursor", format!("is not a click id: {e}"))
-                    })?)
-            }
+            "from" => p.from = Some(parse_time_ms("from", &v)?),
+            "to" => p.to = Some(parse_time_ms("to", &v)?),
+            "limit" => p.limit = parse_limit(&v)?,
+            "cursor" => p.cursor = Some(parse_cursor(&v)?),
             _ => {}
         }
     }

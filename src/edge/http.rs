@@ -214,6 +214,36 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A query time: RFC 3339, or a `YYYY-MM-DD` date meaning its midnight UTC.
+pub fn parse_time(field: &str, v: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    use chrono::{NaiveDate, TimeZone, Utc};
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        .map(|d| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")))
+        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time or a YYYY-MM-DD date"))
+}
+
+/// [`parse_time`] as epoch milliseconds.
+pub fn parse_time_ms(field: &str, v: &str) -> Result<i64, ApiError> {
+    parse_time(field, v).map(|t| t.timestamp_millis())
+}
+
+/// A page size: 1 to 1000.
+pub fn parse_limit(v: &str) -> Result<usize, ApiError> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 1000"))
+}
+
+/// A paging cursor: a click id.
+pub fn parse_cursor(v: &str) -> Result<crate::id::ClickId, ApiError> {
+    v.parse()
+        .map_err(|e| ApiError::invalid("cursor", format!("is not a click id: {e}")))
+}
+
 /// Query string pairs, decoded.
 pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())

@@ -2,7 +2,7 @@
 //! exchange rates, coupons, balances, statements, referrals, customers and
 //! payouts. Reads accept `wait_for=<seq>` to see a given event applied.
 
-use super::http::{blocking, json, parse_json, query_pairs, read_body, ApiError, Body};
+use super::http::{blocking, json, parse_json, parse_time, query_pairs, read_body, ApiError, Body};
 use super::App;
 use crate::commission::calculator::PayoutBatch;
 use crate::commission::event::{CouponRecord, FxRates, PayoutConfirm, PayoutRun};
@@ -422,15 +422,6 @@ fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
-}
-
-fn parse_time(field: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(v, "%Y-%m-%d")
-        .map(|d| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")))
-        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time or a YYYY-MM-DD date"))
 }
 
 /// `GET /api/v1/partners/{id}/balance?as_of=`
