@@ -1,15 +1,15 @@
-//! Load generator for `loadtest/run`: sets up links on a running refedge,
-//! drives bounded keep-alive load at random codes, and verifies how many
-//! clicks reached disk. Targets 127.0.0.1 only; every phase is bounded in
+//! Helper for `loadtest/run`: sets up links on a running refedge, drives
+//! fixed-rate (open-loop) click load for latency, and verifies how many
+//! clicks reached disk. Closed-loop throughput is wrk's job. Targets 127.0.0.1 only; every phase is bounded in
 //! time and request count and ends by itself.
 //!
 //! Usage:
 //!   loadgen setup  ADDR TOKEN LINKS
-//!   loadgen load   ADDR LINKS SECONDS MAX_REQUESTS CONNECTIONS
+//!   loadgen rate   ADDR LINKS RATE SECONDS CONNECTIONS
 //!   loadgen verify ADDR TOKEN LINKS
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen setup ADDR TOKEN LINKS | load ADDR LINKS SECONDS MAX_REQUESTS CONNECTIONS | verify ADDR TOKEN LINKS");
+    eprintln!("usage: loadgen setup ADDR TOKEN LINKS | rate ADDR LINKS RATE SECONDS CONNECTIONS | verify ADDR TOKEN LINKS");
     std::process::exit(2)
 }
 
@@ -135,60 +135,53 @@ async fn setup(addr: SocketAddr, token: String, links: usize) {
     );
 }
 
-async fn load(addr: SocketAddr, links: usize, seconds: u64, max_requests: u64, conns: usize) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let budget = Arc::new(AtomicU64::new(max_requests));
-    let started = Instant::now();
+/// Fixed-rate (open-loop) load: request i is due at `start + i / rate`, the
+/// requests spread over `conns` keep-alive connections. A request's latency
+/// runs from when it was due if its connection was still busy with the
+/// previous one (the server's delay, which a closed-loop tool would hide),
+/// otherwise from when it was sent (a late client timer is not the server's
+/// fault). Bounded by `seconds` and by `rate * seconds` requests.
+async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: usize) {
+    let total = rate * seconds;
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let deadline = start + Duration::from_secs(seconds) + Duration::from_secs(5);
     let mut tasks = Vec::new();
     for c in 0..conns {
-        let budget = budget.clone();
         tasks.push(tokio::spawn(async move {
             let mut tx = connect(addr).await;
             let mut rng =
                 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            let mut lat = Vec::with_capacity(1 << 16);
+            let mut lat = Vec::with_capacity((total / conns as u64 + 1) as usize);
             let (mut redirects, mut other) = (0u64, 0u64);
-            while Instant::now() < deadline
-                && budget
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                    .is_ok()
-            {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let path = format!("/r/{}?utm_source=load", code(rng as usize % links));
-                // Each request a different visitor (carrier-grade NAT space,
-                // in no data-centre list), through refedge's trusted proxy.
-                let v = (rng >> 20) as u32 & 0x003f_ffff;
-                let visitor = format!("100.{}.{}.{}", 64 + (v >> 16), (v >> 8) & 255, v & 255);
-                let req = Request::get(path)
-                    .header("host", "127.0.0.1")
-                    .header("x-forwarded-for", visitor)
-                    .header(
-                        "user-agent",
-                        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-                    )
-                    .header("accept", "text/html,application/xhtml+xml")
-                    .header("accept-language", "en-US,en;q=0.5")
-                    .header("sec-fetch-dest", "document")
-                    .header("sec-fetch-mode", "navigate")
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                let t = Instant::now();
+            let mut free_at = start;
+            let mut i = c as u64;
+            while i < total {
+                let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
+                if tokio::time::Instant::now() > deadline {
+                    break;
+                }
+                if due > tokio::time::Instant::now() {
+                    tokio::time::sleep_until(due).await;
+                }
+                let sent = tokio::time::Instant::now();
+                let from = if free_at > due { due } else { sent };
+                let req = click_request(&mut rng, links);
                 if tx.ready().await.is_err() {
                     break;
                 }
-                let Ok(resp) = tx.send_request(req.map(|_| Full::new(Bytes::new()))).await else {
+                let Ok(resp) = tx.send_request(req).await else {
                     break;
                 };
                 let status = resp.status().as_u16();
                 let _ = resp.into_body().collect().await;
-                lat.push(t.elapsed().as_micros() as u32);
+                free_at = tokio::time::Instant::now();
+                lat.push((free_at - from).as_micros() as u32);
                 if status == 302 {
                     redirects += 1;
                 } else {
                     other += 1;
                 }
+                i += conns as u64;
             }
             (lat, redirects, other)
         }));
@@ -201,7 +194,7 @@ async fn load(addr: SocketAddr, links: usize, seconds: u64, max_requests: u64, c
         redirects += r;
         other += o;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -209,13 +202,43 @@ async fn load(addr: SocketAddr, links: usize, seconds: u64, max_requests: u64, c
             .unwrap_or(0)
     };
     println!(
-        "{{\"requests\": {}, \"redirects\": {redirects}, \"other_status\": {other}, \"seconds\": {elapsed:.2}, \"rps\": {:.0}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"connections\": {conns}}}",
+        "{{\"requests\": {}, \"redirects\": {redirects}, \"other_status\": {other}, \"seconds\": {elapsed:.2}, \"rps\": {:.0}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}}}",
         all.len(),
         all.len() as f64 / elapsed,
         pct(0.50),
         pct(0.99),
         pct(0.999),
+        all.last().copied().unwrap_or(0),
     );
+}
+
+/// One click as `loadtest/clicks.lua` sends it: a random link, a new visitor
+/// (carrier-grade NAT space, on no data-centre list) through the trusted
+/// proxy, the headers a desktop Firefox sends on a navigation.
+fn click_request(rng: &mut u64, links: usize) -> Request<Full<Bytes>> {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let path = format!("/r/{}?utm_source=load", code(*rng as usize % links));
+    let v = (*rng >> 20) as u32 & 0x003f_ffff;
+    let visitor = format!("100.{}.{}.{}", 64 + (v >> 16), (v >> 8) & 255, v & 255);
+    Request::get(path)
+        .header("host", "127.0.0.1")
+        .header("x-forwarded-for", visitor)
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        )
+        .header(
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        )
+        .header("accept-language", "en-US,en;q=0.5")
+        .header("sec-fetch-dest", "document")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-site", "cross-site")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 async fn verify(addr: SocketAddr, token: String, links: usize) {
@@ -252,7 +275,7 @@ fn main() {
         .unwrap();
     match args.get(1).map(String::as_str) {
         Some("setup") => rt.block_on(setup(loopback(arg(&args, 2)), arg(&args, 3), arg(&args, 4))),
-        Some("load") => rt.block_on(load(
+        Some("rate") => rt.block_on(rate(
             loopback(arg(&args, 2)),
             arg(&args, 3),
             arg(&args, 4),
