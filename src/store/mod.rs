@@ -11,6 +11,7 @@
 //! Methods block (sled I/O and fsync): call them from a blocking thread.
 
 pub mod clicks;
+mod codec;
 pub mod events;
 
 pub use clicks::{ClickPage, ClickQuery};
