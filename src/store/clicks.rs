@@ -187,11 +187,18 @@ impl Store {
         let snapshot_due = {
             let mut pending = self.counts.pending.lock().expect("counts lock");
             for r in batch {
-                *self
-                    .counts
-                    .counts
-                    .entry(r.link.as_str().into())
-                    .or_default() += 1;
+                // Look up before inserting: an owned key per click is an
+                // allocation the common case (a known link) does not need.
+                match self.counts.counts.get_mut(r.link.as_str()) {
+                    Some(mut n) => *n += 1,
+                    None => {
+                        *self
+                            .counts
+                            .counts
+                            .entry(r.link.as_str().into())
+                            .or_default() += 1
+                    }
+                }
                 if !pending.dirty.contains(r.link.as_str()) {
                     pending.dirty.insert(r.link.as_str().into());
                 }
