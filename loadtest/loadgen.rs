@@ -160,8 +160,14 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
                 if tokio::time::Instant::now() > deadline {
                     break;
                 }
-                if due > tokio::time::Instant::now() {
-                    tokio::time::sleep_until(due).await;
+                // Timers are millisecond-grained: sleep to within a
+                // millisecond, then yield until due, so requests leave
+                // evenly spaced instead of in bursts on each timer tick.
+                if due > tokio::time::Instant::now() + Duration::from_millis(2) {
+                    tokio::time::sleep_until(due - Duration::from_millis(1)).await;
+                }
+                while tokio::time::Instant::now() < due {
+                    tokio::task::yield_now().await;
                 }
                 let sent = tokio::time::Instant::now();
                 let from = if free_at > due { due } else { sent };
