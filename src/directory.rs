@@ -11,20 +11,72 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use ring::rand::SystemRandom;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Length of generated link codes: 10 base62 characters, about 59 bits.
 pub const GENERATED_CODE_LEN: usize = 10;
 
-/// A link as the redirect needs it.
+/// What the redirect needs of a partner, shared by all of its links.
+#[derive(Debug)]
+pub struct LivePartner {
+    /// Partner id.
+    pub id: Arc<str>,
+    /// Its program's key.
+    pub program: Arc<str>,
+    /// Hosts of the partner's website (for referer checks).
+    pub hosts: Vec<String>,
+    /// Standing is active: its clicks may earn.
+    active: AtomicBool,
+}
+
+impl LivePartner {
+    fn new(p: &Partner) -> Self {
+        Self {
+            id: p.id.as_str().into(),
+            program: p.program.as_str().into(),
+            hosts: website_hosts(&p.website),
+            active: AtomicBool::new(p.status == PartnerStatus::Active),
+        }
+    }
+
+    /// Whether the partner's clicks may earn now.
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// A link as the redirect needs it: about 150 bytes with its map entry
+/// (the full [`Link`] stays on disk for the API).
 #[derive(Debug)]
 pub struct LiveLink {
-    /// The stored link.
-    pub link: Link,
+    /// The code (the same allocation as the map key).
+    pub code: Arc<str>,
+    /// Where the link redirects.
+    pub destination: Box<str>,
+    /// The owning partner.
+    pub partner: Arc<LivePartner>,
     /// Its program.
     pub program: Arc<Program>,
-    /// Hosts of the partner's website (for referer checks).
-    pub partner_hosts: Vec<String>,
+    /// Answers 410 (the stored [`Link`] says since when).
+    disabled: AtomicBool,
+}
+
+impl LiveLink {
+    fn new(l: &Link, partner: Arc<LivePartner>, program: Arc<Program>) -> Self {
+        Self {
+            code: l.code.as_str().into(),
+            destination: l.destination.as_str().into(),
+            partner,
+            program,
+            disabled: AtomicBool::new(l.disabled_at.is_some()),
+        }
+    }
+
+    /// Whether the link answers 410.
+    pub fn disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
 }
 
 /// The host of a partner's website, without `www.`.
@@ -89,8 +141,10 @@ pub struct Directory {
     store: Store,
     /// Partners by id.
     partners: DashMap<String, Partner>,
+    /// What links share of their partners, by partner id.
+    live_partners: DashMap<String, Arc<LivePartner>>,
     /// Links by code: the redirect's only lookup.
-    links: DashMap<Box<str>, Arc<LiveLink>>,
+    links: DashMap<Arc<str>, Arc<LiveLink>>,
     /// Source of ids and codes.
     rng: SystemRandom,
 }
@@ -103,39 +157,38 @@ impl Directory {
             .map(|(k, p)| (k.clone(), Arc::new(p.clone())))
             .collect();
         let partners = DashMap::new();
+        let live_partners = DashMap::new();
         for p in store.partners()? {
+            live_partners.insert(p.id.clone(), Arc::new(LivePartner::new(&p)));
             partners.insert(p.id.clone(), p);
         }
         let links = DashMap::new();
-        for l in store.links()? {
-            match programs.get(&l.program) {
-                Some(program) => {
-                    let partner_hosts = partners
-                        .get(&l.partner_id)
-                        .map(|p: dashmap::mapref::one::Ref<'_, String, Partner>| {
-                            website_hosts(&p.website)
-                        })
-                        .unwrap_or_default();
-                    links.insert(
-                        l.code.clone().into_boxed_str(),
-                        Arc::new(LiveLink {
-                            program: program.clone(),
-                            link: l,
-                            partner_hosts,
-                        }),
-                    );
+        store.for_each_link(|l| {
+            let program = programs.get(&l.program);
+            let partner = live_partners.get(&l.partner_id).map(|p| p.value().clone());
+            match (program, partner) {
+                (Some(program), Some(partner)) => {
+                    let live = LiveLink::new(&l, partner, program.clone());
+                    links.insert(live.code.clone(), Arc::new(live));
                 }
-                None => tracing::warn!(
+                (None, _) => tracing::warn!(
                     code = %l.code,
                     program = %l.program,
                     "link belongs to a program no longer configured; it will answer 404"
                 ),
+                (_, None) => tracing::warn!(
+                    code = %l.code,
+                    partner = %l.partner_id,
+                    "link's partner is missing; it will answer 404"
+                ),
             }
-        }
+        })?;
+        links.shrink_to_fit();
         Ok(Self {
             programs,
             store,
             partners,
+            live_partners,
             links,
             rng: SystemRandom::new(),
         })
@@ -156,13 +209,6 @@ impl Directory {
         self.partners.get(id).map(|p| p.value().clone())
     }
 
-    /// Whether a partner's clicks may earn (active standing).
-    pub fn partner_active(&self, id: &str) -> bool {
-        self.partners
-            .get(id)
-            .is_some_and(|p| p.status == PartnerStatus::Active)
-    }
-
     /// Changes a partner's standing durably. Terminated is final. Blocks on
     /// disk.
     pub fn set_status(&self, id: &str, status: PartnerStatus) -> Result<Partner, DirectoryError> {
@@ -177,6 +223,10 @@ impl Directory {
         }
         p.status = status;
         self.store.put_partner(&p)?;
+        if let Some(live) = self.live_partners.get(id) {
+            live.active
+                .store(status == PartnerStatus::Active, Ordering::Relaxed);
+        }
         self.partners.insert(p.id.clone(), p.clone());
         Ok(p)
     }
@@ -230,6 +280,8 @@ impl Directory {
             created_at: now,
         };
         self.store.put_partner(&partner)?;
+        self.live_partners
+            .insert(partner.id.clone(), Arc::new(LivePartner::new(&partner)));
         self.partners.insert(partner.id.clone(), partner.clone());
         Ok(partner)
     }
@@ -275,14 +327,13 @@ impl Directory {
                 disabled_at: None,
             };
             if self.store.insert_link(&link)? {
-                self.links.insert(
-                    link.code.clone().into_boxed_str(),
-                    Arc::new(LiveLink {
-                        link: link.clone(),
-                        program,
-                        partner_hosts: website_hosts(&partner.website),
-                    }),
-                );
+                let live_partner = self
+                    .live_partners
+                    .get(&partner.id)
+                    .map(|p| p.value().clone())
+                    .unwrap_or_else(|| Arc::new(LivePartner::new(&partner)));
+                let live = LiveLink::new(&link, live_partner, program);
+                self.links.insert(live.code.clone(), Arc::new(live));
                 return Ok(link);
             }
             if custom {
@@ -298,21 +349,18 @@ impl Directory {
         let live = self
             .live_link(code)
             .ok_or(DirectoryError::NotFound("link"))?;
-        if live.link.disabled_at.is_some() {
-            return Ok(live.link.clone());
+        let mut link = self.link(code)?.ok_or(DirectoryError::NotFound("link"))?;
+        if link.disabled_at.is_none() {
+            link.disabled_at = Some(now);
+            self.store.put_link(&link)?;
         }
-        let mut link = live.link.clone();
-        link.disabled_at = Some(now);
-        self.store.put_link(&link)?;
-        self.links.insert(
-            link.code.clone().into_boxed_str(),
-            Arc::new(LiveLink {
-                link: link.clone(),
-                program: live.program.clone(),
-                partner_hosts: live.partner_hosts.clone(),
-            }),
-        );
+        live.disabled.store(true, Ordering::Relaxed);
         Ok(link)
+    }
+
+    /// A link as stored (the API's view). Blocks on disk.
+    pub fn link(&self, code: &str) -> Result<Option<Link>, DirectoryError> {
+        Ok(self.store.link(code)?)
     }
 }
 

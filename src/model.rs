@@ -5,6 +5,7 @@ use crate::id::ClickId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// A partner (affiliate, reseller, agency) in one program.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,12 +118,12 @@ pub enum CookieOutcome {
 pub struct Click {
     /// Time-ordered unique id (also the `refclk` parameter).
     pub id: ClickId,
-    /// Link code.
-    pub link: String,
-    /// Partner id.
-    pub partner_id: String,
-    /// Program key.
-    pub program: String,
+    /// Link code (shared with the link's entry in memory).
+    pub link: Arc<str>,
+    /// Partner id (shared with the partner's entry).
+    pub partner_id: Arc<str>,
+    /// Program key (shared with the partner's entry).
+    pub program: Arc<str>,
     /// `GET` or `HEAD`.
     pub method: &'static str,
     /// Visitor address as resolved through trusted proxies.

@@ -166,13 +166,14 @@ pub async fn get_link(app: Arc<App>, code: &str) -> Result<Response<Body>, ApiEr
     if !is_valid_code(code) {
         return Err(ApiError::NotFound("link"));
     }
-    let live = app
-        .directory
-        .live_link(code)
+    let a = app.clone();
+    let c = code.to_string();
+    let link = blocking(move || a.directory.link(&c))
+        .await??
         .ok_or(ApiError::NotFound("link"))?;
     let _ = tokio::time::timeout(BARRIER_WAIT, app.clicklog.barrier()).await;
-    let count = app.store.click_count(&live.link.code);
-    Ok(json(StatusCode::OK, &link_out(&app, &live.link, count)))
+    let count = app.store.click_count(&link.code);
+    Ok(json(StatusCode::OK, &link_out(&app, &link, count)))
 }
 
 /// `DELETE /api/v1/links/{code}`: disables the link (it answers 410).
@@ -224,7 +225,7 @@ pub async fn list_clicks(
         let owner = app
             .directory
             .live_link(code)
-            .map(|l| l.link.partner_id.clone());
+            .map(|l| l.partner.id.to_string());
         match (owner, &q.partner) {
             (Some(owner), Some(p)) if &owner == p => {}
             (Some(owner), None) => q.partner = Some(owner),

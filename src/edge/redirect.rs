@@ -38,7 +38,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
     let Some(live) = app.directory.live_link(code) else {
         return text(StatusCode::NOT_FOUND, "unknown link\n");
     };
-    if live.link.disabled_at.is_some() {
+    if live.disabled() {
         return text(StatusCode::GONE, "this link has been disabled\n");
     }
     let program = &live.program;
@@ -58,7 +58,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
             Ok(claims) => {
                 keep_existing = program.attribution == Attribution::FirstClick
                     && claims.program == program.key
-                    && claims.partner_id != live.link.partner_id;
+                    && *claims.partner_id != *live.partner.id;
             }
             // Expired cookies and retired keys are not tampering.
             Err(e @ (TokenError::Expired | TokenError::RetiredKey)) => {
@@ -92,9 +92,9 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         referer: text_header(&REFERER),
         query: req.uri().query(),
         program: &program.key,
-        partner: &live.link.partner_id,
-        link: &live.link.code,
-        partner_hosts: &live.partner_hosts,
+        partner: &live.partner.id,
+        link: &live.code,
+        partner_hosts: &live.partner.hosts,
         token_error: prior_token_error,
     });
     let label = verdict.label();
@@ -117,21 +117,20 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
                 .insert("retry-after", HeaderValue::from_static("60"));
             return r;
         }
-        Action::Block => return blocked_page(&live.link.destination),
+        Action::Block => return blocked_page(&live.destination),
         Action::Redirect => {}
     }
     // A suspended or terminated partner's clicks redirect but earn nothing.
-    let attributable =
-        verdict.flags.is_empty() && app.directory.partner_active(&live.link.partner_id);
+    let attributable = verdict.flags.is_empty() && live.partner.active();
 
     let click_id = app.ids.next(now_ms);
-    let location = build_location(&live.link.destination, req.uri().query(), click_id);
+    let location = build_location(&live.destination, req.uri().query(), click_id);
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::FOUND;
     let h = resp.headers_mut();
     let location = HeaderValue::try_from(location).unwrap_or_else(|_| {
         // Only a strange incoming query can make this fail: drop it.
-        HeaderValue::try_from(build_location(&live.link.destination, None, click_id))
+        HeaderValue::try_from(build_location(&live.destination, None, click_id))
             .expect("destination and click id are ASCII")
     });
     h.insert(LOCATION, location);
@@ -144,8 +143,8 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         let claims = Claims {
             click_id,
             program: Cow::Borrowed(&program.key),
-            partner_id: Cow::Borrowed(&live.link.partner_id),
-            link: Cow::Borrowed(&live.link.code),
+            partner_id: Cow::Borrowed(&live.partner.id),
+            link: Cow::Borrowed(&live.code),
             issued_at: now_s,
             expires_at: now_s + program.cookie_seconds(),
         };
@@ -168,9 +167,9 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
 
     app.clicklog.enqueue(Click {
         id: click_id,
-        link: live.link.code.clone(),
-        partner_id: live.link.partner_id.clone(),
-        program: program.key.clone(),
+        link: live.code.clone(),
+        partner_id: live.partner.id.clone(),
+        program: live.partner.program.clone(),
         method,
         ip,
         user_agent: header(headers, &USER_AGENT),

@@ -123,9 +123,13 @@ impl Store {
         get_json(&self.links, code)
     }
 
-    /// Every link.
-    pub fn links(&self) -> Result<Vec<Link>, StoreError> {
-        all_json(&self.links)
+    /// Every link, one at a time (a million links never sit in one `Vec`).
+    pub fn for_each_link(&self, mut f: impl FnMut(Link)) -> Result<(), StoreError> {
+        for kv in self.links.iter() {
+            let (k, v) = kv?;
+            f(from_json(&k, &v)?);
+        }
+        Ok(())
     }
 }
 
