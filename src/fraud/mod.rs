@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Why a click was flagged.
@@ -242,8 +243,8 @@ fn fast_map<K: std::hash::Hash + Eq, V>() -> DashMap<K, V, FastHash> {
 
 type Keyed<K> = RateLimiter<K, DashMapStateStore<K, FastHash>, AppClock, NoOpMiddleware<Duration>>;
 
-/// A keyed limiter on the app clock.
-struct Limit<K: std::hash::Hash + Eq + Clone>(Keyed<K>);
+/// A keyed limiter on the app clock, and its most keys since it last shrank.
+struct Limit<K: std::hash::Hash + Eq + Clone>(Keyed<K>, AtomicUsize);
 
 impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
     fn new(per: Duration, n: u32, clock: &AppClock) -> Self {
@@ -251,11 +252,10 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
         let quota = Quota::with_period(per / n.get())
             .expect("positive period")
             .allow_burst(n);
-        Self(RateLimiter::new(
-            quota,
-            DashMapStateStore::default(),
-            clock.clone(),
-        ))
+        Self(
+            RateLimiter::new(quota, DashMapStateStore::default(), clock.clone()),
+            AtomicUsize::new(0),
+        )
     }
 
     /// Whether this click is over the limit.
@@ -274,8 +274,15 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
     }
 
     fn prune(&self) {
+        let before = self.0.len();
         self.0.retain_recent();
-        self.0.shrink_to_fit();
+        // As for the window map: shrink only once mostly empty.
+        let peak = self.1.fetch_max(before, Ordering::Relaxed).max(before);
+        let now = self.0.len();
+        if now * 4 < peak {
+            self.0.shrink_to_fit();
+            self.1.store(now, Ordering::Relaxed);
+        }
     }
 
     fn len(&self) -> usize {
@@ -285,8 +292,8 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
 
 struct ProgramGuard {
     rules: FraudRules,
-    visitor_link: Limit<(u128, u64)>,
-    visitor: Limit<u128>,
+    visitor_link: Limit<(u64, u64)>,
+    visitor: Limit<u64>,
     partner: Limit<u64>,
     /// Partners with their own limit.
     partner_overrides: HashMap<u64, Limit<u64>>,
@@ -301,7 +308,7 @@ pub struct Guard {
     hasher: FastHash,
     /// visitor → their last few clicks, for duplicates and bursts: one map
     /// entry per visitor, no allocation.
-    recent: DashMap<u128, Recent, FastHash>,
+    recent: DashMap<u64, Recent, FastHash>,
     /// Longest window kept in `seen` and `recent`.
     window_ms: i64,
 }
@@ -333,19 +340,34 @@ const SEARCH_ENGINES: &[&str] = &[
     "qwant.com",
 ];
 
-/// A visitor's last clicks, newest last, kept small (≈64 bytes): at tens of
-/// thousands of new visitors a second this map is the largest fraud state.
-/// Links and partners are 32-bit fingerprints; a collision can at worst
-/// merge two links' duplicate windows for one visitor.
+/// A visitor's last clicks, newest last, kept small (56 bytes, 64 with its
+/// key): at tens of thousands of new visitors a second, held for the
+/// longest window, this map is the largest fraud state. Links and partners
+/// are 32-bit fingerprints (a collision can at worst merge two links'
+/// duplicate windows for one visitor); times are [`Tick`]s.
 #[derive(Default, Clone, Copy)]
 struct Recent {
-    /// (link fingerprint, partner fingerprint, ms).
-    clicks: [(u32, u32, i64); RECENT],
+    /// (link fingerprint, partner fingerprint, tick).
+    clicks: [(u32, u32, u32); RECENT],
     len: u8,
     /// Clicks over a visitor limit in `over_minute`.
     over: u16,
     /// Minute (epoch ms / 60,000) the over-limit count is for.
-    over_minute: i64,
+    over_minute: u32,
+}
+
+/// Time in 10 ms units, wrapping every 497 days: ages are wrapping
+/// differences, exact for anything younger than that (entries live for one
+/// window, minutes at most).
+type Tick = u32;
+
+fn tick(ms: i64) -> Tick {
+    ms.div_euclid(10) as u32
+}
+
+/// Age of `t` at `now`, in ms.
+fn age_ms(now: Tick, t: Tick) -> i64 {
+    i64::from(now.wrapping_sub(t)) * 10
 }
 
 /// Clicks remembered per visitor: enough for the burst rule's default of
@@ -353,11 +375,11 @@ struct Recent {
 const RECENT: usize = 4;
 
 impl Recent {
-    fn iter(&self) -> impl Iterator<Item = &(u32, u32, i64)> {
+    fn iter(&self) -> impl Iterator<Item = &(u32, u32, u32)> {
         self.clicks[..self.len as usize].iter()
     }
 
-    fn push(&mut self, c: (u32, u32, i64)) {
+    fn push(&mut self, c: (u32, u32, u32)) {
         if self.len as usize == RECENT {
             self.clicks.copy_within(1.., 0);
             self.len -= 1;
@@ -366,15 +388,19 @@ impl Recent {
         self.len += 1;
     }
 
-    fn newest(&self) -> Option<i64> {
-        self.iter().map(|c| c.2).max()
+    /// Age of the newest click, in ms.
+    fn youngest_ms(&self, now: Tick) -> Option<i64> {
+        self.iter().map(|c| age_ms(now, c.2)).min()
     }
 }
 
-fn visitor_key(ip: Option<IpAddr>) -> u128 {
+/// A visitor's map key: the IPv4 address itself, or a 64-bit hash of the
+/// IPv6 address (two visitors share state only on a hash collision,
+/// about one chance in 10^7 among a million visitors).
+fn visitor_key(ip: Option<IpAddr>, hasher: &FastHash) -> u64 {
     match ip.map(crate::net::canonical) {
-        Some(IpAddr::V4(a)) => u128::from(u32::from(a)),
-        Some(IpAddr::V6(a)) => u128::from(a),
+        Some(IpAddr::V4(a)) => u64::from(u32::from(a)),
+        Some(IpAddr::V6(a)) => hasher.hash_one(u128::from(a)) | 1 << 63,
         None => 0,
     }
 }
@@ -447,7 +473,8 @@ impl Guard {
         let r = &pg.rules;
         let now = self.clock.now_ms();
         let _instant = VerdictInstant::set(now);
-        let visitor = visitor_key(f.ip);
+        let visitor = visitor_key(f.ip, &self.hasher);
+        let now_tick = tick(now);
         let link = self.hasher.hash_one(f.link);
         let partner = self.hasher.hash_one(f.partner);
         let (link32, partner32) = (link as u32, partner as u32);
@@ -529,18 +556,25 @@ impl Guard {
             let burst_window = r.burst_window_seconds as i64 * 1000;
             let mut recent = self.recent.entry(visitor).or_default();
             seen_before = (recent.len, recent.iter().filter(|c| c.0 == link32).count());
-            let last_here = recent.iter().filter(|c| c.0 == link32).map(|c| c.2).max();
-            if let Some(prev) = last_here.filter(|&t| now - t <= dup_window) {
+            let last_here = recent
+                .iter()
+                .filter(|c| c.0 == link32)
+                .map(|c| age_ms(now_tick, c.2))
+                .min();
+            if let Some(age) = last_here.filter(|&a| a <= dup_window) {
                 flag(
                     Reason::Duplicate,
-                    format!("same visitor on this link {}s ago", (now - prev) / 1000),
+                    format!("same visitor on this link {}s ago", age / 1000),
                 );
             }
-            recent.push((link32, partner32, now));
+            recent.push((link32, partner32, now_tick));
             if r.burst_partners > 1 {
                 let mut partners = [0u32; RECENT];
                 let mut n = 0;
-                for c in recent.iter().filter(|c| now - c.2 <= burst_window) {
+                for c in recent
+                    .iter()
+                    .filter(|c| age_ms(now_tick, c.2) <= burst_window)
+                {
                     if !partners[..n].contains(&c.1) {
                         partners[n] = c.1;
                         n += 1;
@@ -612,7 +646,7 @@ impl Guard {
         }
         if over_link || over_visitor {
             if let Some(mut recent) = self.recent.get_mut(&visitor) {
-                let minute = now.div_euclid(60_000);
+                let minute = now.div_euclid(60_000) as u32;
                 if recent.over_minute != minute {
                     recent.over_minute = minute;
                     recent.over = 0;
@@ -670,11 +704,15 @@ impl Guard {
 
     /// Drops idle visitors' limiter state and expired window entries.
     pub fn prune(&self) {
-        let now = self.clock.now_ms();
+        let now = tick(self.clock.now_ms());
         let keep = self.window_ms.max(1);
         self.recent
-            .retain(|_, v| v.newest().is_some_and(|t| now - t <= keep));
-        self.recent.shrink_to_fit();
+            .retain(|_, v| v.youngest_ms(now).is_some_and(|a| a <= keep));
+        // Shrinking rehashes every entry: only when mostly empty, not every
+        // second in a steady state (that churn showed in the profile).
+        if self.recent.len() * 4 < self.recent.capacity() {
+            self.recent.shrink_to_fit();
+        }
         for g in self.programs.values() {
             g.visitor_link.prune();
             g.visitor.prune();
@@ -701,5 +739,36 @@ impl std::fmt::Debug for Guard {
         f.debug_struct("Guard")
             .field("programs", &self.programs.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_entries_stay_small() {
+        // The per-visitor window is the largest fraud state; keep it at
+        // 56 bytes (64 with its key) so a million visitors fit in ~73 MB.
+        assert_eq!(std::mem::size_of::<Recent>(), 56);
+    }
+
+    #[test]
+    fn ages_survive_the_tick_wrapping() {
+        let before_wrap = (u32::MAX as i64 - 5) * 10;
+        let after_wrap = before_wrap + 2_000;
+        assert_eq!(age_ms(tick(after_wrap), tick(before_wrap)), 2_000);
+        assert_eq!(age_ms(tick(1_000), tick(1_000)), 0);
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_visitors_never_share_a_key() {
+        let h = FastHash::default();
+        let v4 = visitor_key(Some("203.0.113.9".parse().unwrap()), &h);
+        let v6 = visitor_key(Some("2001:db8::9".parse().unwrap()), &h);
+        let mapped = visitor_key(Some("::ffff:203.0.113.9".parse().unwrap()), &h);
+        assert_eq!(v4, 203 << 24 | 113 << 8 | 9);
+        assert_eq!(mapped, v4, "IPv4-mapped addresses are the IPv4 visitor");
+        assert!(v6 >= 1 << 63);
     }
 }
