@@ -248,39 +248,41 @@ impl Writer {
     async fn write(&self, clicks: Vec<Click>) {
         let n = clicks.len();
         let anon = self.anon.clone();
-        let records: Arc<Vec<ClickRecord>> = Arc::new(
-            tokio::task::spawn_blocking(move || {
-                clicks.into_iter().map(|c| anon.record(c)).collect()
-            })
-            .await
-            .expect("anonymiser does not panic"),
-        );
+        let store = self.store.clone();
+        let started = std::time::Instant::now();
+        // One trip to the blocking pool per batch: anonymise, write, and
+        // free the records there; they come back only for a retry.
+        let mut failed = tokio::task::spawn_blocking(move || {
+            let records: Vec<ClickRecord> = clicks.into_iter().map(|c| anon.record(c)).collect();
+            store.write_clicks(&records).err().map(|e| (records, e))
+        })
+        .await
+        .expect("anonymiser and store do not panic");
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=5 {
-            let store = self.store.clone();
-            let batch = records.clone();
-            let started = std::time::Instant::now();
-            let result = tokio::task::spawn_blocking(move || store.write_clicks(&batch))
-                .await
-                .expect("store does not panic");
-            match result {
-                Ok(()) => {
-                    self.metrics
-                        .batch_flush_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics.batch_size.observe(n as f64);
-                    self.metrics.clicks_written.inc_by(n as u64);
-                    self.healthy.store(true, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => {
-                    self.metrics.batch_errors.inc();
-                    self.healthy.store(false, Ordering::Relaxed);
-                    tracing::error!(error = %e, attempt, clicks = n, "click batch write failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
+            let Some((records, e)) = failed else {
+                self.metrics
+                    .batch_flush_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.batch_size.observe(n as f64);
+                self.metrics.clicks_written.inc_by(n as u64);
+                self.healthy.store(true, Ordering::Relaxed);
+                return;
+            };
+            self.metrics.batch_errors.inc();
+            self.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(error = %e, attempt, clicks = n, "click batch write failed");
+            if attempt == 5 {
+                break;
             }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            let store = self.store.clone();
+            failed = tokio::task::spawn_blocking(move || {
+                store.write_clicks(&records).err().map(|e| (records, e))
+            })
+            .await
+            .expect("store does not panic");
         }
         self.metrics
             .clicks_dropped

@@ -71,7 +71,7 @@ pub struct App {
     /// Metric families.
     pub metrics: Arc<Metrics>,
     /// Per-program click counters, resolved once (label lookups are not free).
-    program_clicks: HashMap<String, IntCounter>,
+    program_clicks: HashMap<String, ProgramCounters>,
     /// Redirect responses by status, resolved once (see `REDIRECT_STATUSES`).
     redirect_responses: Vec<IntCounter>,
     /// Base of public tracked URLs.
@@ -101,12 +101,20 @@ impl App {
         }
     }
 
-    /// The clicks-served counter of a program.
-    fn program_metrics(&self, program: &str) -> &IntCounter {
+    /// A program's click counters.
+    fn program_metrics(&self, program: &str) -> &ProgramCounters {
         self.program_clicks
             .get(program)
             .expect("every link's program has a counter")
     }
+}
+
+/// A program's per-click counters, resolved once.
+struct ProgramCounters {
+    /// `refedge_clicks_served_total{program}`.
+    served: IntCounter,
+    /// `refedge_clicks_total{program, verdict="valid", reason="none"}`.
+    valid: IntCounter,
 }
 
 /// Why the server could not start.
@@ -229,7 +237,15 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     let program_clicks = config
         .programs
         .keys()
-        .map(|k| (k.clone(), metrics.clicks_served.with_label_values(&[k])))
+        .map(|k| {
+            let counters = ProgramCounters {
+                served: metrics.clicks_served.with_label_values(&[k]),
+                valid: metrics
+                    .clicks_by_verdict
+                    .with_label_values(&[k, "valid", "none"]),
+            };
+            (k.clone(), counters)
+        })
         .collect();
     tracing::info!(
         links = directory.link_count(),

@@ -98,11 +98,9 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         token_error: prior_token_error,
     });
     let label = verdict.label();
+    let counters = app.program_metrics(&program.key);
     if verdict.flags.is_empty() {
-        app.metrics
-            .clicks_by_verdict
-            .with_label_values(&[&program.key, label, "none"])
-            .inc();
+        counters.valid.inc();
     }
     for f in &verdict.flags {
         app.metrics
@@ -181,7 +179,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         verdict: label,
         flags: verdict.flags,
     });
-    app.program_metrics(&program.key).inc();
+    counters.served.inc();
     app.metrics
         .redirect_seconds
         .observe(started.elapsed().as_secs_f64());
