@@ -8,7 +8,9 @@ use refedge::clock::{Clock, SystemClock};
 use refedge::config::Config;
 use refedge::directory::{NewLink, NewPartner};
 use refedge::edge::redirect::redirect;
+use refedge::edge::App;
 use refedge::id::ClickId;
+use refedge::model::{Click, ClickHeaders, CookieOutcome};
 use refedge::token::{Claims, Keyring, SigningKey};
 use std::sync::Arc;
 
@@ -143,6 +145,9 @@ fn bench_redirect_with(c: &mut Criterion, fraud: bool) {
         })
     });
     g.finish();
+    if fraud {
+        bench_parts(c, &rt, &app, &codes);
+    }
     let dropped: u64 = ["queue_full", "stopped"]
         .iter()
         .map(|r| app.metrics.clicks_dropped.with_label_values(&[r]).get())
@@ -162,6 +167,62 @@ fn bench_redirect_with(c: &mut Criterion, fraud: bool) {
     );
     drop(app);
     rt.block_on(running.shutdown()).unwrap();
+}
+
+/// Two pieces of the redirect on their own: the link lookup, and queueing
+/// a click for the writer (timed without the writer's work: each batch of
+/// enqueues is followed by an untimed barrier that lets the writer drain).
+fn bench_parts(c: &mut Criterion, rt: &tokio::runtime::Runtime, app: &App, codes: &[String]) {
+    let mut g = c.benchmark_group("hot_path");
+    let mut i = 0usize;
+    g.bench_function("link_lookup", |b| {
+        b.iter(|| {
+            i = (i + 7919) % codes.len();
+            black_box(app.directory.live_link(&codes[i]))
+        })
+    });
+    let live = app.directory.live_link(&codes[0]).unwrap();
+    let click = Click {
+        id: ClickId(0),
+        link: live.code.clone(),
+        partner_id: live.partner.id.clone(),
+        program: live.partner.program.clone(),
+        method: "GET",
+        ip: "100.64.1.2".parse().unwrap(),
+        user_agent: Some(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0".into(),
+        ),
+        referer: None,
+        query: Some("utm_source=newsletter".into()),
+        headers: ClickHeaders {
+            accept: Some("text/html,application/xhtml+xml".into()),
+            accept_language: Some("en-US,en;q=0.5".into()),
+            ..ClickHeaders::default()
+        },
+        cookie: CookieOutcome::Set,
+        prior_token_error: None,
+        verdict: "valid",
+        flags: Vec::new(),
+    };
+    g.bench_function("enqueue_click", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = std::time::Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(1_000);
+                let clicks: Vec<Click> = (0..n).map(|_| click.clone()).collect();
+                let t = std::time::Instant::now();
+                for c in clicks {
+                    black_box(app.clicklog.enqueue(c));
+                }
+                spent += t.elapsed();
+                rt.block_on(app.clicklog.barrier());
+                left -= n;
+            }
+            spent
+        })
+    });
+    g.finish();
 }
 
 fn bench_token(c: &mut Criterion) {

@@ -1,22 +1,26 @@
 //! The click log on disk, append-only: each group commit writes its clicks
 //! as a few chunk values (≤ [`CHUNK`] records each), one index entry per
 //! partner per chunk, and nothing per click. Per-link click counts live in
-//! memory and are snapshotted atomically every [`SNAPSHOT_EVERY`] clicks
-//! and at shutdown; on open, the chunks after the last snapshot are replayed.
+//! memory and are snapshotted atomically (every [`SNAPSHOT_EVERY`] clicks,
+//! at most every [`SNAPSHOT_MIN_INTERVAL`], and at shutdown) as a few pages
+//! of packed counts; on open, the chunks after the last snapshot are
+//! replayed.
 //!
 //! Keys in the `clicks` tree:
 //! - `b` + first click id (16 bytes BE) → the chunk's records, in the
 //!   binary format of [`super::codec`] (older chunks: a JSON array)
 //! - `p` + partner id + `0x00` + chunk's first click id → `u32` BE clicks
 //!   of that partner in the chunk
-//! - `n` + link code → `u64` BE click count as of the last snapshot
+//! - `N` + page number (`u32` BE) → packed `(code, count)` pairs: the
+//!   counts as of the last snapshot (`n` + code → `u64` BE was the layout
+//!   before; still read, removed by the next snapshot)
 //! - `m` → key of the last chunk the count snapshot includes
 
 use super::{codec, Store, StoreError};
 use crate::id::ClickId;
 use crate::model::ClickRecord;
 use dashmap::DashMap;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Most records in one chunk value.
@@ -28,10 +32,17 @@ pub const CHUNK: usize = 256;
 pub const CHUNK_BYTES: usize = 6 << 10;
 /// Clicks between two count snapshots (bounds the replay on open).
 pub const SNAPSHOT_EVERY: u64 = 100_000;
+/// Least time between two count snapshots: a snapshot rewrites every
+/// link's count (20 MB for a million links), so under heavy load it is
+/// paced by time, not only by clicks.
+pub const SNAPSHOT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Target size of one count page (below sled's blob threshold, like chunks).
+const COUNT_PAGE_BYTES: usize = 6 << 10;
 
 const CHUNK_TAG: u8 = b'b';
 const BY_PARTNER: u8 = b'p';
-const COUNT: u8 = b'n';
+const LEGACY_COUNT: u8 = b'n';
+const COUNT_PAGE: u8 = b'N';
 const MARK: &[u8] = b"m";
 
 /// Which clicks to list.
@@ -70,14 +81,23 @@ pub(super) struct ClickCounts {
     pending: Mutex<Pending>,
 }
 
-#[derive(Default)]
 struct Pending {
-    /// Codes whose count changed since the last snapshot.
-    dirty: HashSet<Box<str>>,
     /// Clicks written since the last snapshot.
     clicks: u64,
     /// Key of the newest chunk written.
     last_chunk: Option<[u8; 17]>,
+    /// When the last snapshot was written.
+    last_snapshot: std::time::Instant,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            clicks: 0,
+            last_chunk: None,
+            last_snapshot: std::time::Instant::now(),
+        }
+    }
 }
 
 fn chunk_key(first: ClickId) -> [u8; 17] {
@@ -94,11 +114,37 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
     k
 }
 
-fn count_key(code: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + code.len());
-    k.push(COUNT);
-    k.extend_from_slice(code.as_bytes());
+fn count_page_key(page: u32) -> [u8; 5] {
+    let mut k = [COUNT_PAGE; 5];
+    k[1..].copy_from_slice(&page.to_be_bytes());
     k
+}
+
+/// Appends one `(code, count)` pair to a count page.
+fn put_count(page: &mut Vec<u8>, code: &str, n: u64) {
+    page.push(u8::try_from(code.len()).expect("codes are at most 64 bytes"));
+    page.extend_from_slice(code.as_bytes());
+    page.extend_from_slice(&n.to_be_bytes());
+}
+
+/// Decodes a count page.
+fn read_counts(
+    key: &[u8],
+    mut page: &[u8],
+    mut f: impl FnMut(&str, u64),
+) -> Result<(), StoreError> {
+    while let Some((&len, rest)) = page.split_first() {
+        let len = usize::from(len);
+        if rest.len() < len + 8 {
+            return Err(corrupt(key, "count page ends inside a pair"));
+        }
+        let code =
+            std::str::from_utf8(&rest[..len]).map_err(|_| corrupt(key, "code is not UTF-8"))?;
+        let n = u64::from_be_bytes(rest[len..len + 8].try_into().expect("8 bytes"));
+        f(code, n);
+        page = &rest[len + 8..];
+    }
+    Ok(())
 }
 
 fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
@@ -118,7 +164,7 @@ fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<ClickRecord>, StoreError
 impl Store {
     /// Loads the count snapshot and replays the chunks written after it.
     pub(super) fn load_click_counts(&self) -> Result<(), StoreError> {
-        for kv in self.clicks.scan_prefix([COUNT]) {
+        for kv in self.clicks.scan_prefix([LEGACY_COUNT]) {
             let (k, v) = kv?;
             let n = <[u8; 8]>::try_from(&v[..]).map_err(|_| corrupt(&k, "count is not 8 bytes"))?;
             let code =
@@ -126,6 +172,12 @@ impl Store {
             self.counts
                 .counts
                 .insert(code.into(), u64::from_be_bytes(n));
+        }
+        for kv in self.clicks.scan_prefix([COUNT_PAGE]) {
+            let (k, v) = kv?;
+            read_counts(&k, &v, |code, n| {
+                self.counts.counts.insert(code.into(), n);
+            })?;
         }
         let mark = self.clicks.get(MARK)?;
         let replay = match &mark {
@@ -145,7 +197,6 @@ impl Store {
                     .entry(r.link.as_str().into())
                     .or_default() += 1;
                 pending.clicks += 1;
-                pending.dirty.insert(r.link.into_boxed_str());
             }
             pending.last_chunk = <[u8; 17]>::try_from(&k[..]).ok();
         }
@@ -199,13 +250,11 @@ impl Store {
                             .or_default() += 1
                     }
                 }
-                if !pending.dirty.contains(r.link.as_str()) {
-                    pending.dirty.insert(r.link.as_str().into());
-                }
             }
             pending.clicks += batch.len() as u64;
             pending.last_chunk = last_chunk.or(pending.last_chunk);
             pending.clicks >= SNAPSHOT_EVERY
+                && pending.last_snapshot.elapsed() >= SNAPSHOT_MIN_INTERVAL
         };
         if snapshot_due {
             self.snapshot_click_counts()?;
@@ -222,16 +271,36 @@ impl Store {
         if pending.clicks == 0 {
             return Ok(());
         }
+        // Every count, packed into pages; pages left from a bigger snapshot
+        // and counts in the old one-key-per-link layout are removed in the
+        // same atomic batch.
         let mut b = sled::Batch::default();
-        for code in &pending.dirty {
-            let n = self.counts.counts.get(code).map_or(0, |c| *c);
-            b.insert(count_key(code), &n.to_be_bytes()[..]);
+        let mut pages = 0u32;
+        let mut page = Vec::with_capacity(COUNT_PAGE_BYTES + 80);
+        for e in self.counts.counts.iter() {
+            put_count(&mut page, e.key(), *e.value());
+            if page.len() >= COUNT_PAGE_BYTES {
+                b.insert(&count_page_key(pages)[..], std::mem::take(&mut page));
+                pages += 1;
+            }
+        }
+        if !page.is_empty() {
+            b.insert(&count_page_key(pages)[..], page);
+            pages += 1;
+        }
+        for kv in self
+            .clicks
+            .range(count_page_key(pages)..=count_page_key(u32::MAX))
+            .keys()
+            .chain(self.clicks.scan_prefix([LEGACY_COUNT]).keys())
+        {
+            b.remove(kv?);
         }
         b.insert(MARK, &mark[..]);
         self.clicks.apply_batch(b)?;
         self.flush()?;
-        pending.dirty.clear();
         pending.clicks = 0;
+        pending.last_snapshot = std::time::Instant::now();
         Ok(())
     }
 
@@ -422,5 +491,52 @@ mod tests {
             })
             .unwrap();
         assert_eq!(all.clicks, batch);
+    }
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+
+    #[test]
+    fn count_snapshots_span_pages_replace_old_layouts_and_reload_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            // A count in the layout before count pages.
+            let mut legacy = vec![LEGACY_COUNT];
+            legacy.extend_from_slice(b"old-link");
+            store
+                .clicks
+                .insert(legacy, &7u64.to_be_bytes()[..])
+                .unwrap();
+            // Stale pages far beyond what the next snapshot needs.
+            store
+                .clicks
+                .insert(count_page_key(9_999), &b""[..])
+                .unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.click_count("old-link"), 7);
+        // Enough links for several pages, then a snapshot.
+        for i in 0..3_000u64 {
+            store.counts.counts.insert(format!("link-{i:05}").into(), i);
+        }
+        {
+            let mut p = store.counts.pending.lock().unwrap();
+            p.clicks = 1;
+            p.last_chunk = Some(chunk_key(ClickId(1)));
+        }
+        store.snapshot_click_counts().unwrap();
+        let pages = store.clicks.scan_prefix([COUNT_PAGE]).count();
+        assert!(pages > 1, "{pages} pages");
+        assert_eq!(store.clicks.scan_prefix([LEGACY_COUNT]).count(), 0);
+        assert!(store.clicks.get(count_page_key(9_999)).unwrap().is_none());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.click_count("old-link"), 7);
+        assert_eq!(store.click_count("link-02999"), 2_999);
+        assert_eq!(store.counts.counts.len(), 3_001);
     }
 }
