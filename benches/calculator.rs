@@ -11,6 +11,10 @@ use refedge::config::Config;
 use refedge::replay::books;
 use serde_json::json;
 
+/// The allocator the binary ships with (see src/main.rs).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const PARTNERS: usize = 1_000;
 const CUSTOMERS: usize = 10_000;
 const PAYMENTS: usize = 1_000_000;

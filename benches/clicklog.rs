@@ -8,6 +8,10 @@ use refedge::id::ClickIdGen;
 use refedge::model::{ClickHeaders, ClickRecord, CookieOutcome};
 use refedge::store::Store;
 
+/// The allocator the binary ships with (see src/main.rs).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const BATCH: usize = 1000;
 const LINKS: usize = 10_000;
 

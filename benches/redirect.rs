@@ -14,6 +14,10 @@ use refedge::model::{Click, ClickHeaders, CookieOutcome};
 use refedge::token::{Claims, Keyring, SigningKey};
 use std::sync::Arc;
 
+/// The allocator the binary ships with (see src/main.rs).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const LINKS: usize = 10_000;
 
 fn browser_request(code: &str, cookie: Option<&str>) -> hyper::Request<()> {
