@@ -1,27 +1,22 @@
 //! The click log on disk, append-only: each group commit writes its clicks
 //! as a few chunk values (≤ [`CHUNK`] records each), one index entry per
 //! partner per chunk, and nothing per click. Per-link click counts live in
-//! memory and are snapshotted atomically (every [`SNAPSHOT_EVERY`] clicks,
-//! at most every [`SNAPSHOT_MIN_INTERVAL`], and at shutdown) as a few pages
-//! of packed counts; on open, the chunks after the last snapshot are
-//! replayed.
+//! memory and reach disk as rolling count pages written inside the same
+//! batches (see [`super::counts`]); on open, chunks newer than a link's
+//! page are replayed.
 //!
 //! Keys in the `clicks` tree:
 //! - `b` + first click id (16 bytes BE) → the chunk's records, in the
 //!   binary format of [`super::codec`] (older chunks: a JSON array)
 //! - `p` + partner id + `0x00` + chunk's first click id → `u32` BE clicks
 //!   of that partner in the chunk
-//! - `N` + page number (`u32` BE) → packed `(code, count)` pairs: the
-//!   counts as of the last snapshot (`n` + code → `u64` BE was the layout
-//!   before; still read, removed by the next snapshot)
-//! - `m` → key of the last chunk the count snapshot includes
+//! - `N`, `n`, `m`: click counts (see [`super::counts`])
 
+use super::counts::{ChunkKey, Marks};
 use super::{codec, Store, StoreError};
 use crate::id::ClickId;
 use crate::model::ClickRecord;
-use dashmap::DashMap;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// Most records in one chunk value.
 pub const CHUNK: usize = 256;
@@ -30,20 +25,8 @@ pub const CHUNK: usize = 256;
 /// quarter of its 512 KiB segment becomes a separate blob file: 17 chunks
 /// of about 6 KiB keep every leaf inline.
 pub const CHUNK_BYTES: usize = 6 << 10;
-/// Clicks between two count snapshots (bounds the replay on open).
-pub const SNAPSHOT_EVERY: u64 = 100_000;
-/// Least time between two count snapshots: a snapshot rewrites every
-/// link's count (20 MB for a million links), so under heavy load it is
-/// paced by time, not only by clicks.
-pub const SNAPSHOT_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-/// Target size of one count page (below sled's blob threshold, like chunks).
-const COUNT_PAGE_BYTES: usize = 6 << 10;
-
 const CHUNK_TAG: u8 = b'b';
 const BY_PARTNER: u8 = b'p';
-const LEGACY_COUNT: u8 = b'n';
-const COUNT_PAGE: u8 = b'N';
-const MARK: &[u8] = b"m";
 
 /// Which clicks to list.
 #[derive(Debug, Clone, Default)]
@@ -72,35 +55,7 @@ pub struct ClickPage {
     pub next: Option<ClickId>,
 }
 
-/// Per-link click counts in memory, with what changed since the snapshot.
-#[derive(Default)]
-pub(super) struct ClickCounts {
-    /// Code → clicks on disk.
-    counts: DashMap<Box<str>, u64>,
-    /// Snapshot bookkeeping, touched only by the writer.
-    pending: Mutex<Pending>,
-}
-
-struct Pending {
-    /// Clicks written since the last snapshot.
-    clicks: u64,
-    /// Key of the newest chunk written.
-    last_chunk: Option<[u8; 17]>,
-    /// When the last snapshot was written.
-    last_snapshot: std::time::Instant,
-}
-
-impl Default for Pending {
-    fn default() -> Self {
-        Self {
-            clicks: 0,
-            last_chunk: None,
-            last_snapshot: std::time::Instant::now(),
-        }
-    }
-}
-
-fn chunk_key(first: ClickId) -> [u8; 17] {
+fn chunk_key(first: ClickId) -> ChunkKey {
     let mut k = [CHUNK_TAG; 17];
     k[1..].copy_from_slice(&first.to_bytes());
     k
@@ -112,39 +67,6 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
     k.extend_from_slice(partner.as_bytes());
     k.push(0);
     k
-}
-
-fn count_page_key(page: u32) -> [u8; 5] {
-    let mut k = [COUNT_PAGE; 5];
-    k[1..].copy_from_slice(&page.to_be_bytes());
-    k
-}
-
-/// Appends one `(code, count)` pair to a count page.
-fn put_count(page: &mut Vec<u8>, code: &str, n: u64) {
-    page.push(u8::try_from(code.len()).expect("codes are at most 64 bytes"));
-    page.extend_from_slice(code.as_bytes());
-    page.extend_from_slice(&n.to_be_bytes());
-}
-
-/// Decodes a count page.
-fn read_counts(
-    key: &[u8],
-    mut page: &[u8],
-    mut f: impl FnMut(&str, u64),
-) -> Result<(), StoreError> {
-    while let Some((&len, rest)) = page.split_first() {
-        let len = usize::from(len);
-        if rest.len() < len + 8 {
-            return Err(corrupt(key, "count page ends inside a pair"));
-        }
-        let code =
-            std::str::from_utf8(&rest[..len]).map_err(|_| corrupt(key, "code is not UTF-8"))?;
-        let n = u64::from_be_bytes(rest[len..len + 8].try_into().expect("8 bytes"));
-        f(code, n);
-        page = &rest[len + 8..];
-    }
-    Ok(())
 }
 
 fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
@@ -162,43 +84,22 @@ fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<ClickRecord>, StoreError
 }
 
 impl Store {
-    /// Loads the count snapshot and replays the chunks written after it.
-    pub(super) fn load_click_counts(&self) -> Result<(), StoreError> {
-        for kv in self.clicks.scan_prefix([LEGACY_COUNT]) {
-            let (k, v) = kv?;
-            let n = <[u8; 8]>::try_from(&v[..]).map_err(|_| corrupt(&k, "count is not 8 bytes"))?;
-            let code =
-                std::str::from_utf8(&k[1..]).map_err(|_| corrupt(&k, "code is not UTF-8"))?;
-            self.counts
-                .counts
-                .insert(code.into(), u64::from_be_bytes(n));
-        }
-        for kv in self.clicks.scan_prefix([COUNT_PAGE]) {
-            let (k, v) = kv?;
-            read_counts(&k, &v, |code, n| {
-                self.counts.counts.insert(code.into(), n);
-            })?;
-        }
-        let mark = self.clicks.get(MARK)?;
-        let replay = match &mark {
+    /// Replays the chunks newer than the loaded count pages.
+    pub(super) fn replay_clicks(&self, marks: &Marks) -> Result<(), StoreError> {
+        let replay = match marks.replay_after() {
             Some(m) => self.clicks.range::<&[u8], _>((
                 std::ops::Bound::Excluded(&m[..]),
                 std::ops::Bound::Excluded(&[CHUNK_TAG + 1][..]),
             )),
             None => self.clicks.scan_prefix([CHUNK_TAG]),
         };
-        let mut pending = self.counts.pending.lock().expect("counts lock");
         for kv in replay {
             let (k, v) = kv?;
             for r in decode_chunk(&k, &v)? {
-                *self
-                    .counts
-                    .counts
-                    .entry(r.link.as_str().into())
-                    .or_default() += 1;
-                pending.clicks += 1;
+                if marks.counts(&r.link, &k) {
+                    self.counts.add(&r.link, 1);
+                }
             }
-            pending.last_chunk = <[u8; 17]>::try_from(&k[..]).ok();
         }
         Ok(())
     }
@@ -232,81 +133,41 @@ impl Store {
             }
             last_chunk = Some(key);
         }
+        let Some(mark) = last_chunk else {
+            return Ok(());
+        };
+        let mut deltas: HashMap<&str, u64> = HashMap::new();
+        for r in batch {
+            *deltas.entry(r.link.as_str()).or_default() += 1;
+        }
+        self.counts
+            .rotate_into(&self.clicks, &mut b, mark, &deltas)?;
         self.clicks.apply_batch(b)?;
         self.flush()?;
-
-        let snapshot_due = {
-            let mut pending = self.counts.pending.lock().expect("counts lock");
-            for r in batch {
-                // Look up before inserting: an owned key per click is an
-                // allocation the common case (a known link) does not need.
-                match self.counts.counts.get_mut(r.link.as_str()) {
-                    Some(mut n) => *n += 1,
-                    None => {
-                        *self
-                            .counts
-                            .counts
-                            .entry(r.link.as_str().into())
-                            .or_default() += 1
-                    }
-                }
-            }
-            pending.clicks += batch.len() as u64;
-            pending.last_chunk = last_chunk.or(pending.last_chunk);
-            pending.clicks >= SNAPSHOT_EVERY
-                && pending.last_snapshot.elapsed() >= SNAPSHOT_MIN_INTERVAL
-        };
-        if snapshot_due {
-            self.snapshot_click_counts()?;
+        for (code, n) in deltas {
+            self.counts.add(code, n);
         }
         Ok(())
     }
 
-    /// Writes the changed per-link counts and the replay mark atomically.
+    /// Writes every link's count at once (at shutdown: the next start
+    /// replays nothing).
     pub fn snapshot_click_counts(&self) -> Result<(), StoreError> {
-        let mut pending = self.counts.pending.lock().expect("counts lock");
-        let Some(mark) = pending.last_chunk else {
+        let Some(newest) = self.clicks.scan_prefix([CHUNK_TAG]).keys().next_back() else {
             return Ok(());
         };
-        if pending.clicks == 0 {
-            return Ok(());
-        }
-        // Every count, packed into pages; pages left from a bigger snapshot
-        // and counts in the old one-key-per-link layout are removed in the
-        // same atomic batch.
+        let newest = newest?;
+        let mark =
+            ChunkKey::try_from(&newest[..]).map_err(|_| corrupt(&newest, "not a chunk key"))?;
         let mut b = sled::Batch::default();
-        let mut pages = 0u32;
-        let mut page = Vec::with_capacity(COUNT_PAGE_BYTES + 80);
-        for e in self.counts.counts.iter() {
-            put_count(&mut page, e.key(), *e.value());
-            if page.len() >= COUNT_PAGE_BYTES {
-                b.insert(&count_page_key(pages)[..], std::mem::take(&mut page));
-                pages += 1;
-            }
-        }
-        if !page.is_empty() {
-            b.insert(&count_page_key(pages)[..], page);
-            pages += 1;
-        }
-        for kv in self
-            .clicks
-            .range(count_page_key(pages)..=count_page_key(u32::MAX))
-            .keys()
-            .chain(self.clicks.scan_prefix([LEGACY_COUNT]).keys())
-        {
-            b.remove(kv?);
-        }
-        b.insert(MARK, &mark[..]);
+        self.counts.snapshot_into(&self.clicks, &mut b, mark)?;
         self.clicks.apply_batch(b)?;
-        self.flush()?;
-        pending.clicks = 0;
-        pending.last_snapshot = std::time::Instant::now();
-        Ok(())
+        self.flush()
     }
 
     /// How many clicks a link has on disk.
     pub fn click_count(&self, code: &str) -> u64 {
-        self.counts.counts.get(code).map_or(0, |c| *c)
+        self.counts.get(code)
     }
 
     /// The newest stored click id, to seed the id generator after a restart.
@@ -496,47 +357,106 @@ mod tests {
 
 #[cfg(test)]
 mod count_tests {
+    use super::super::counts::{LEGACY_COUNT, LEGACY_MARK, PAGES};
     use super::*;
+    use crate::model::{ClickHeaders, CookieOutcome};
+
+    fn batch(start: i64, n: usize) -> Vec<ClickRecord> {
+        (0..n)
+            .map(|i| {
+                let id = ClickId::lower_bound(1_790_000_000_000 + start + i as i64);
+                ClickRecord {
+                    id,
+                    at: crate::clock::ms_to_datetime(id.timestamp_ms()),
+                    link: format!("link-{}", i % 500),
+                    partner_id: "p_one".into(),
+                    program: "krispcall".into(),
+                    method: "GET".into(),
+                    ip_hash: "00".into(),
+                    ip_prefix: "203.0.113.0/24".into(),
+                    user_agent: None,
+                    referer: None,
+                    query: None,
+                    headers: ClickHeaders::default(),
+                    cookie: CookieOutcome::Set,
+                    prior_token_error: None,
+                    verdict: "valid".into(),
+                    flags: Vec::new(),
+                }
+            })
+            .collect()
+    }
 
     #[test]
-    fn count_snapshots_span_pages_replace_old_layouts_and_reload_exactly() {
+    fn rolling_pages_legacy_counts_and_crashes_all_reload_exactly() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            // A count in the layout before count pages.
+            // Clicks counted in the layout before pages: one chunk, a
+            // per-code count and the mark.
+            let old = batch(0, 10);
+            let mut enc = codec::ChunkEncoder::new();
+            for r in &old {
+                enc.push(r);
+            }
+            let key = chunk_key(old[0].id);
+            store.clicks.insert(key, enc.finish()).unwrap();
             let mut legacy = vec![LEGACY_COUNT];
-            legacy.extend_from_slice(b"old-link");
+            legacy.extend_from_slice(b"link-3");
             store
                 .clicks
-                .insert(legacy, &7u64.to_be_bytes()[..])
+                .insert(legacy, &1u64.to_be_bytes()[..])
                 .unwrap();
-            // Stale pages far beyond what the next snapshot needs.
-            store
-                .clicks
-                .insert(count_page_key(9_999), &b""[..])
-                .unwrap();
+            store.clicks.insert(LEGACY_MARK, &key[..]).unwrap();
+            // A legacy count with no chunk behind it (older, compacted).
+            let mut gone = vec![LEGACY_COUNT];
+            gone.extend_from_slice(b"gone");
+            store.clicks.insert(gone, &5u64.to_be_bytes()[..]).unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.click_count("old-link"), 7);
-        // Enough links for several pages, then a snapshot.
-        for i in 0..3_000u64 {
-            store.counts.counts.insert(format!("link-{i:05}").into(), i);
-        }
+        let mut expected: HashMap<String, u64> = HashMap::new();
+        *expected.entry("link-3".into()).or_default() += 1;
+        *expected.entry("gone".into()).or_default() += 5;
         {
-            let mut p = store.counts.pending.lock().unwrap();
-            p.clicks = 1;
-            p.last_chunk = Some(chunk_key(ClickId(1)));
+            let store = Store::open(dir.path()).unwrap();
+            for (code, n) in &expected {
+                assert_eq!(store.click_count(code), *n, "{code} after the legacy load");
+            }
+            // Enough batches for more than a full round of pages, each
+            // written with the batch it belongs to; then a "crash" (no
+            // shutdown snapshot).
+            let rounds = (PAGES as usize).div_ceil(256) + 2;
+            for k in 0..rounds {
+                store.counts.owe_pages();
+                let b = batch(1_000 + 1_000 * k as i64, 700);
+                for r in &b {
+                    *expected.entry(r.link.clone()).or_default() += 1;
+                }
+                store.write_clicks(&b).unwrap();
+            }
+            assert_eq!(
+                store.clicks.scan_prefix([LEGACY_COUNT]).count(),
+                0,
+                "legacy counts go once every page is written"
+            );
+            assert!(store.clicks.get(LEGACY_MARK).unwrap().is_none());
         }
+        let store = Store::open(dir.path()).unwrap();
+        for (code, n) in &expected {
+            assert_eq!(store.click_count(code), *n, "{code} after the crash");
+        }
+        // A few more clicks without page writes, a clean stop, a reopen.
+        let b = batch(900_000, 50);
+        for r in &b {
+            *expected.entry(r.link.clone()).or_default() += 1;
+        }
+        store.write_clicks(&b).unwrap();
         store.snapshot_click_counts().unwrap();
-        let pages = store.clicks.scan_prefix([COUNT_PAGE]).count();
-        assert!(pages > 1, "{pages} pages");
-        assert_eq!(store.clicks.scan_prefix([LEGACY_COUNT]).count(), 0);
-        assert!(store.clicks.get(count_page_key(9_999)).unwrap().is_none());
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.click_count("old-link"), 7);
-        assert_eq!(store.click_count("link-02999"), 2_999);
-        assert_eq!(store.counts.counts.len(), 3_001);
+        for (code, n) in &expected {
+            assert_eq!(store.click_count(code), *n, "{code} after the snapshot");
+        }
+        assert_eq!(store.counts.len(), expected.len());
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod clicks;
 mod codec;
+mod counts;
 pub mod events;
 
 pub use clicks::{ClickPage, ClickQuery};
@@ -47,7 +48,7 @@ pub struct Store {
     /// Next event seq; the lock serialises appends.
     next_event_seq: std::sync::Arc<std::sync::Mutex<u64>>,
     /// Per-link click counts (see [`clicks`]).
-    counts: std::sync::Arc<clicks::ClickCounts>,
+    counts: std::sync::Arc<counts::ClickCounts>,
 }
 
 /// sled's page cache. Nothing on the redirect path reads sled (links and
@@ -64,17 +65,19 @@ impl Store {
             .path(dir)
             .cache_capacity(CACHE_BYTES)
             .open()?;
+        let clicks = db.open_tree("clicks")?;
+        let (counts, marks) = counts::ClickCounts::load(&clicks)?;
         let store = Self {
             partners: db.open_tree("partners")?,
             links: db.open_tree("links")?,
-            clicks: db.open_tree("clicks")?,
+            clicks,
             events: db.open_tree("events")?,
             calc: db.open_tree("calc")?,
             next_event_seq: Default::default(),
-            counts: Default::default(),
+            counts: std::sync::Arc::new(counts),
             db,
         };
-        store.load_click_counts()?;
+        store.replay_clicks(&marks)?;
         *store.next_event_seq.lock().expect("event seq lock") = store.last_event_seq()? + 1;
         Ok(store)
     }

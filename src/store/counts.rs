@@ -1,0 +1,303 @@
+//! Per-link click counts: in memory, split into [`PAGES`] buckets by a
+//! stable hash of the link code, and written back to the `clicks` tree a
+//! few pages at a time inside each click batch, so that every page is
+//! rewritten once per [`ROUND`]. Each page records the key of the last
+//! chunk it includes; on open, a chunk's records count only for links whose
+//! page is older than the chunk.
+//!
+//! Writing all counts at once (20 MB for a million links) stalled the
+//! server core for tens of milliseconds every snapshot; a rolling round
+//! spreads the same writes over ten seconds.
+//!
+//! Keys (in the `clicks` tree):
+//! - `N` + page (`u32` BE) → `1`, the 17-byte key of the last chunk
+//!   included, then `(code length: u8, code, count: u64 BE)` pairs
+//! - before pages: `n` + code → `u64` BE count as of the chunk key stored
+//!   at `m`; still read, and removed once every page has been written
+
+use super::StoreError;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Count pages: about 250 links each at a million links.
+pub(super) const PAGES: u32 = 4096;
+/// Time to rewrite every page once under steady traffic.
+pub(super) const ROUND: Duration = Duration::from_secs(10);
+/// Most pages rewritten with one batch.
+const MAX_PAGES_PER_BATCH: u32 = 256;
+
+const PAGE_TAG: u8 = b'N';
+const PAGE_FORMAT: u8 = 1;
+pub(super) const LEGACY_COUNT: u8 = b'n';
+pub(super) const LEGACY_MARK: &[u8] = b"m";
+
+/// A chunk's key (`b` + first click id), which orders chunks.
+pub(super) type ChunkKey = [u8; 17];
+
+/// The page of a link code: FNV-1a, stable across runs and builds.
+pub(super) fn page_of(code: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in code.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(PAGES)) as u32
+}
+
+fn page_key(page: u32) -> [u8; 5] {
+    let mut k = [PAGE_TAG; 5];
+    k[1..].copy_from_slice(&page.to_be_bytes());
+    k
+}
+
+fn corrupt(key: &[u8], reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// What a loaded snapshot covers: for each page, the last chunk its counts
+/// include (`None`: no chunk is included, count them all).
+pub(super) struct Marks(Vec<Option<ChunkKey>>);
+
+impl Marks {
+    /// Whether a record of `code` in chunk `chunk` is missing from the counts.
+    pub(super) fn counts(&self, code: &str, chunk: &[u8]) -> bool {
+        self.0[page_of(code) as usize].is_none_or(|m| chunk > &m[..])
+    }
+
+    /// The oldest mark: chunks at or before it are in every page.
+    pub(super) fn replay_after(&self) -> Option<ChunkKey> {
+        self.0
+            .iter()
+            .copied()
+            .try_fold(None::<ChunkKey>, |lo, m| {
+                m.map(|m| Some(lo.map_or(m, |lo| lo.min(m))))
+            })
+            .flatten()
+    }
+}
+
+struct Rotation {
+    /// Next page to write.
+    next: u32,
+    /// Pages owed to the round, accrued with time.
+    credit: f64,
+    /// When credit was last accrued.
+    at: Instant,
+    /// Pages written since open (legacy keys go once all have been).
+    written: u32,
+    /// Legacy per-code keys may still be on disk.
+    legacy: bool,
+}
+
+/// One page's counts: link code → clicks on disk.
+type Bucket = HashMap<Box<str>, u64>;
+
+/// A decoded page: its mark and its `(code, count)` pairs.
+type Page<'v> = (ChunkKey, Vec<(&'v str, u64)>);
+
+/// The counts, in memory.
+pub(super) struct ClickCounts {
+    pages: Box<[Mutex<Bucket>]>,
+    rotation: Mutex<Rotation>,
+}
+
+impl ClickCounts {
+    /// Loads legacy counts and pages from `tree`.
+    pub(super) fn load(tree: &sled::Tree) -> Result<(Self, Marks), StoreError> {
+        let counts = Self {
+            pages: (0..PAGES).map(|_| Mutex::default()).collect(),
+            rotation: Mutex::new(Rotation {
+                next: 0,
+                credit: 0.0,
+                at: Instant::now(),
+                written: 0,
+                legacy: false,
+            }),
+        };
+        let legacy_mark = match tree.get(LEGACY_MARK)? {
+            Some(m) => Some(
+                ChunkKey::try_from(&m[..])
+                    .map_err(|_| corrupt(LEGACY_MARK, "mark is not a chunk key"))?,
+            ),
+            None => None,
+        };
+        let mut legacy = false;
+        for kv in tree.scan_prefix([LEGACY_COUNT]) {
+            let (k, v) = kv?;
+            legacy = true;
+            let n = <[u8; 8]>::try_from(&v[..]).map_err(|_| corrupt(&k, "count is not 8 bytes"))?;
+            let code =
+                std::str::from_utf8(&k[1..]).map_err(|_| corrupt(&k, "code is not UTF-8"))?;
+            counts.set(code, u64::from_be_bytes(n));
+        }
+        let mut marks = vec![legacy_mark; PAGES as usize];
+        for kv in tree.scan_prefix([PAGE_TAG]) {
+            let (k, v) = kv?;
+            let page = <[u8; 4]>::try_from(&k[1..])
+                .map(u32::from_be_bytes)
+                .ok()
+                .filter(|&p| p < PAGES)
+                .ok_or_else(|| corrupt(&k, "not a count page key"))?;
+            let (mark, pairs) = decode_page(&k, &v)?;
+            marks[page as usize] = Some(mark);
+            let mut bucket = counts.pages[page as usize].lock().expect("counts lock");
+            // The page supersedes legacy counts of its links.
+            bucket.clear();
+            for (code, n) in pairs {
+                bucket.insert(code.into(), n);
+            }
+        }
+        counts.rotation.lock().expect("rotation lock").legacy = legacy || legacy_mark.is_some();
+        Ok((counts, Marks(marks)))
+    }
+
+    fn set(&self, code: &str, n: u64) {
+        self.bucket(code).insert(code.into(), n);
+    }
+
+    fn bucket(&self, code: &str) -> std::sync::MutexGuard<'_, Bucket> {
+        self.pages[page_of(code) as usize]
+            .lock()
+            .expect("counts lock")
+    }
+
+    /// Clicks of `code` on disk.
+    pub(super) fn get(&self, code: &str) -> u64 {
+        self.bucket(code).get(code).copied().unwrap_or(0)
+    }
+
+    /// Adds clicks (once the batch holding them is on disk).
+    pub(super) fn add(&self, code: &str, n: u64) {
+        let mut b = self.bucket(code);
+        match b.get_mut(code) {
+            Some(c) => *c += n,
+            None => {
+                b.insert(code.into(), n);
+            }
+        }
+    }
+
+    /// Links counted.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.pages.iter().map(|p| p.lock().unwrap().len()).sum()
+    }
+
+    /// Makes the next batch write as many pages as one batch may.
+    #[cfg(test)]
+    pub(super) fn owe_pages(&self) {
+        let mut r = self.rotation.lock().unwrap();
+        r.credit = f64::from(MAX_PAGES_PER_BATCH);
+        r.at = Instant::now();
+    }
+
+    /// Adds to `batch` the pages due now, as they will be once the batch
+    /// (whose last chunk is `mark`, adding `deltas`) is applied.
+    pub(super) fn rotate_into(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        mark: ChunkKey,
+        deltas: &HashMap<&str, u64>,
+    ) -> Result<(), StoreError> {
+        let mut r = self.rotation.lock().expect("rotation lock");
+        let now = Instant::now();
+        let owed = now.duration_since(r.at).as_secs_f64() / ROUND.as_secs_f64() * f64::from(PAGES);
+        r.credit = (r.credit + owed).min(f64::from(MAX_PAGES_PER_BATCH));
+        r.at = now;
+        let n = r.credit as u32;
+        r.credit -= f64::from(n);
+        for _ in 0..n {
+            let page = r.next;
+            batch.insert(&page_key(page)[..], self.encode_page(page, mark, deltas));
+            r.next = (page + 1) % PAGES;
+            r.written = r.written.saturating_add(1);
+        }
+        if r.legacy && r.written >= PAGES {
+            remove_legacy(tree, batch)?;
+            r.legacy = false;
+        }
+        Ok(())
+    }
+
+    /// Adds every page to `batch` (a full snapshot at `mark`).
+    pub(super) fn snapshot_into(
+        &self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        mark: ChunkKey,
+    ) -> Result<(), StoreError> {
+        let none = HashMap::new();
+        for page in 0..PAGES {
+            batch.insert(&page_key(page)[..], self.encode_page(page, mark, &none));
+        }
+        let mut r = self.rotation.lock().expect("rotation lock");
+        if r.legacy {
+            remove_legacy(tree, batch)?;
+            r.legacy = false;
+        }
+        Ok(())
+    }
+
+    fn encode_page(&self, page: u32, mark: ChunkKey, deltas: &HashMap<&str, u64>) -> Vec<u8> {
+        let bucket = self.pages[page as usize].lock().expect("counts lock");
+        let mut out = Vec::with_capacity(18 + bucket.len() * 24);
+        out.push(PAGE_FORMAT);
+        out.extend_from_slice(&mark);
+        for (code, n) in bucket.iter() {
+            put_pair(
+                &mut out,
+                code,
+                n + deltas.get(&**code).copied().unwrap_or(0),
+            );
+        }
+        for (code, n) in deltas {
+            if page_of(code) == page && !bucket.contains_key(*code) {
+                put_pair(&mut out, code, *n);
+            }
+        }
+        out
+    }
+}
+
+fn remove_legacy(tree: &sled::Tree, batch: &mut sled::Batch) -> Result<(), StoreError> {
+    for k in tree.scan_prefix([LEGACY_COUNT]).keys() {
+        batch.remove(k?);
+    }
+    batch.remove(LEGACY_MARK);
+    Ok(())
+}
+
+fn put_pair(out: &mut Vec<u8>, code: &str, n: u64) {
+    out.push(u8::try_from(code.len()).expect("codes are at most 64 bytes"));
+    out.extend_from_slice(code.as_bytes());
+    out.extend_from_slice(&n.to_be_bytes());
+}
+
+fn decode_page<'v>(key: &[u8], v: &'v [u8]) -> Result<Page<'v>, StoreError> {
+    let Some((&PAGE_FORMAT, rest)) = v.split_first() else {
+        return Err(corrupt(key, "unknown count page format"));
+    };
+    if rest.len() < 17 {
+        return Err(corrupt(key, "count page too short for its mark"));
+    }
+    let mark = ChunkKey::try_from(&rest[..17]).expect("17 bytes");
+    let mut rest = &rest[17..];
+    let mut pairs = Vec::new();
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if tail.len() < len + 8 {
+            return Err(corrupt(key, "count page ends inside a pair"));
+        }
+        let code =
+            std::str::from_utf8(&tail[..len]).map_err(|_| corrupt(key, "code is not UTF-8"))?;
+        let n = u64::from_be_bytes(tail[len..len + 8].try_into().expect("8 bytes"));
+        pairs.push((code, n));
+        rest = &tail[len + 8..];
+    }
+    Ok((mark, pairs))
+}
