@@ -78,18 +78,18 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
     }
 
     let ip = visitor_ip(peer.ip(), headers, &app.config.trusted_proxies);
-    let text_header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let seen = Seen::new(headers);
     let verdict = app.guard.click(&ClickFacts {
         head: method == "HEAD",
         ip: Some(ip),
-        user_agent: text_header(&USER_AGENT),
-        accept: text_header(&ACCEPT),
-        accept_language: text_header(&ACCEPT_LANGUAGE),
-        sec_fetch_dest: text_header(&SEC_FETCH_DEST),
-        sec_fetch_mode: text_header(&SEC_FETCH_MODE),
-        sec_purpose: text_header(&SEC_PURPOSE),
-        purpose: text_header(&PURPOSE),
-        referer: text_header(&REFERER),
+        user_agent: as_text(seen.user_agent),
+        accept: as_text(seen.accept),
+        accept_language: as_text(seen.accept_language),
+        sec_fetch_dest: as_text(seen.sec_fetch_dest),
+        sec_fetch_mode: as_text(seen.sec_fetch_mode),
+        sec_purpose: as_text(seen.sec_purpose),
+        purpose: as_text(seen.purpose),
+        referer: as_text(seen.referer),
         query: req.uri().query(),
         program: &program.key,
         partner: &live.partner.id,
@@ -170,10 +170,10 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         program: live.partner.program.clone(),
         method,
         ip,
-        user_agent: header(headers, &USER_AGENT),
-        referer: header(headers, &REFERER),
+        user_agent: owned(seen.user_agent),
+        referer: owned(seen.referer),
         query: req.uri().query().map(String::from),
-        headers: evidence(headers),
+        headers: seen.evidence(),
         cookie: cookie_outcome,
         prior_token_error,
         verdict: label,
@@ -257,8 +257,14 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         })
 }
 
-fn header(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    headers.get(name).map(|v| match v.to_str() {
+/// A header's value as text, if it is text.
+fn as_text(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
+}
+
+/// A header's value kept as evidence (bytes that are not text, replaced).
+fn owned(v: Option<&HeaderValue>) -> Option<String> {
+    v.map(|v| match v.to_str() {
         Ok(s) => s.to_owned(),
         Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
     })
@@ -276,23 +282,69 @@ const SEC_CH_UA_PLATFORM: HeaderName = HeaderName::from_static("sec-ch-ua-platfo
 const SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
 const PURPOSE: HeaderName = HeaderName::from_static("purpose");
 
-fn evidence(h: &HeaderMap) -> ClickHeaders {
-    ClickHeaders {
-        accept: header(h, &ACCEPT),
-        accept_language: header(h, &ACCEPT_LANGUAGE),
-        accept_encoding: header(h, &ACCEPT_ENCODING),
-        sec_fetch_site: header(h, &SEC_FETCH_SITE),
-        sec_fetch_mode: header(h, &SEC_FETCH_MODE),
-        sec_fetch_dest: header(h, &SEC_FETCH_DEST),
-        sec_fetch_user: header(h, &SEC_FETCH_USER),
-        sec_ch_ua: header(h, &SEC_CH_UA),
-        sec_ch_ua_mobile: header(h, &SEC_CH_UA_MOBILE),
-        sec_ch_ua_platform: header(h, &SEC_CH_UA_PLATFORM),
-        sec_purpose: header(h, &SEC_PURPOSE),
-        purpose: header(h, &PURPOSE),
-        dnt: header(h, &DNT),
-        upgrade_insecure_requests: header(h, &UPGRADE_INSECURE_REQUESTS),
-        via: header(h, &VIA),
+/// The request headers the redirect reads, each looked up once (the
+/// verdict reads them as text, the click keeps them as evidence).
+struct Seen<'h> {
+    user_agent: Option<&'h HeaderValue>,
+    referer: Option<&'h HeaderValue>,
+    accept: Option<&'h HeaderValue>,
+    accept_language: Option<&'h HeaderValue>,
+    accept_encoding: Option<&'h HeaderValue>,
+    sec_fetch_site: Option<&'h HeaderValue>,
+    sec_fetch_mode: Option<&'h HeaderValue>,
+    sec_fetch_dest: Option<&'h HeaderValue>,
+    sec_fetch_user: Option<&'h HeaderValue>,
+    sec_ch_ua: Option<&'h HeaderValue>,
+    sec_ch_ua_mobile: Option<&'h HeaderValue>,
+    sec_ch_ua_platform: Option<&'h HeaderValue>,
+    sec_purpose: Option<&'h HeaderValue>,
+    purpose: Option<&'h HeaderValue>,
+    dnt: Option<&'h HeaderValue>,
+    upgrade_insecure_requests: Option<&'h HeaderValue>,
+    via: Option<&'h HeaderValue>,
+}
+
+impl<'h> Seen<'h> {
+    fn new(h: &'h HeaderMap) -> Self {
+        Self {
+            user_agent: h.get(USER_AGENT),
+            referer: h.get(REFERER),
+            accept: h.get(ACCEPT),
+            accept_language: h.get(ACCEPT_LANGUAGE),
+            accept_encoding: h.get(ACCEPT_ENCODING),
+            sec_fetch_site: h.get(SEC_FETCH_SITE),
+            sec_fetch_mode: h.get(SEC_FETCH_MODE),
+            sec_fetch_dest: h.get(SEC_FETCH_DEST),
+            sec_fetch_user: h.get(SEC_FETCH_USER),
+            sec_ch_ua: h.get(SEC_CH_UA),
+            sec_ch_ua_mobile: h.get(SEC_CH_UA_MOBILE),
+            sec_ch_ua_platform: h.get(SEC_CH_UA_PLATFORM),
+            sec_purpose: h.get(SEC_PURPOSE),
+            purpose: h.get(PURPOSE),
+            dnt: h.get(DNT),
+            upgrade_insecure_requests: h.get(UPGRADE_INSECURE_REQUESTS),
+            via: h.get(VIA),
+        }
+    }
+
+    fn evidence(&self) -> ClickHeaders {
+        ClickHeaders {
+            accept: owned(self.accept),
+            accept_language: owned(self.accept_language),
+            accept_encoding: owned(self.accept_encoding),
+            sec_fetch_site: owned(self.sec_fetch_site),
+            sec_fetch_mode: owned(self.sec_fetch_mode),
+            sec_fetch_dest: owned(self.sec_fetch_dest),
+            sec_fetch_user: owned(self.sec_fetch_user),
+            sec_ch_ua: owned(self.sec_ch_ua),
+            sec_ch_ua_mobile: owned(self.sec_ch_ua_mobile),
+            sec_ch_ua_platform: owned(self.sec_ch_ua_platform),
+            sec_purpose: owned(self.sec_purpose),
+            purpose: owned(self.purpose),
+            dnt: owned(self.dnt),
+            upgrade_insecure_requests: owned(self.upgrade_insecure_requests),
+            via: owned(self.via),
+        }
     }
 }
 
