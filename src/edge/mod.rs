@@ -289,17 +289,19 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         rng,
         ip_key,
     });
-    // Idle visitors' limiter state is dropped every second: small sweeps,
-    // short pauses.
+    // Idle visitors' state is swept every second, a sixteenth at a time:
+    // small sweeps, short pauses.
     let pruner = {
         let app = app.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(Duration::from_millis(
+                1000 / crate::fraud::PRUNE_PARTS as u64,
+            ));
             loop {
                 tick.tick().await;
                 let a = app.clone();
                 let _ = tokio::task::spawn_blocking(move || {
-                    a.guard.prune();
+                    a.guard.prune_step();
                     a.metrics.limiter_keys.set(a.guard.key_count() as i64);
                 })
                 .await;
