@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Count pages: about 250 links each at a million links.
+/// Count pages: about 250 links each at a million links. Part of the
+/// on-disk format (with [`page_of`]): pages are read back by number.
 pub(super) const PAGES: u32 = 4096;
 /// Time to rewrite every page once under steady traffic.
 pub(super) const ROUND: Duration = Duration::from_secs(10);
@@ -148,6 +149,14 @@ impl ClickCounts {
             // The page supersedes legacy counts of its links.
             bucket.clear();
             for (code, n) in pairs {
+                // PAGES and the hash are part of the format: a code found
+                // in another page than its own would be miscounted.
+                if page_of(code) != page {
+                    return Err(corrupt(
+                        &k,
+                        "a link's count is in another page than its own",
+                    ));
+                }
                 bucket.insert(code.into(), n);
             }
         }
