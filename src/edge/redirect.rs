@@ -262,11 +262,28 @@ fn as_text(v: Option<&HeaderValue>) -> Option<&str> {
     v.and_then(|v| v.to_str().ok())
 }
 
-/// A header's value kept as evidence (bytes that are not text, replaced).
+/// Longest header value kept as evidence: real browsers' headers are far
+/// shorter; a client sending kilobytes gets the first 1 KiB kept (the
+/// verdict still reads all of it), so one request cannot bloat the log.
+const EVIDENCE_MAX: usize = 1024;
+
+/// A header's value kept as evidence: bytes that are not text replaced,
+/// cut at [`EVIDENCE_MAX`] bytes (on a character boundary) with a `…`.
 fn owned(v: Option<&HeaderValue>) -> Option<String> {
-    v.map(|v| match v.to_str() {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+    v.map(|v| {
+        let mut s = match v.to_str() {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        };
+        if s.len() > EVIDENCE_MAX {
+            let mut cut = EVIDENCE_MAX;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push('…');
+        }
+        s
     })
 }
 
@@ -367,6 +384,21 @@ mod tests {
     use super::*;
 
     const ID: ClickId = ClickId(1);
+
+    #[test]
+    fn evidence_is_kept_whole_up_to_a_kilobyte_then_cut_on_a_character() {
+        let short = HeaderValue::from_static("Mozilla/5.0");
+        assert_eq!(owned(Some(&short)).as_deref(), Some("Mozilla/5.0"));
+        assert_eq!(owned(None), None);
+        // 1,023 ASCII bytes and then two-byte characters: the cut lands
+        // inside one and backs off to its start.
+        let long = format!("{}{}", "a".repeat(EVIDENCE_MAX - 1), "é".repeat(100));
+        let v = HeaderValue::from_bytes(long.as_bytes()).unwrap();
+        let kept = owned(Some(&v)).unwrap();
+        assert_eq!(kept, format!("{}…", "a".repeat(EVIDENCE_MAX - 1)));
+        let exact = HeaderValue::from_str(&"b".repeat(EVIDENCE_MAX)).unwrap();
+        assert_eq!(owned(Some(&exact)).unwrap().len(), EVIDENCE_MAX);
+    }
 
     #[test]
     fn location_keeps_destination_and_passes_the_query_through() {
