@@ -133,16 +133,28 @@ pub struct NewLink {
     pub code: Option<String>,
 }
 
+/// A partner as stored, and the part of it its links read on every click
+/// (kept in one entry so the two can never disagree).
+struct PartnerEntry {
+    partner: Partner,
+    live: Arc<LivePartner>,
+}
+
+impl PartnerEntry {
+    fn new(partner: Partner) -> Self {
+        let live = Arc::new(LivePartner::new(&partner));
+        Self { partner, live }
+    }
+}
+
 /// Partners and links, in memory and on disk.
 pub struct Directory {
     /// Programs by key.
     programs: BTreeMap<String, Arc<Program>>,
     /// Durable copy.
     store: Store,
-    /// Partners by id.
-    partners: DashMap<String, Partner>,
-    /// What links share of their partners, by partner id.
-    live_partners: DashMap<String, Arc<LivePartner>>,
+    /// Partners by id, each with what its links share.
+    partners: DashMap<String, PartnerEntry>,
     /// Links by code: the redirect's only lookup.
     links: DashMap<Arc<str>, Arc<LiveLink>>,
     /// Source of ids and codes.
@@ -157,15 +169,13 @@ impl Directory {
             .map(|(k, p)| (k.clone(), Arc::new(p.clone())))
             .collect();
         let partners = DashMap::new();
-        let live_partners = DashMap::new();
         for p in store.partners()? {
-            live_partners.insert(p.id.clone(), Arc::new(LivePartner::new(&p)));
-            partners.insert(p.id.clone(), p);
+            partners.insert(p.id.clone(), PartnerEntry::new(p));
         }
         let links = DashMap::new();
         store.for_each_link(|l| {
             let program = programs.get(&l.program);
-            let partner = live_partners.get(&l.partner_id).map(|p| p.value().clone());
+            let partner = partners.get(&l.partner_id).map(|p| p.live.clone());
             match (program, partner) {
                 (Some(program), Some(partner)) => {
                     let live = LiveLink::new(&l, partner, program.clone());
@@ -188,7 +198,6 @@ impl Directory {
             programs,
             store,
             partners,
-            live_partners,
             links,
             rng: SystemRandom::new(),
         })
@@ -206,7 +215,7 @@ impl Directory {
 
     /// A partner by id.
     pub fn partner(&self, id: &str) -> Option<Partner> {
-        self.partners.get(id).map(|p| p.value().clone())
+        self.partners.get(id).map(|p| p.partner.clone())
     }
 
     /// Changes a partner's standing durably. Terminated is final. Blocks on
@@ -223,11 +232,12 @@ impl Directory {
         }
         p.status = status;
         self.store.put_partner(&p)?;
-        if let Some(live) = self.live_partners.get(id) {
-            live.active
+        if let Some(mut e) = self.partners.get_mut(id) {
+            e.live
+                .active
                 .store(status == PartnerStatus::Active, Ordering::Relaxed);
+            e.partner = p.clone();
         }
-        self.partners.insert(p.id.clone(), p.clone());
         Ok(p)
     }
 
@@ -280,20 +290,23 @@ impl Directory {
             created_at: now,
         };
         self.store.put_partner(&partner)?;
-        self.live_partners
-            .insert(partner.id.clone(), Arc::new(LivePartner::new(&partner)));
-        self.partners.insert(partner.id.clone(), partner.clone());
+        self.partners
+            .insert(partner.id.clone(), PartnerEntry::new(partner.clone()));
         Ok(partner)
     }
 
     /// Validates and durably stores a new link. Blocks on disk.
     pub fn create_link(&self, new: NewLink, now: DateTime<Utc>) -> Result<Link, DirectoryError> {
-        let partner = self.partner(&new.partner_id).ok_or_else(|| {
-            invalid(
-                "partner_id",
-                format!("no partner with id {:?}", new.partner_id),
-            )
-        })?;
+        let (partner, live_partner) = self
+            .partners
+            .get(&new.partner_id)
+            .map(|e| (e.partner.clone(), e.live.clone()))
+            .ok_or_else(|| {
+                invalid(
+                    "partner_id",
+                    format!("no partner with id {:?}", new.partner_id),
+                )
+            })?;
         if partner.status == PartnerStatus::Terminated {
             return Err(invalid("partner_id", "partner is terminated"));
         }
@@ -327,11 +340,6 @@ impl Directory {
                 disabled_at: None,
             };
             if self.store.insert_link(&link)? {
-                let live_partner = self
-                    .live_partners
-                    .get(&partner.id)
-                    .map(|p| p.value().clone())
-                    .unwrap_or_else(|| Arc::new(LivePartner::new(&partner)));
                 let live = LiveLink::new(&link, live_partner, program);
                 self.links.insert(live.code.clone(), Arc::new(live));
                 return Ok(link);

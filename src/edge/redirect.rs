@@ -46,33 +46,27 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
     let now_s = now_ms.div_euclid(1000);
     let headers = req.headers();
 
+    // One read of the keyring for the cookie's check and the new cookie;
+    // rotations (rare) wait for the click.
+    let keyring = app.keyring.read().expect("keyring lock");
     let mut prior_token_error = None;
     let mut keep_existing = false;
     if let Some(token) = cookie_value(headers, &app.config.cookie.name) {
-        let verdict = app
-            .keyring
-            .read()
-            .expect("keyring lock")
-            .verify(token, now_s);
-        match verdict {
+        match keyring.verify(token, now_s) {
             Ok(claims) => {
                 keep_existing = program.attribution == Attribution::FirstClick
                     && claims.program == program.key
                     && *claims.partner_id != *live.partner.id;
             }
-            // Expired cookies and retired keys are not tampering.
-            Err(e @ (TokenError::Expired | TokenError::RetiredKey)) => {
-                app.metrics
-                    .tokens_rejected
-                    .with_label_values(&[e.label()])
-                    .inc();
-            }
             Err(e) => {
-                prior_token_error = Some(e.label());
                 app.metrics
                     .tokens_rejected
                     .with_label_values(&[e.label()])
                     .inc();
+                // Expired cookies and retired keys are not tampering.
+                if !matches!(e, TokenError::Expired | TokenError::RetiredKey) {
+                    prior_token_error = Some(e.label());
+                }
             }
         }
     }
@@ -149,10 +143,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         let mut cookie = String::with_capacity(320);
         cookie.push_str(&app.config.cookie.name);
         cookie.push('=');
-        app.keyring
-            .read()
-            .expect("keyring lock")
-            .sign_into(&claims, &mut cookie);
+        keyring.sign_into(&claims, &mut cookie);
         cookie.push_str("; Max-Age=");
         cookie.push_str(itoa(program.cookie_seconds(), &mut [0u8; 20]));
         cookie.push_str(&app.cookie_attributes);
@@ -162,6 +153,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         );
         CookieOutcome::Set
     };
+    drop(keyring);
 
     app.clicklog.enqueue(Click {
         id: click_id,
