@@ -17,11 +17,12 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its first allocation: return freed memory
 /// to the system from one background thread instead of inline in whichever
-/// thread frees or allocates. Inline purging after the fraud pruner frees a
-/// part of the visitor windows stalled the redirect thread: with this, the
-/// fixed-rate p99 / p99.9 of `loadtest/run` went from 1.3-3.4 / 4.4-9.4 ms
-/// to 0.85-1.15 / 2.3-3.0 ms, for ~3% more CPU. `_RJEM_MALLOC_CONF` in the
-/// environment still overrides.
+/// thread frees or allocates. Likely cause of the stalls it removed: inline
+/// purging in the redirect thread after the fraud pruner frees visitor
+/// windows. `loadtest/run` fixed-rate p99 / p99.9 went from 1.3-3.4 /
+/// 4.4-9.4 ms to 0.85-1.15 / 2.3-3.0 ms (CPU per redirect within
+/// run-to-run noise). `_RJEM_MALLOC_CONF` in the environment still
+/// overrides.
 #[allow(non_upper_case_globals)]
 #[export_name = "_rjem_malloc_conf"]
 pub static malloc_conf: &[u8] = b"background_thread:true,max_background_threads:1\0";

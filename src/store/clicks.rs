@@ -277,6 +277,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::counts::{LEGACY_COUNT, LEGACY_MARK, PAGES};
     use super::*;
     use crate::model::{ClickHeaders, CookieOutcome};
 
@@ -353,36 +354,13 @@ mod tests {
             .unwrap();
         assert_eq!(all.clicks, batch);
     }
-}
 
-#[cfg(test)]
-mod count_tests {
-    use super::super::counts::{LEGACY_COUNT, LEGACY_MARK, PAGES};
-    use super::*;
-    use crate::model::{ClickHeaders, CookieOutcome};
-
+    /// `n` clicks, one a millisecond from `start`, over 500 links.
     fn batch(start: i64, n: usize) -> Vec<ClickRecord> {
         (0..n)
             .map(|i| {
                 let id = ClickId::lower_bound(1_790_000_000_000 + start + i as i64);
-                ClickRecord {
-                    id,
-                    at: crate::clock::ms_to_datetime(id.timestamp_ms()),
-                    link: format!("link-{}", i % 500),
-                    partner_id: "p_one".into(),
-                    program: "krispcall".into(),
-                    method: "GET".into(),
-                    ip_hash: "00".into(),
-                    ip_prefix: "203.0.113.0/24".into(),
-                    user_agent: None,
-                    referer: None,
-                    query: None,
-                    headers: ClickHeaders::default(),
-                    cookie: CookieOutcome::Set,
-                    prior_token_error: None,
-                    verdict: "valid".into(),
-                    flags: Vec::new(),
-                }
+                record(id, &format!("link-{}", i % 500))
             })
             .collect()
     }

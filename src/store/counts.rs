@@ -70,14 +70,14 @@ impl Marks {
     }
 
     /// The oldest mark: chunks at or before it are in every page.
+    /// `None` when some page includes no chunk: replay from the start.
     pub(super) fn replay_after(&self) -> Option<ChunkKey> {
-        self.0
-            .iter()
-            .copied()
-            .try_fold(None::<ChunkKey>, |lo, m| {
-                m.map(|m| Some(lo.map_or(m, |lo| lo.min(m))))
-            })
-            .flatten()
+        let mut oldest: Option<ChunkKey> = None;
+        for m in &self.0 {
+            let m = (*m)?;
+            oldest = Some(oldest.map_or(m, |o| o.min(m)));
+        }
+        oldest
     }
 }
 
