@@ -13,7 +13,7 @@
 //! - `N`, `n`, `m`: click counts (see [`super::counts`])
 
 use super::counts::{ChunkKey, Marks};
-use super::{codec, Store, StoreError};
+use super::{codec, corrupt, Store, StoreError};
 use crate::id::ClickId;
 use crate::model::ClickRecord;
 use std::collections::HashMap;
@@ -67,13 +67,6 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
     k.extend_from_slice(partner.as_bytes());
     k.push(0);
     k
-}
-
-fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.into(),
-    }
 }
 
 fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<ClickRecord>, StoreError> {

@@ -15,7 +15,7 @@
 //! - before pages: `n` + code → `u64` BE count as of the chunk key stored
 //!   at `m`; still read, and removed once every page has been written
 
-use super::StoreError;
+use super::{corrupt, StoreError};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -50,13 +50,6 @@ fn page_key(page: u32) -> [u8; 5] {
     let mut k = [PAGE_TAG; 5];
     k[1..].copy_from_slice(&page.to_be_bytes());
     k
-}
-
-fn corrupt(key: &[u8], reason: &str) -> StoreError {
-    StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.into(),
-    }
 }
 
 /// What a loaded snapshot covers: for each page, the last chunk its counts

@@ -148,10 +148,15 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn from_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(key, e.to_string()))
+}
+
+/// A value under `key` that cannot be read back.
+fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
-        reason: e.to_string(),
-    })
+        reason: reason.into(),
+    }
 }
 
 fn get_json<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, StoreError> {
