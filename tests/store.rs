@@ -38,22 +38,6 @@ fn batch(ids: &ClickIdGen, start_ms: i64, n: usize) -> Vec<ClickRecord> {
         .collect()
 }
 
-/// Opens the store, waiting for a just-dropped handle's background flusher
-/// to let go of the file lock (in-process reopening only; a restarted
-/// process gets the lock at once).
-fn reopen(dir: &std::path::Path) -> Store {
-    for _ in 0..100 {
-        match Store::open(dir) {
-            Ok(s) => return s,
-            Err(e) if e.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("the database lock was never released");
-}
-
 fn all(store: &Store, mut q: ClickQuery) -> Vec<ClickRecord> {
     let mut out = Vec::new();
     loop {
@@ -134,20 +118,20 @@ fn counts_survive_a_crash_and_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let ids = ClickIdGen::new(None);
     {
-        let store = reopen(dir.path());
+        let store = Store::open(dir.path()).unwrap();
         store.write_clicks(&batch(&ids, T0, 30)).unwrap();
         store.snapshot_click_counts().unwrap();
         store.write_clicks(&batch(&ids, T0 + 1_000, 30)).unwrap();
         // Dropped without a snapshot: as after `kill -9`.
     }
-    let store = reopen(dir.path());
+    let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.click_count("link-0"), 20);
     assert_eq!(store.click_count("link-2"), 20);
     assert_eq!(store.click_count("nope"), 0);
     store.write_clicks(&batch(&ids, T0 + 2_000, 3)).unwrap();
     store.snapshot_click_counts().unwrap();
     drop(store);
-    let store = reopen(dir.path());
+    let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.click_count("link-0"), 21);
     assert_eq!(
         all(

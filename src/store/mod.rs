@@ -59,12 +59,24 @@ pub struct Store {
 const CACHE_BYTES: u64 = 16 << 20;
 
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`. A handle dropped in this
+    /// process keeps the file lock until sled's background flusher lets go,
+    /// a moment later: the open waits up to 2 s for it (another process
+    /// holding the database still fails, after that wait).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
+        let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
+        let mut waited = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if waited < 100 && e.to_string().contains("acquire lock") =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    waited += 1;
+                }
+                other => break other?,
+            }
+        };
         let clicks = db.open_tree("clicks")?;
         let (counts, marks) = counts::ClickCounts::load(&clicks)?;
         let store = Self {
