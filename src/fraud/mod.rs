@@ -299,14 +299,14 @@ struct ProgramGuard {
     visitor: Limit<u64>,
     partner: Limit<u64>,
     /// Partners with their own limit.
-    partner_overrides: HashMap<u64, Limit<u64>>,
+    partner_overrides: HashMap<u64, Limit<u64>, FastHash>,
 }
 
 /// All in-memory fraud state.
 pub struct Guard {
     clock: SharedClock,
     networks: Networks,
-    programs: HashMap<String, ProgramGuard>,
+    programs: HashMap<String, ProgramGuard, FastHash>,
     /// Keys strings into the u64 map keys.
     hasher: FastHash,
     /// visitor → their last few clicks, for duplicates and bursts: one map
@@ -408,6 +408,14 @@ fn visitor_key(ip: Option<IpAddr>, hasher: &FastHash) -> u64 {
         Some(IpAddr::V6(a)) => hasher.hash_one(u128::from(a)) | 1 << 63,
         None => 0,
     }
+}
+
+/// Whether `haystack` contains `needle` (ASCII lowercase), ignoring ASCII case.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn host_of(url: &str) -> Option<&str> {
@@ -684,8 +692,11 @@ impl Guard {
             }
             if hit.is_none() && !r.brand_terms.is_empty() {
                 if let Some(referer) = f.referer {
-                    let host = host_of(referer).unwrap_or_default().to_ascii_lowercase();
-                    if SEARCH_ENGINES.iter().any(|s| host.contains(s)) {
+                    let host = host_of(referer).unwrap_or_default();
+                    // Most clicks with a referer are not from a search
+                    // engine: match without lowering the host into a String.
+                    if SEARCH_ENGINES.iter().any(|s| contains_ignore_case(host, s)) {
+                        let host = host.to_ascii_lowercase();
                         let q = referer.split_once('?').map(|(_, q)| q).unwrap_or_default();
                         let terms: String = url::form_urlencoded::parse(q.as_bytes())
                             .filter(|(k, _)| {
