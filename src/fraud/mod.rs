@@ -803,6 +803,14 @@ mod tests {
     }
 
     #[test]
+    fn search_engine_hosts_match_in_any_case() {
+        assert!(contains_ignore_case("WWW.Google.COM", "google."));
+        assert!(contains_ignore_case("search.brave.com", "search.brave.com"));
+        assert!(!contains_ignore_case("goog.le", "google."));
+        assert!(!contains_ignore_case("", "bing.com"));
+    }
+
+    #[test]
     fn ages_survive_the_tick_wrapping() {
         let before_wrap = (u32::MAX as i64 - 5) * 10;
         let after_wrap = before_wrap + 2_000;
