@@ -253,8 +253,8 @@ impl Writer {
         // One trip to the blocking pool per batch: anonymise, write, and
         // free the records there; they come back only for a retry.
         let mut failed = tokio::task::spawn_blocking(move || {
-            let records: Vec<ClickRecord> = clicks.into_iter().map(|c| anon.record(c)).collect();
-            store.write_clicks(&records).err().map(|e| (records, e))
+            let records = clicks.into_iter().map(|c| anon.record(c)).collect();
+            write_or_hand_back(&store, records)
         })
         .await
         .expect("anonymiser and store do not panic");
@@ -278,15 +278,22 @@ impl Writer {
             tokio::time::sleep(backoff).await;
             backoff *= 2;
             let store = self.store.clone();
-            failed = tokio::task::spawn_blocking(move || {
-                store.write_clicks(&records).err().map(|e| (records, e))
-            })
-            .await
-            .expect("store does not panic");
+            failed = tokio::task::spawn_blocking(move || write_or_hand_back(&store, records))
+                .await
+                .expect("store does not panic");
         }
         self.metrics
             .clicks_dropped
             .with_label_values(&["write_failed"])
             .inc_by(n as u64);
     }
+}
+
+/// Writes a batch; on failure hands the records back for a retry (on
+/// success they are freed here, on the blocking thread).
+fn write_or_hand_back(
+    store: &Store,
+    records: Vec<ClickRecord>,
+) -> Option<(Vec<ClickRecord>, crate::store::StoreError)> {
+    store.write_clicks(&records).err().map(|e| (records, e))
 }
