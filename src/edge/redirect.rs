@@ -90,6 +90,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         link: &live.code,
         partner_hosts: &live.partner.hosts,
         token_error: prior_token_error,
+        now_ms: Some(now_ms),
     });
     let label = verdict.label();
     let counters = app.program_metrics(&program.key);

@@ -13,7 +13,9 @@ use crate::clock::SharedClock;
 use dashmap::DashMap;
 use governor::clock::Clock as GovClock;
 use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use networks::Networks;
 use serde::{Deserialize, Serialize};
@@ -21,7 +23,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a click was flagged.
@@ -190,6 +193,9 @@ pub struct ClickFacts<'a> {
     pub partner_hosts: &'a [String],
     /// Why the attribution cookie the visitor sent was refused.
     pub token_error: Option<&'static str>,
+    /// The click's instant (epoch ms), if the caller has read the clock
+    /// already; the guard reads it otherwise.
+    pub now_ms: Option<i64>,
 }
 
 /// Governor on the app's clock, so tests drive limiters with a fake clock.
@@ -246,17 +252,38 @@ pub const PRUNE_PARTS: usize = 16;
 
 type Keyed<K> = RateLimiter<K, DashMapStateStore<K, FastHash>, AppClock, NoOpMiddleware<Duration>>;
 
+/// `n` clicks per `per`, all of them allowed at once.
+fn quota(per: Duration, n: u32) -> Quota {
+    let n = NonZeroU32::new(n.max(1)).expect("non-zero");
+    Quota::with_period(per / n.get())
+        .expect("positive period")
+        .allow_burst(n)
+}
+
+/// Whether charging `n` clicks at once puts `key` over `limiter`'s quota
+/// (`n = 0` charges nothing).
+fn over_by<K, S>(
+    limiter: &RateLimiter<K, S, AppClock, NoOpMiddleware<Duration>>,
+    key: &K,
+    n: u32,
+) -> bool
+where
+    K: std::hash::Hash + Eq + Clone,
+    S: StateStore<Key = K>,
+{
+    match NonZeroU32::new(n) {
+        None => false,
+        Some(n) => !matches!(limiter.check_key_n(key, n), Ok(Ok(_))),
+    }
+}
+
 /// A keyed limiter on the app clock, and its most keys since it last shrank.
 struct Limit<K: std::hash::Hash + Eq + Clone>(Keyed<K>, AtomicUsize);
 
 impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
     fn new(per: Duration, n: u32, clock: &AppClock) -> Self {
-        let n = NonZeroU32::new(n.max(1)).expect("non-zero");
-        let quota = Quota::with_period(per / n.get())
-            .expect("positive period")
-            .allow_burst(n);
         Self(
-            RateLimiter::new(quota, DashMapStateStore::default(), clock.clone()),
+            RateLimiter::new(quota(per, n), DashMapStateStore::default(), clock.clone()),
             AtomicUsize::new(0),
         )
     }
@@ -270,10 +297,7 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
     /// late, with the second: a fresh key cannot be over any limit, and
     /// skipping its insert is most of the cost for one-click visitors).
     fn over_n(&self, key: &K, n: u32) -> bool {
-        match NonZeroU32::new(n) {
-            None => false,
-            Some(n) => !matches!(self.0.check_key_n(key, n), Ok(Ok(_))),
-        }
+        over_by(&self.0, key, n)
     }
 
     fn prune(&self) {
@@ -293,10 +317,72 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
     }
 }
 
+/// One program's visitors, each in one map entry holding their recent
+/// clicks and their per-visitor limiter state, so a click looks its
+/// visitor up once (the limiter's second access finds the entry hot).
+/// Split in [`PRUNE_PARTS`] parts that [`Guard::prune_step`] sweeps one at
+/// a time.
+struct Visitors {
+    parts: Box<[DashMap<u64, Recent, FastHash>]>,
+}
+
+impl Visitors {
+    fn new() -> Self {
+        Self {
+            parts: (0..PRUNE_PARTS)
+                .map(|_| {
+                    DashMap::with_hasher_and_shard_amount(FastHash::default(), SHARDS / PRUNE_PARTS)
+                })
+                .collect(),
+        }
+    }
+
+    /// The part holding a visitor.
+    fn part(&self, visitor: u64) -> &DashMap<u64, Recent, FastHash> {
+        // IPv4 keys are the address (the low bits vary most), IPv6 keys a hash.
+        &self.parts[visitor as usize % PRUNE_PARTS]
+    }
+
+    fn len(&self) -> usize {
+        self.parts.iter().map(DashMap::len).sum()
+    }
+}
+
+/// The per-visitor limiter's governor state store: each visitor's GCRA
+/// state (the theoretical arrival time) lives in its [`Visitors`] entry.
+struct VisitorTats(Arc<Visitors>);
+
+impl StateStore for VisitorTats {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        // The entry's write lock makes measure-and-replace atomic.
+        let mut v = self.0.part(*key).entry(*key).or_default();
+        let (out, tat) = f((v.tat != 0).then(|| Nanos::from(v.tat)))?;
+        // 0 means "never charged".
+        v.tat = tat.as_u64().max(1);
+        Ok(out)
+    }
+}
+
+type VisitorLimit = RateLimiter<u64, VisitorTats, AppClock, NoOpMiddleware<Duration>>;
+
+/// How long a visitor the per-visitor limiter has charged is remembered
+/// after their last click: its quota is per minute, so a minute after the
+/// last click the state is a fresh visitor's again.
+const LIMITED_MEMORY_MS: i64 = 60_000;
+
 struct ProgramGuard {
     rules: FraudRules,
+    /// Longest window (duplicate, burst) this program's visitors are kept.
+    window_ms: i64,
+    visitors: Arc<Visitors>,
     visitor_link: Limit<(u64, u64)>,
-    visitor: Limit<u64>,
+    /// Keyed by visitor; its state lives in `visitors`.
+    visitor: VisitorLimit,
     partner: Limit<u64>,
     /// Partners with their own limit.
     partner_overrides: HashMap<u64, Limit<u64>, FastHash>,
@@ -309,14 +395,15 @@ pub struct Guard {
     programs: HashMap<String, ProgramGuard, FastHash>,
     /// Keys strings into the u64 map keys.
     hasher: FastHash,
-    /// visitor → their last few clicks, for duplicates and bursts: one map
-    /// entry per visitor, no allocation.
-    recent: Box<[DashMap<u64, Recent, FastHash>]>,
-    /// Next window part [`Guard::prune_step`] sweeps.
+    /// Hashes of user agents recently classified human (see
+    /// [`Guard::user_agent_reason`]).
+    human_agents: Box<[AtomicU64]>,
+    /// Next visitor part [`Guard::prune_step`] sweeps.
     prune_cursor: AtomicUsize,
-    /// Longest window kept in `seen` and `recent`.
-    window_ms: i64,
 }
+
+/// Slots in the table of user agents known to be human.
+const HUMAN_AGENT_SLOTS: usize = 4096;
 
 const AD_CLICK_IDS: &[&str] = &[
     "gclid",
@@ -345,15 +432,19 @@ const SEARCH_ENGINES: &[&str] = &[
     "qwant.com",
 ];
 
-/// A visitor's last clicks, newest last, kept small (56 bytes, 64 with its
-/// key): at tens of thousands of new visitors a second, held for the
-/// longest window, this map is the largest fraud state. Links and partners
-/// are 32-bit fingerprints (a collision can at worst merge two links'
-/// duplicate windows for one visitor); times are [`Tick`]s.
+/// A visitor's last clicks, newest last, and their per-visitor limiter
+/// state, kept small (64 bytes, 72 with its key): at tens of thousands of
+/// new visitors a second, held for the longest window, this map is the
+/// largest fraud state. Links and partners are 32-bit fingerprints (a
+/// collision can at worst merge two links' duplicate windows for one
+/// visitor); times are [`Tick`]s.
 #[derive(Default, Clone, Copy)]
 struct Recent {
     /// (link fingerprint, partner fingerprint, tick).
     clicks: [(u32, u32, u32); RECENT],
+    /// The per-visitor limiter's GCRA state (governor's nanoseconds since
+    /// the limiter started); 0 until the visitor is first charged.
+    tat: u64,
     len: u8,
     /// Clicks over a visitor limit in `over_minute`.
     over: u16,
@@ -433,13 +524,9 @@ impl Guard {
     ) -> Self {
         let gclock = AppClock(clock.clone());
         let hasher = FastHash::default();
-        let mut window_ms = 0;
         let programs = programs
             .into_iter()
             .map(|(key, rules)| {
-                window_ms = window_ms
-                    .max(rules.duplicate_window_seconds as i64 * 1000)
-                    .max(rules.burst_window_seconds as i64 * 1000);
                 let minute = Duration::from_secs(60);
                 let partner_overrides = rules
                     .partner_limits
@@ -451,9 +538,18 @@ impl Guard {
                         )
                     })
                     .collect();
+                let visitors = Arc::new(Visitors::new());
                 let g = ProgramGuard {
+                    window_ms: (rules.duplicate_window_seconds as i64 * 1000)
+                        .max(rules.burst_window_seconds as i64 * 1000)
+                        .max(1),
                     visitor_link: Limit::new(minute, rules.visitor_link_per_minute, &gclock),
-                    visitor: Limit::new(minute, rules.visitor_per_minute, &gclock),
+                    visitor: RateLimiter::new(
+                        quota(minute, rules.visitor_per_minute),
+                        VisitorTats(visitors.clone()),
+                        gclock.clone(),
+                    ),
+                    visitors,
                     partner: Limit::new(Duration::from_secs(1), rules.partner_per_second, &gclock),
                     partner_overrides,
                     rules,
@@ -466,13 +562,8 @@ impl Guard {
             networks: Networks::built_in(),
             programs,
             hasher,
-            recent: (0..PRUNE_PARTS)
-                .map(|_| {
-                    DashMap::with_hasher_and_shard_amount(FastHash::default(), SHARDS / PRUNE_PARTS)
-                })
-                .collect(),
+            human_agents: (0..HUMAN_AGENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             prune_cursor: AtomicUsize::new(0),
-            window_ms,
         }
     }
 
@@ -489,7 +580,7 @@ impl Guard {
             return Verdict { flags, action };
         };
         let r = &pg.rules;
-        let now = self.clock.now_ms();
+        let now = f.now_ms.unwrap_or_else(|| self.clock.now_ms());
         let _instant = VerdictInstant::set(now);
         let visitor = visitor_key(f.ip, &self.hasher);
         let now_tick = tick(now);
@@ -511,7 +602,7 @@ impl Guard {
         match f.user_agent {
             None => flag(Reason::Bot, "no user-agent".into()),
             Some(ua) => {
-                if let Some(why) = ua::bot_reason(ua) {
+                if let Some(why) = self.user_agent_reason(ua) {
                     flag(Reason::Bot, why);
                 }
             }
@@ -572,7 +663,7 @@ impl Guard {
         {
             let dup_window = r.duplicate_window_seconds as i64 * 1000;
             let burst_window = r.burst_window_seconds as i64 * 1000;
-            let mut recent = self.window(visitor).entry(visitor).or_default();
+            let mut recent = pg.visitors.part(visitor).entry(visitor).or_default();
             seen_before = (recent.len, recent.iter().filter(|c| c.0 == link32).count());
             let last_here = recent
                 .iter()
@@ -624,10 +715,7 @@ impl Guard {
             1 => pg.visitor_link.over(&(visitor, link)),
             n => pg.visitor_link.over_n(&(visitor, link), n),
         };
-        let over_visitor = match charge(seen_before.0 as usize) {
-            1 => pg.visitor.over(&visitor),
-            n => pg.visitor.over_n(&visitor, n),
-        };
+        let over_visitor = over_by(&pg.visitor, &visitor, charge(seen_before.0 as usize));
         if over_link {
             flag(
                 Reason::RateLimited,
@@ -663,7 +751,7 @@ impl Guard {
             );
         }
         if over_link || over_visitor {
-            if let Some(mut recent) = self.window(visitor).get_mut(&visitor) {
+            if let Some(mut recent) = pg.visitors.part(visitor).get_mut(&visitor) {
                 let minute = now.div_euclid(60_000) as u32;
                 if recent.over_minute != minute {
                     recent.over_minute = minute;
@@ -723,10 +811,22 @@ impl Guard {
         Verdict { flags, action }
     }
 
-    /// The window part holding a visitor.
-    fn window(&self, visitor: u64) -> &DashMap<u64, Recent, FastHash> {
-        // IPv4 keys are the address (the low bits vary most), IPv6 keys a hash.
-        &self.recent[visitor as usize % PRUNE_PARTS]
+    /// Why a user agent is a bot's, or `None` for a browser's. Real traffic
+    /// repeats a few thousand browser strings: their seeded 64-bit hashes
+    /// sit in a small direct-mapped table, and a hit skips the classifier's
+    /// scan (a bot's string is classified every time, for its evidence).
+    fn user_agent_reason(&self, agent: &str) -> Option<String> {
+        // Low bit set: 0 marks an empty slot.
+        let h = self.hasher.hash_one(agent) | 1;
+        let slot = &self.human_agents[(h >> 32) as usize % HUMAN_AGENT_SLOTS];
+        if slot.load(Ordering::Relaxed) == h {
+            return None;
+        }
+        let reason = ua::bot_reason(agent);
+        if reason.is_none() {
+            slot.store(h, Ordering::Relaxed);
+        }
+        reason
     }
 
     /// Drops idle visitors' limiter state and expired window entries, all
@@ -751,20 +851,26 @@ impl Guard {
 
     fn prune_window(&self, part: usize) {
         let now = tick(self.clock.now_ms());
-        let keep = self.window_ms.max(1);
-        let map = &self.recent[part];
-        map.retain(|_, v| v.youngest_ms(now).is_some_and(|a| a <= keep));
-        // Shrinking rehashes every entry: only when mostly empty, not every
-        // second in a steady state (that churn showed in the profile).
-        if map.len() * 4 < map.capacity() {
-            map.shrink_to_fit();
+        for g in self.programs.values() {
+            let keep = g.window_ms;
+            let keep_limited = keep.max(LIMITED_MEMORY_MS);
+            let map = &g.visitors.parts[part];
+            map.retain(|_, v| {
+                let keep = if v.tat != 0 { keep_limited } else { keep };
+                v.youngest_ms(now).is_some_and(|a| a <= keep)
+            });
+            // Shrinking rehashes every entry: only when mostly empty, not
+            // every second in a steady state (that churn showed in the
+            // profile).
+            if map.len() * 4 < map.capacity() {
+                map.shrink_to_fit();
+            }
         }
     }
 
     fn prune_limiters(&self) {
         for g in self.programs.values() {
             g.visitor_link.prune();
-            g.visitor.prune();
             g.partner.prune();
             for l in g.partner_overrides.values() {
                 l.prune();
@@ -772,14 +878,13 @@ impl Guard {
         }
     }
 
-    /// Keys held by the limiters and windows, for the limiter-keys metric.
+    /// Keys held by the limiters and visitor maps, for the limiter-keys
+    /// metric.
     pub fn key_count(&self) -> usize {
-        let limiters: usize = self
-            .programs
+        self.programs
             .values()
-            .map(|g| g.visitor_link.len() + g.visitor.len() + g.partner.len())
-            .sum();
-        limiters + self.recent.iter().map(DashMap::len).sum::<usize>()
+            .map(|g| g.visitor_link.len() + g.partner.len() + g.visitors.len())
+            .sum()
     }
 }
 
@@ -797,9 +902,92 @@ mod tests {
 
     #[test]
     fn window_entries_stay_small() {
-        // The per-visitor window is the largest fraud state; keep it at
-        // 56 bytes (64 with its key) so a million visitors fit in ~73 MB.
-        assert_eq!(std::mem::size_of::<Recent>(), 56);
+        // The per-visitor entry is the largest fraud state; keep it at
+        // 64 bytes (72 with its key) so a million visitors fit in ~80 MB.
+        assert_eq!(std::mem::size_of::<Recent>(), 64);
+    }
+
+    const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+    fn guard(clock: &Arc<crate::clock::FakeClock>) -> Guard {
+        Guard::new(
+            [("p".to_string(), FraudRules::default())],
+            clock.clone() as SharedClock,
+        )
+    }
+
+    fn clock() -> Arc<crate::clock::FakeClock> {
+        Arc::new(crate::clock::FakeClock::new(
+            "2026-03-01T00:00:00Z".parse().unwrap(),
+        ))
+    }
+
+    fn click_from<'a>(ip: &str, link: &'a str, hosts: &'a [String]) -> ClickFacts<'a> {
+        ClickFacts {
+            ip: Some(ip.parse().unwrap()),
+            user_agent: Some(FIREFOX),
+            accept: Some("text/html"),
+            accept_language: Some("en"),
+            program: "p",
+            partner: "p_1",
+            link,
+            partner_hosts: hosts,
+            ..ClickFacts::default()
+        }
+    }
+
+    #[test]
+    fn known_human_agents_never_hide_a_bot() {
+        let g = guard(&clock());
+        let bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        for _ in 0..3 {
+            assert_eq!(g.user_agent_reason(FIREFOX), None);
+            assert!(g.user_agent_reason(bot).is_some());
+        }
+    }
+
+    #[test]
+    fn charged_visitors_are_kept_for_the_limiters_minute() {
+        let clock = clock();
+        let g = guard(&clock);
+        let hosts = Vec::new();
+        // One click: only the 30 s duplicate window remembers it. Three
+        // clicks: the per-visitor limiter has charged the visitor.
+        let first = g.click(&click_from("100.64.0.1", "a", &hosts));
+        assert!(first.flags.is_empty(), "{:?}", first.flags);
+        for link in ["a", "b", "c"] {
+            g.click(&click_from("100.64.0.2", link, &hosts));
+        }
+        clock.advance(chrono::Duration::seconds(40));
+        g.prune();
+        assert_eq!(
+            g.programs["p"].visitors.len(),
+            1,
+            "the charged visitor stays"
+        );
+        clock.advance(chrono::Duration::seconds(21));
+        g.prune();
+        assert_eq!(g.key_count(), 0, "a minute on, both are forgotten");
+    }
+
+    #[test]
+    fn the_visitor_limit_holds_across_links() {
+        let clock = clock();
+        let g = guard(&clock);
+        let hosts = Vec::new();
+        let links: Vec<String> = (0..61).map(|i| format!("l{i}")).collect();
+        let limited: Vec<bool> = links
+            .iter()
+            .map(|l| {
+                g.click(&click_from("100.64.0.3", l, &hosts))
+                    .flags
+                    .iter()
+                    .any(|f| f.reason == Reason::RateLimited)
+            })
+            .collect();
+        // 60 a minute are allowed at once; the 61st is over.
+        assert!(limited[..60].iter().all(|l| !l), "{limited:?}");
+        assert!(limited[60]);
     }
 
     #[test]

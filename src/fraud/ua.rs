@@ -104,10 +104,11 @@ const BOT_TOKENS: &[&str] = &[
     "pinterestbot",
     "tumblr/",
     "vkshare",
-    "google-inspectiontool",
-    "google-read-aloud",
-    "google-site-verification",
-    "google-extended",
+    // Google's fetchers all name themselves Google-Something
+    // (InspectionTool, Read-Aloud, Site-Verification, Extended, Safety,
+    // PhysicalWeb, CloudVertexBot…); its browsers and apps never do.
+    "google-",
+    "google favicon",
     "googleother",
     "mediapartners",
     "adsbot",
@@ -177,6 +178,13 @@ const BOT_TOKENS: &[&str] = &[
     "ptst/",
     "chrome-lighthouse",
     "speedcurve",
+    // crawlers that put their name in an otherwise browser-like string
+    "ips-agent",
+    "appinsights",
+    "outbrain",
+    "(java)",
+    "datanyze",
+    "ttd-content",
 ];
 
 /// Browsers whose names contain a bot token (`CUBOT` phones).
@@ -233,16 +241,8 @@ pub fn bot_reason(ua: &str) -> Option<String> {
     if ua.len() < 25 {
         return Some(format!("user-agent {ua:?} is too short for a browser"));
     }
-    if !ua
-        .get(..8)
-        .is_some_and(|p| p.eq_ignore_ascii_case("mozilla/"))
-    {
-        return Some("user-agent does not start with Mozilla/".into());
-    }
-    // Every browser in use sends Mozilla/5.0; Mozilla/4 and older are
-    // crawlers imitating long-dead Internet Explorers.
-    if !ua[8..].starts_with('5') {
-        return Some("user-agent claims a pre-2000s Mozilla version".into());
+    if let Some(why) = unlike_a_browser(ua) {
+        return Some(why.into());
     }
     let c = &*CLASSIFIER;
     let mut exceptions = [(0usize, 0usize); 2];
@@ -296,6 +296,28 @@ pub fn bot_reason(ua: &str) -> Option<String> {
     None
 }
 
+/// Why a user agent's leading product is not one a browser in use sends.
+///
+/// Every browser in use sends `Mozilla/5.0 (…)`, except two older families
+/// that still have real users: Presto-era Opera (`Opera/9.80`, which Opera
+/// Mini still sends) and Internet Explorer 7 and 8 (`Mozilla/4.0
+/// (compatible; MSIE 8.0; …; Trident/4.0…)`). Other `Mozilla/4` and older
+/// strings, and anything else, are scripts and crawlers.
+fn unlike_a_browser(ua: &str) -> Option<&'static str> {
+    let starts = |p: &str| ua.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
+    if starts("mozilla/5") || starts("opera/9.80 (") {
+        return None;
+    }
+    if starts("mozilla/4.0 (compatible; msie ") && ua.contains("Trident/") {
+        return None;
+    }
+    if starts("mozilla/") {
+        Some("user-agent claims a Mozilla version no browser in use sends")
+    } else {
+        Some("user-agent does not start with Mozilla/")
+    }
+}
+
 /// `true` for a bot.
 pub fn is_bot(ua: &str) -> bool {
     bot_reason(ua).is_some()
@@ -329,6 +351,13 @@ mod tests {
             "Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36",
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 OPR/115.0.0.0",
             "Mozilla/5.0 (Windows NT 10.0; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/86.0.4240.198 Safari/537.36 SE 2.X MetaSr 1.0",
+            // Opera Mini (Presto) and Internet Explorer 8 still have people.
+            "Opera/9.80 (Android; Opera Mini/36.2.2254/119.132; U; id) Presto/2.12.423 Version/12.16",
+            "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1; Trident/4.0; SLCC2; .NET CLR 2.0.50727)",
+            // Electron apps and Android web views.
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) obsidian/1.6.5 Chrome/124.0.6367.243 Electron/30.1.2 Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 12; Redmi Note 9 Pro Build/SKQ1.211019.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/126.0.6478.134 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 8.0; Pixel 2 Build/OPD3.170816.012) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
         ] {
             assert_eq!(bot_reason(ua), None, "{ua}");
         }
@@ -367,6 +396,17 @@ mod tests {
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/62.0.3202.75 Safari/537.36 DareBoost",
             "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 5.0) LinkCheck by Siteimprove.com",
             "Mozilla/5.0 (compatible; MSIE 10.0; Windows NT 6.1; Trident/6.0) SiteCheck-sitecrawl by Siteimprove.com",
+            // Browser-like strings whose only tell is the crawler's name.
+            "Mozilla/5.0 (X11; U; Linux i686; en-US; rv:1.9.2.24; ips-agent) Gecko/20111107 Ubuntu/10.04 (lucid) Firefox/3.6.24",
+            "Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0; AppInsights)",
+            "Mozilla/5.0 (Java) outbrain",
+            "Mozilla/5.0 (Google-PhysicalWeb)",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/49.0.2623.75 Safari/537.36 Google Favicon",
+            "Mozilla/5.0 (X11; Datanyze; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/65.0.3325.181 Safari/537.36",
+            // Old products no browser in use sends; scripts fake them.
+            "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)",
+            "Mozilla/4.5 (compatible; HTTrack 3.0x; Windows 98)",
+            "Opera/9.00 (Windows NT 5.1; U; en)",
         ] {
             assert!(is_bot(ua), "{ua:?} passed as human");
         }
