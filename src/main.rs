@@ -122,16 +122,21 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckUa => {
             use std::io::{BufRead, Write};
-            let stdin = std::io::stdin();
+            let mut input = std::io::stdin().lock();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for line in stdin.lock().lines() {
-                let line = line?;
-                let verdict = if refedge::fraud::ua::is_bot(&line) {
+            // Logs from elsewhere are not always UTF-8: read bytes, and
+            // classify what is not text by its readable part.
+            let mut line = Vec::new();
+            while input.read_until(b'\n', &mut line)? > 0 {
+                let text = String::from_utf8_lossy(&line);
+                let ua = text.trim_end_matches(['\n', '\r']);
+                let verdict = if refedge::fraud::ua::is_bot(ua) {
                     "bot"
                 } else {
                     "human"
                 };
                 writeln!(out, "{verdict}")?;
+                line.clear();
             }
             out.flush()?;
             Ok(())

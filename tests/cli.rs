@@ -1,5 +1,6 @@
-//! The command line: `refedge replay` on a fixture and on bad input, and
-//! `refedge payouts` against a running server.
+//! The command line: `refedge replay` on a fixture and on bad input,
+//! `refedge payouts` against a running server, and `refedge check-ua` on
+//! real user agents.
 
 mod common;
 
@@ -155,4 +156,39 @@ async fn payouts_command_previews_and_runs_a_batch_on_the_server() {
     assert_eq!(stored.json()["items"], preview["items"]);
     server.signal("TERM");
     server.wait();
+}
+
+#[test]
+fn check_ua_answers_each_line_in_order() {
+    use std::io::Write;
+    let fixture = std::fs::read_to_string("tests/fixtures/user-agents.tsv").unwrap();
+    let cases: Vec<(&str, &str)> = fixture
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_once('\t').expect("expected<TAB>user agent"))
+        .collect();
+    assert!(cases.iter().filter(|c| c.0 == "human").count() >= 30);
+    assert!(cases.iter().filter(|c| c.0 == "bot").count() >= 50);
+    let mut input: Vec<u8> = cases
+        .iter()
+        .flat_map(|(_, ua)| format!("{ua}\r\n").into_bytes())
+        .collect();
+    // A line that is not UTF-8 is still answered, in its place.
+    input.extend_from_slice(b"Mozilla/5.0 (X11; Linux x86_64) \xff\xfe scraper\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refedge"))
+        .arg("check-ua")
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let answers: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(answers.len(), cases.len() + 1);
+    for ((expected, ua), got) in cases.iter().zip(&answers) {
+        assert_eq!(got, expected, "{ua:?}");
+    }
+    assert_eq!(answers[cases.len()], "bot");
 }
