@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use ring::rand::SystemRandom;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Length of generated link codes: 10 base62 characters, about 59 bits.
 pub const GENERATED_CODE_LEN: usize = 10;
@@ -28,7 +28,13 @@ pub struct LivePartner {
     pub hosts: Vec<String>,
     /// Standing is active: its clicks may earn.
     active: AtomicBool,
+    /// The destinations of the partner's latest links: a partner's links
+    /// mostly lead to a few pages, which their links then share.
+    destinations: Mutex<Vec<Arc<String>>>,
 }
+
+/// Destinations remembered per partner for sharing.
+const SHARED_DESTINATIONS: usize = 8;
 
 impl LivePartner {
     fn new(p: &Partner) -> Self {
@@ -37,6 +43,7 @@ impl LivePartner {
             program: p.program.as_str().into(),
             hosts: website_hosts(&p.website),
             active: AtomicBool::new(p.status == PartnerStatus::Active),
+            destinations: Mutex::new(Vec::new()),
         }
     }
 
@@ -44,16 +51,33 @@ impl LivePartner {
     pub fn active(&self) -> bool {
         self.active.load(Ordering::Relaxed)
     }
+
+    /// `destination`, shared with an earlier link of this partner's if one
+    /// leads there too.
+    fn destination(&self, destination: &str) -> Arc<String> {
+        let mut recent = self.destinations.lock().expect("destinations lock");
+        if let Some(i) = recent.iter().position(|d| d.as_str() == destination) {
+            let d = recent.remove(i);
+            recent.push(d.clone());
+            return d;
+        }
+        let d = Arc::new(destination.to_string());
+        if recent.len() == SHARED_DESTINATIONS {
+            recent.remove(0);
+        }
+        recent.push(d.clone());
+        d
+    }
 }
 
-/// A link as the redirect needs it: about 150 bytes with its map entry
-/// (the full [`Link`] stays on disk for the API).
+/// A link as the redirect needs it: 32 bytes in its map entry, next to its
+/// code (the full [`Link`] stays on disk for the API). With a million links
+/// the directory is most of the server's memory.
 #[derive(Debug)]
 pub struct LiveLink {
-    /// The code (the same allocation as the map key).
-    pub code: Arc<str>,
-    /// Where the link redirects.
-    pub destination: Box<str>,
+    /// Where the link redirects (shared among a partner's links to the
+    /// same page).
+    pub destination: Arc<String>,
     /// The owning partner.
     pub partner: Arc<LivePartner>,
     /// Its program.
@@ -65,8 +89,7 @@ pub struct LiveLink {
 impl LiveLink {
     fn new(l: &Link, partner: Arc<LivePartner>, program: Arc<Program>) -> Self {
         Self {
-            code: l.code.as_str().into(),
-            destination: l.destination.as_str().into(),
+            destination: partner.destination(&l.destination),
             partner,
             program,
             disabled: AtomicBool::new(l.disabled_at.is_some()),
@@ -76,6 +99,27 @@ impl LiveLink {
     /// Whether the link answers 410.
     pub fn disabled(&self) -> bool {
         self.disabled.load(Ordering::Relaxed)
+    }
+}
+
+/// Seeded fast hashing for the link map (codes come from requests).
+type LinkHash = foldhash::fast::RandomState;
+
+/// A link being answered: its code and [`LiveLink`], under a read guard of
+/// its map shard (creating a link in the same shard waits for the click).
+pub struct LinkRef<'a>(dashmap::mapref::one::Ref<'a, Arc<str>, LiveLink>);
+
+impl LinkRef<'_> {
+    /// The link's code (shared with every click record's).
+    pub fn code(&self) -> &Arc<str> {
+        self.0.key()
+    }
+}
+
+impl std::ops::Deref for LinkRef<'_> {
+    type Target = LiveLink;
+    fn deref(&self) -> &LiveLink {
+        self.0.value()
     }
 }
 
@@ -156,7 +200,7 @@ pub struct Directory {
     /// Partners by id, each with what its links share.
     partners: DashMap<String, PartnerEntry>,
     /// Links by code: the redirect's only lookup.
-    links: DashMap<Arc<str>, Arc<LiveLink>>,
+    links: DashMap<Arc<str>, LiveLink, LinkHash>,
     /// Source of ids and codes.
     rng: SystemRandom,
 }
@@ -172,14 +216,16 @@ impl Directory {
         for p in store.partners()? {
             partners.insert(p.id.clone(), PartnerEntry::new(p));
         }
-        let links = DashMap::new();
+        let links = DashMap::with_hasher(LinkHash::default());
         store.for_each_link(|l| {
             let program = programs.get(&l.program);
             let partner = partners.get(&l.partner_id).map(|p| p.live.clone());
             match (program, partner) {
                 (Some(program), Some(partner)) => {
-                    let live = LiveLink::new(&l, partner, program.clone());
-                    links.insert(live.code.clone(), Arc::new(live));
+                    links.insert(
+                        l.code.as_str().into(),
+                        LiveLink::new(&l, partner, program.clone()),
+                    );
                 }
                 (None, _) => tracing::warn!(
                     code = %l.code,
@@ -204,8 +250,8 @@ impl Directory {
     }
 
     /// The hot-path lookup.
-    pub fn live_link(&self, code: &str) -> Option<Arc<LiveLink>> {
-        self.links.get(code).map(|e| e.value().clone())
+    pub fn live_link(&self, code: &str) -> Option<LinkRef<'_>> {
+        self.links.get(code).map(LinkRef)
     }
 
     /// How many links are loaded.
@@ -340,8 +386,10 @@ impl Directory {
                 disabled_at: None,
             };
             if self.store.insert_link(&link)? {
-                let live = LiveLink::new(&link, live_partner, program);
-                self.links.insert(live.code.clone(), Arc::new(live));
+                self.links.insert(
+                    link.code.as_str().into(),
+                    LiveLink::new(&link, live_partner, program),
+                );
                 return Ok(link);
             }
             if custom {
@@ -354,15 +402,18 @@ impl Directory {
     /// Disables a link: it answers 410 from now on. Blocks on disk.
     /// Disabling twice keeps the first time.
     pub fn disable_link(&self, code: &str, now: DateTime<Utc>) -> Result<Link, DirectoryError> {
-        let live = self
-            .live_link(code)
-            .ok_or(DirectoryError::NotFound("link"))?;
+        if self.live_link(code).is_none() {
+            return Err(DirectoryError::NotFound("link"));
+        }
         let mut link = self.link(code)?.ok_or(DirectoryError::NotFound("link"))?;
         if link.disabled_at.is_none() {
             link.disabled_at = Some(now);
             self.store.put_link(&link)?;
         }
-        live.disabled.store(true, Ordering::Relaxed);
+        // The shard's guard is taken after the disk write, not across it.
+        if let Some(live) = self.live_link(code) {
+            live.disabled.store(true, Ordering::Relaxed);
+        }
         Ok(link)
     }
 
@@ -492,5 +543,35 @@ mod tests {
         assert!(!is_email("nobody"));
         assert!(!is_email("a@b"));
         assert!(!is_email("a b@example.com"));
+    }
+
+    #[test]
+    fn a_partners_links_to_one_page_share_its_destination() {
+        let partner = LivePartner::new(&Partner {
+            id: "p_1".into(),
+            program: "krispcall".into(),
+            name: "Blog".into(),
+            email: "a@blog.example".into(),
+            website: "https://blog.example".into(),
+            currency: "USD".into(),
+            status: PartnerStatus::Active,
+            customer_ids: vec![],
+            ip_hashes: vec![],
+            created_at: chrono::Utc::now(),
+        });
+        let pricing = partner.destination("https://krispcall.com/pricing");
+        // More distinct pages than are remembered, then pricing again: it
+        // was used most recently but one, so it is still shared.
+        for i in 0..SHARED_DESTINATIONS - 1 {
+            partner.destination(&format!("https://krispcall.com/p{i}"));
+        }
+        let again = partner.destination("https://krispcall.com/pricing");
+        assert!(Arc::ptr_eq(&pricing, &again));
+        for i in 0..SHARED_DESTINATIONS {
+            partner.destination(&format!("https://krispcall.com/q{i}"));
+        }
+        let evicted = partner.destination("https://krispcall.com/pricing");
+        assert!(!Arc::ptr_eq(&pricing, &evicted));
+        assert_eq!(*evicted, *pricing);
     }
 }

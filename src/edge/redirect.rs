@@ -87,7 +87,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         query: req.uri().query(),
         program: &program.key,
         partner: &live.partner.id,
-        link: &live.code,
+        link: live.code(),
         partner_hosts: &live.partner.hosts,
         token_error: prior_token_error,
         now_ms: Some(now_ms),
@@ -137,7 +137,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
             click_id,
             program: Cow::Borrowed(&program.key),
             partner_id: Cow::Borrowed(&live.partner.id),
-            link: Cow::Borrowed(&live.code),
+            link: Cow::Borrowed(live.code()),
             issued_at: now_s,
             expires_at: now_s + program.cookie_seconds(),
         };
@@ -158,7 +158,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
 
     app.clicklog.enqueue(Click {
         id: click_id,
-        link: live.code.clone(),
+        link: live.code().clone(),
         partner_id: live.partner.id.clone(),
         program: live.partner.program.clone(),
         method,
