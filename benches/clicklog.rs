@@ -1,12 +1,15 @@
-//! The click log's write path: converting and group-committing one batch of
-//! clicks to sled (the cost the writer task pays per click).
+//! The click log's write path: anonymising, encoding and group-committing
+//! one batch of served clicks to sled (the cost the writer task pays per
+//! click).
 //!
 //! Run: `cargo bench --bench clicklog`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use refedge::clicklog::Anonymiser;
 use refedge::id::ClickIdGen;
-use refedge::model::{ClickHeaders, ClickRecord, CookieOutcome};
+use refedge::model::{Click, CookieOutcome, Evidence, EvidenceField};
 use refedge::store::Store;
+use std::sync::Arc;
 
 /// The allocator the binary ships with (see src/main.rs).
 #[global_allocator]
@@ -15,32 +18,30 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const BATCH: usize = 1000;
 const LINKS: usize = 10_000;
 
-fn record(ids: &ClickIdGen, i: usize) -> ClickRecord {
-    let id = ids.next(1_790_000_000_000 + i as i64);
-    ClickRecord {
-        id,
-        at: chrono::DateTime::from_timestamp_millis(id.timestamp_ms()).unwrap(),
-        link: format!("lt-{:07}", (i * 7919) % LINKS),
+fn click(ids: &ClickIdGen, links: &[Arc<str>], i: usize) -> Click {
+    use EvidenceField as F;
+    let mut evidence = Evidence::default();
+    evidence.set(
+        F::UserAgent,
+        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    );
+    evidence.set(F::Referer, "https://blog.example/best-voip");
+    evidence.set(F::Query, "utm_source=load");
+    evidence.set(F::Accept, "text/html,application/xhtml+xml");
+    evidence.set(F::AcceptLanguage, "en-US,en;q=0.5");
+    evidence.set(F::SecFetchDest, "document");
+    evidence.set(F::SecFetchMode, "navigate");
+    Click {
+        id: ids.next(1_790_000_000_000 + i as i64),
+        link: links[(i * 7919) % LINKS].clone(),
         partner_id: "p_3RlEuIdP2y6IXfB4".into(),
         program: "krispcall".into(),
-        method: "GET".into(),
-        ip_hash: "886cecdbdba58c3214e5e2467da6d3ed".into(),
-        ip_prefix: "203.0.113.0/24".into(),
-        user_agent: Some(
-            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0".into(),
-        ),
-        referer: Some("https://blog.example/best-voip".into()),
-        query: Some("utm_source=load".into()),
-        headers: ClickHeaders {
-            accept: Some("text/html,application/xhtml+xml".into()),
-            accept_language: Some("en-US,en;q=0.5".into()),
-            sec_fetch_dest: Some("document".into()),
-            sec_fetch_mode: Some("navigate".into()),
-            ..ClickHeaders::default()
-        },
+        method: "GET",
+        ip: std::net::IpAddr::from([100, 64, (i >> 8) as u8, i as u8]),
+        evidence,
         cookie: CookieOutcome::Set,
         prior_token_error: None,
-        verdict: "valid".into(),
+        verdict: "valid",
         flags: Vec::new(),
     }
 }
@@ -49,6 +50,12 @@ fn bench_write(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db")).unwrap();
     let ids = ClickIdGen::new(None);
+    let anon = Anonymiser::new(
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]),
+        24,
+        48,
+    );
+    let links: Vec<Arc<str>> = (0..LINKS).map(|i| format!("lt-{i:07}").into()).collect();
     let mut n = 0usize;
     let mut g = c.benchmark_group("clicklog");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -57,9 +64,11 @@ fn bench_write(c: &mut Criterion) {
         b.iter_batched(
             || {
                 n += BATCH;
-                (0..BATCH).map(|i| record(&ids, n + i)).collect::<Vec<_>>()
+                (0..BATCH)
+                    .map(|i| click(&ids, &links, n + i))
+                    .collect::<Vec<_>>()
             },
-            |batch| store.write_clicks(&batch).unwrap(),
+            |batch| anon.write(&store, &batch).unwrap(),
             BatchSize::LargeInput,
         )
     });

@@ -7,14 +7,12 @@
 //! redirected all the same. The raw visitor IP stops here: the writer turns
 //! it into a keyed hash and a network prefix before anything reaches disk.
 
-use crate::clock::ms_to_datetime;
 use crate::config::ClickLogConfig;
 use crate::metrics::Metrics;
-use crate::model::{Click, ClickRecord};
+use crate::model::{Click, ClickRow};
 use crate::net::visitor_prefix;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use ring::hmac;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,8 +45,10 @@ pub struct ClickLog {
     healthy: Arc<AtomicBool>,
 }
 
-/// How the writer turns a [`Click`] into a [`ClickRecord`].
-struct Anonymiser {
+/// How the writer turns served [`Click`]s into rows on disk: the visitor
+/// IP becomes a keyed hash and a network prefix, and nothing else of it
+/// is kept.
+pub struct Anonymiser {
     /// Keys the IP hash.
     ip_key: hmac::Key,
     /// IPv4 prefix bits kept.
@@ -57,30 +57,65 @@ struct Anonymiser {
     v6_bits: u8,
 }
 
+/// A batch's IP hashes and prefixes, in one buffer: click `i`'s hash is
+/// `text[ends[i].0 - 32..ends[i].0]`, its prefix `text[ends[i].0..ends[i].1]`.
+struct Pseudonyms {
+    text: String,
+    ends: Vec<(usize, usize)>,
+}
+
 impl Anonymiser {
-    fn ip_hash(&self, ip: IpAddr) -> String {
-        crate::net::ip_hash(&self.ip_key, ip)
+    /// Hashes under `ip_key`, keeps `/v4_bits` and `/v6_bits` prefixes.
+    pub fn new(ip_key: hmac::Key, v4_bits: u8, v6_bits: u8) -> Self {
+        Self {
+            ip_key,
+            v4_bits,
+            v6_bits,
+        }
     }
 
-    fn record(&self, c: Click) -> ClickRecord {
-        ClickRecord {
-            id: c.id,
-            at: ms_to_datetime(c.id.timestamp_ms()),
-            ip_hash: self.ip_hash(c.ip),
-            ip_prefix: visitor_prefix(c.ip, self.v4_bits, self.v6_bits).to_string(),
-            link: c.link.to_string(),
-            partner_id: c.partner_id.to_string(),
-            program: c.program.to_string(),
-            method: c.method.to_string(),
-            user_agent: c.user_agent,
-            referer: c.referer,
-            query: c.query,
-            headers: c.headers,
-            cookie: c.cookie,
-            prior_token_error: c.prior_token_error.map(String::from),
-            verdict: c.verdict.to_string(),
-            flags: c.flags,
+    fn pseudonyms(&self, clicks: &[Click]) -> Pseudonyms {
+        use std::fmt::Write;
+        let mut p = Pseudonyms {
+            text: String::with_capacity(clicks.len() * 56),
+            ends: Vec::with_capacity(clicks.len()),
+        };
+        for c in clicks {
+            crate::net::push_ip_hash(&self.ip_key, c.ip, &mut p.text);
+            let hash_end = p.text.len();
+            let _ = write!(
+                p.text,
+                "{}",
+                visitor_prefix(c.ip, self.v4_bits, self.v6_bits)
+            );
+            p.ends.push((hash_end, p.text.len()));
         }
+        p
+    }
+
+    /// Writes a batch of served clicks as one durable sled batch: rows
+    /// borrowed from the clicks, the IPs replaced.
+    pub fn write(&self, store: &Store, clicks: &[Click]) -> Result<(), StoreError> {
+        let p = self.pseudonyms(clicks);
+        let rows: Vec<ClickRow<'_>> = clicks
+            .iter()
+            .zip(&p.ends)
+            .map(|(c, &(hash_end, prefix_end))| ClickRow {
+                id: c.id,
+                link: &c.link,
+                partner_id: &c.partner_id,
+                program: &c.program,
+                method: c.method,
+                ip_hash: &p.text[hash_end - 32..hash_end],
+                ip_prefix: &p.text[hash_end..prefix_end],
+                evidence: c.evidence.fields(),
+                cookie: c.cookie,
+                prior_token_error: c.prior_token_error,
+                verdict: c.verdict,
+                flags: &c.flags,
+            })
+            .collect();
+        store.write_clicks(&rows)
     }
 }
 
@@ -101,11 +136,7 @@ impl ClickLog {
             control: control_rx,
             batch_ready: batch_ready.clone(),
             store,
-            anon: Arc::new(Anonymiser {
-                ip_key,
-                v4_bits: cfg.ip_prefix_v4,
-                v6_bits: cfg.ip_prefix_v6,
-            }),
+            anon: Arc::new(Anonymiser::new(ip_key, cfg.ip_prefix_v4, cfg.ip_prefix_v6)),
             batch_max: cfg.batch_max,
             interval: Duration::from_millis(cfg.flush_interval_ms),
             metrics: metrics.clone(),
@@ -251,16 +282,16 @@ impl Writer {
         let store = self.store.clone();
         let started = std::time::Instant::now();
         // One trip to the blocking pool per batch: anonymise, write, and
-        // free the records there; they come back only for a retry.
-        let mut failed = tokio::task::spawn_blocking(move || {
-            let records = clicks.into_iter().map(|c| anon.record(c)).collect();
-            write_or_hand_back(&store, records)
+        // free the clicks there; they come back only for a retry.
+        let mut failed = tokio::task::spawn_blocking({
+            let anon = anon.clone();
+            move || write_or_hand_back(&store, &anon, clicks)
         })
         .await
         .expect("anonymiser and store do not panic");
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=5 {
-            let Some((records, e)) = failed else {
+            let Some((clicks, e)) = failed else {
                 self.metrics
                     .batch_flush_seconds
                     .observe(started.elapsed().as_secs_f64());
@@ -278,7 +309,8 @@ impl Writer {
             tokio::time::sleep(backoff).await;
             backoff *= 2;
             let store = self.store.clone();
-            failed = tokio::task::spawn_blocking(move || write_or_hand_back(&store, records))
+            let anon = anon.clone();
+            failed = tokio::task::spawn_blocking(move || write_or_hand_back(&store, &anon, clicks))
                 .await
                 .expect("store does not panic");
         }
@@ -289,11 +321,12 @@ impl Writer {
     }
 }
 
-/// Writes a batch; on failure hands the records back for a retry (on
+/// Writes a batch; on failure hands the clicks back for a retry (on
 /// success they are freed here, on the blocking thread).
 fn write_or_hand_back(
     store: &Store,
-    records: Vec<ClickRecord>,
-) -> Option<(Vec<ClickRecord>, crate::store::StoreError)> {
-    store.write_clicks(&records).err().map(|e| (records, e))
+    anon: &Anonymiser,
+    clicks: Vec<Click>,
+) -> Option<(Vec<Click>, crate::store::StoreError)> {
+    anon.write(store, &clicks).err().map(|e| (clicks, e))
 }

@@ -99,6 +99,101 @@ pub struct ClickHeaders {
     pub via: Option<String>,
 }
 
+/// The request text a click keeps as evidence, in the order the click log
+/// stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceField {
+    UserAgent,
+    Referer,
+    Query,
+    Accept,
+    AcceptLanguage,
+    AcceptEncoding,
+    SecFetchSite,
+    SecFetchMode,
+    SecFetchDest,
+    SecFetchUser,
+    SecChUa,
+    SecChUaMobile,
+    SecChUaPlatform,
+    SecPurpose,
+    Purpose,
+    Dnt,
+    UpgradeInsecureRequests,
+    Via,
+}
+
+/// How many [`EvidenceField`]s there are.
+pub const EVIDENCE_FIELDS: usize = 18;
+
+/// Longest evidence value kept: real browsers' headers are far shorter; a
+/// client sending kilobytes gets the first 1 KiB kept (the verdict still
+/// reads all of it), so one request cannot bloat the log.
+pub const EVIDENCE_MAX: usize = 1024;
+
+/// A click's evidence text in one buffer: one allocation per click
+/// instead of one per header, and nothing copied twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    text: String,
+    /// `(start, end)` of each field in `text`; `None` when absent.
+    spans: [Option<(u16, u16)>; EVIDENCE_FIELDS],
+}
+
+impl Evidence {
+    /// Room for `bytes` of text.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            text: String::with_capacity(bytes),
+            spans: [None; EVIDENCE_FIELDS],
+        }
+    }
+
+    /// Keeps `value` for `field`, cut at [`EVIDENCE_MAX`] bytes (on a
+    /// character boundary, marked with `…`). Setting a field twice keeps
+    /// the second value.
+    pub fn set(&mut self, field: EvidenceField, value: &str) {
+        let (kept, cut) = if value.len() > EVIDENCE_MAX {
+            let mut end = EVIDENCE_MAX;
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            (&value[..end], true)
+        } else {
+            (value, false)
+        };
+        let start = self.text.len();
+        self.text.push_str(kept);
+        if cut {
+            self.text.push('…');
+        }
+        // 18 fields of at most 1 KiB and a mark each: always under 64 KiB.
+        let span = u16::try_from(start)
+            .ok()
+            .zip(u16::try_from(self.text.len()).ok());
+        if span.is_none() {
+            self.text.truncate(start);
+        }
+        self.spans[field as usize] = span;
+    }
+
+    /// Keeps a value that may not be text: invalid UTF-8 replaced.
+    pub fn set_bytes(&mut self, field: EvidenceField, value: &[u8]) {
+        self.set(field, &String::from_utf8_lossy(value));
+    }
+
+    /// A field's value, if the request had it.
+    pub fn get(&self, field: EvidenceField) -> Option<&str> {
+        self.spans[field as usize].map(|(s, e)| &self.text[usize::from(s)..usize::from(e)])
+    }
+
+    /// Every field, in [`EvidenceField`] order.
+    pub fn fields(&self) -> [Option<&str>; EVIDENCE_FIELDS] {
+        self.spans
+            .map(|span| span.map(|(s, e)| &self.text[usize::from(s)..usize::from(e)]))
+    }
+}
+
 /// What the redirect did about the attribution cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,14 +223,8 @@ pub struct Click {
     pub method: &'static str,
     /// Visitor address as resolved through trusted proxies.
     pub ip: IpAddr,
-    /// `User-Agent`.
-    pub user_agent: Option<String>,
-    /// `Referer`.
-    pub referer: Option<String>,
-    /// The query string the visitor arrived with.
-    pub query: Option<String>,
-    /// Headers kept as evidence.
-    pub headers: ClickHeaders,
+    /// User agent, referer, query string and evidence headers.
+    pub evidence: Evidence,
     /// What happened to the attribution cookie.
     pub cookie: CookieOutcome,
     /// Why an attribution cookie the visitor sent was refused, if it was.
@@ -187,6 +276,71 @@ pub struct ClickRecord {
     pub flags: Vec<crate::fraud::Flag>,
 }
 
+impl ClickRecord {
+    /// The record as the click log encodes it.
+    pub fn row(&self) -> ClickRow<'_> {
+        let h = &self.headers;
+        ClickRow {
+            id: self.id,
+            link: &self.link,
+            partner_id: &self.partner_id,
+            program: &self.program,
+            method: &self.method,
+            ip_hash: &self.ip_hash,
+            ip_prefix: &self.ip_prefix,
+            evidence: [
+                self.user_agent.as_deref(),
+                self.referer.as_deref(),
+                self.query.as_deref(),
+                h.accept.as_deref(),
+                h.accept_language.as_deref(),
+                h.accept_encoding.as_deref(),
+                h.sec_fetch_site.as_deref(),
+                h.sec_fetch_mode.as_deref(),
+                h.sec_fetch_dest.as_deref(),
+                h.sec_fetch_user.as_deref(),
+                h.sec_ch_ua.as_deref(),
+                h.sec_ch_ua_mobile.as_deref(),
+                h.sec_ch_ua_platform.as_deref(),
+                h.sec_purpose.as_deref(),
+                h.purpose.as_deref(),
+                h.dnt.as_deref(),
+                h.upgrade_insecure_requests.as_deref(),
+                h.via.as_deref(),
+            ],
+            cookie: self.cookie,
+            prior_token_error: self.prior_token_error.as_deref(),
+            verdict: &self.verdict,
+            flags: &self.flags,
+        }
+    }
+}
+
+/// Stored records as rows to write again (tests, benches, tools).
+pub fn rows(records: &[ClickRecord]) -> Vec<ClickRow<'_>> {
+    records.iter().map(ClickRecord::row).collect()
+}
+
+/// A click on its way to disk, borrowed: the IP already replaced by its
+/// hash and prefix. The click log's writer builds these straight from the
+/// served clicks, so nothing is copied into owned strings to be encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct ClickRow<'a> {
+    pub id: ClickId,
+    pub link: &'a str,
+    pub partner_id: &'a str,
+    pub program: &'a str,
+    pub method: &'a str,
+    pub ip_hash: &'a str,
+    pub ip_prefix: &'a str,
+    /// In [`EvidenceField`] order.
+    pub evidence: [Option<&'a str>; EVIDENCE_FIELDS],
+    pub cookie: CookieOutcome,
+    pub prior_token_error: Option<&'a str>,
+    pub verdict: &'a str,
+    pub flags: &'a [crate::fraud::Flag],
+}
+
 fn valid() -> String {
     "valid".into()
 }
@@ -203,5 +357,73 @@ pub mod click_id_text {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ClickId, D::Error> {
         let s = <&str>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_keeps_each_field_whole_up_to_a_kilobyte_then_cuts_on_a_character() {
+        let mut e = Evidence::default();
+        e.set(EvidenceField::UserAgent, "Mozilla/5.0");
+        // 1,023 ASCII bytes and then two-byte characters: the cut lands
+        // inside one and backs off to its start.
+        let long = format!("{}{}", "a".repeat(EVIDENCE_MAX - 1), "é".repeat(100));
+        e.set(EvidenceField::Referer, &long);
+        e.set(EvidenceField::Accept, &"b".repeat(EVIDENCE_MAX));
+        e.set_bytes(EvidenceField::Via, b"1.1 \xff proxy");
+        e.set(EvidenceField::Query, "");
+        assert_eq!(e.get(EvidenceField::UserAgent), Some("Mozilla/5.0"));
+        assert_eq!(
+            e.get(EvidenceField::Referer),
+            Some(format!("{}…", "a".repeat(EVIDENCE_MAX - 1)).as_str())
+        );
+        assert_eq!(e.get(EvidenceField::Accept).unwrap().len(), EVIDENCE_MAX);
+        assert_eq!(e.get(EvidenceField::Via), Some("1.1 \u{fffd} proxy"));
+        assert_eq!(e.get(EvidenceField::Query), Some(""), "empty is not absent");
+        assert_eq!(e.get(EvidenceField::Dnt), None);
+        let fields = e.fields();
+        assert_eq!(
+            fields[EvidenceField::UserAgent as usize],
+            Some("Mozilla/5.0")
+        );
+        assert_eq!(fields.iter().filter(|f| f.is_some()).count(), 5);
+    }
+
+    #[test]
+    fn evidence_of_every_field_at_its_longest_still_fits() {
+        let mut e = Evidence::default();
+        let long = "é".repeat(EVIDENCE_MAX);
+        for i in 0..EVIDENCE_FIELDS {
+            // Every field, by its place in the order.
+            let field = [
+                EvidenceField::UserAgent,
+                EvidenceField::Referer,
+                EvidenceField::Query,
+                EvidenceField::Accept,
+                EvidenceField::AcceptLanguage,
+                EvidenceField::AcceptEncoding,
+                EvidenceField::SecFetchSite,
+                EvidenceField::SecFetchMode,
+                EvidenceField::SecFetchDest,
+                EvidenceField::SecFetchUser,
+                EvidenceField::SecChUa,
+                EvidenceField::SecChUaMobile,
+                EvidenceField::SecChUaPlatform,
+                EvidenceField::SecPurpose,
+                EvidenceField::Purpose,
+                EvidenceField::Dnt,
+                EvidenceField::UpgradeInsecureRequests,
+                EvidenceField::Via,
+            ][i];
+            assert_eq!(field as usize, i);
+            e.set(field, &long);
+        }
+        assert!(e
+            .fields()
+            .iter()
+            .all(|f| f.is_some_and(|v| v.ends_with('…'))));
     }
 }

@@ -109,17 +109,23 @@ pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 /// A stable pseudonym for an address: HMAC-SHA256 under the data dir's IP
 /// key, first 16 bytes, hex. Useless to anyone without the key.
 pub fn ip_hash(key: &ring::hmac::Key, ip: IpAddr) -> String {
+    let mut out = String::with_capacity(32);
+    push_ip_hash(key, ip, &mut out);
+    out
+}
+
+/// [`ip_hash`], appended to `out` (the click writer keeps a batch's hashes
+/// in one buffer).
+pub fn push_ip_hash(key: &ring::hmac::Key, ip: IpAddr, out: &mut String) {
     let tag = match canonical(ip) {
         IpAddr::V4(v4) => ring::hmac::sign(key, &v4.octets()),
         IpAddr::V6(v6) => ring::hmac::sign(key, &v6.octets()),
     };
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(32);
     for &b in &tag.as_ref()[..16] {
         out.push(HEX[usize::from(b >> 4)] as char);
         out.push(HEX[usize::from(b & 15)] as char);
     }
-    out
 }
 
 /// The network prefix kept on disk for a visitor: `/v4_bits` or `/v6_bits`.

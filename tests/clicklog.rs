@@ -5,7 +5,7 @@ use refedge::clicklog::ClickLog;
 use refedge::config::Config;
 use refedge::id::ClickIdGen;
 use refedge::metrics::Metrics;
-use refedge::model::{Click, ClickHeaders, CookieOutcome};
+use refedge::model::{Click, CookieOutcome, Evidence, EvidenceField};
 use refedge::store::{ClickQuery, Store};
 use std::sync::Arc;
 
@@ -17,10 +17,13 @@ fn click(ids: &ClickIdGen, n: i64) -> Click {
         program: "krispcall".into(),
         method: "GET",
         ip: "198.51.100.4".parse().unwrap(),
-        user_agent: None,
-        referer: None,
-        query: None,
-        headers: ClickHeaders::default(),
+        evidence: {
+            let mut e = Evidence::default();
+            e.set(EvidenceField::UserAgent, "Mozilla/5.0 (X11; Linux x86_64)");
+            e.set(EvidenceField::Query, &format!("sub1={n}"));
+            e.set_bytes(EvidenceField::Via, b"1.1 proxy \xff");
+            e
+        },
         cookie: CookieOutcome::Set,
         prior_token_error: None,
         verdict: "valid",
@@ -61,7 +64,18 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
         })
         .unwrap();
     assert_eq!(page.clicks.len(), 4);
-    assert_eq!(page.clicks[0].ip_prefix, "198.51.100.0/24");
+    let first = &page.clicks[0];
+    assert_eq!(first.ip_prefix, "198.51.100.0/24");
+    assert_eq!(first.ip_hash.len(), 32);
+    // The evidence reaches disk field by field, each in its place.
+    assert_eq!(
+        first.user_agent.as_deref(),
+        Some("Mozilla/5.0 (X11; Linux x86_64)")
+    );
+    assert_eq!(first.query.as_deref(), Some("sub1=0"));
+    assert_eq!(first.headers.via.as_deref(), Some("1.1 proxy \u{fffd}"));
+    assert_eq!(first.referer, None);
+    assert_eq!(first.headers.accept, None);
 
     log.stop().await;
     writer.await.unwrap();

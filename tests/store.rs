@@ -3,7 +3,7 @@
 
 use chrono::DateTime;
 use refedge::id::ClickIdGen;
-use refedge::model::{ClickHeaders, ClickRecord, CookieOutcome};
+use refedge::model::{rows, ClickHeaders, ClickRecord, CookieOutcome};
 use refedge::store::{ClickQuery, Store};
 
 const T0: i64 = 1_790_000_000_000;
@@ -59,7 +59,7 @@ fn pages_cross_chunk_boundaries_in_time_order() {
     let mut written = Vec::new();
     for b in 0..3 {
         let recs = batch(&ids, T0 + b * 10_000, 300); // 300 > one 256-record chunk
-        store.write_clicks(&recs).unwrap();
+        store.write_clicks(&rows(&recs)).unwrap();
         written.extend(recs);
     }
     let q = ClickQuery {
@@ -119,16 +119,20 @@ fn counts_survive_a_crash_and_a_snapshot() {
     let ids = ClickIdGen::new(None);
     {
         let store = Store::open(dir.path()).unwrap();
-        store.write_clicks(&batch(&ids, T0, 30)).unwrap();
+        store.write_clicks(&rows(&batch(&ids, T0, 30))).unwrap();
         store.snapshot_click_counts().unwrap();
-        store.write_clicks(&batch(&ids, T0 + 1_000, 30)).unwrap();
+        store
+            .write_clicks(&rows(&batch(&ids, T0 + 1_000, 30)))
+            .unwrap();
         // Dropped without a snapshot: as after `kill -9`.
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.click_count("link-0"), 20);
     assert_eq!(store.click_count("link-2"), 20);
     assert_eq!(store.click_count("nope"), 0);
-    store.write_clicks(&batch(&ids, T0 + 2_000, 3)).unwrap();
+    store
+        .write_clicks(&rows(&batch(&ids, T0 + 2_000, 3)))
+        .unwrap();
     store.snapshot_click_counts().unwrap();
     drop(store);
     let store = Store::open(dir.path()).unwrap();

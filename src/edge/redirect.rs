@@ -8,7 +8,7 @@ use super::App;
 use crate::directory::is_valid_code;
 use crate::fraud::{Action, ClickFacts};
 use crate::id::ClickId;
-use crate::model::{Click, ClickHeaders, CookieOutcome};
+use crate::model::{Click, CookieOutcome, Evidence, EvidenceField};
 use crate::program::Attribution;
 use crate::token::{Claims, TokenError};
 use bytes::Bytes;
@@ -163,10 +163,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         program: live.partner.program.clone(),
         method,
         ip,
-        user_agent: owned(seen.user_agent),
-        referer: owned(seen.referer),
-        query: req.uri().query().map(String::from),
-        headers: seen.evidence(),
+        evidence: seen.evidence(req.uri().query()),
         cookie: cookie_outcome,
         prior_token_error,
         verdict: label,
@@ -250,34 +247,28 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         })
 }
 
-/// A header's value as text, if it is text.
-fn as_text(v: Option<&HeaderValue>) -> Option<&str> {
-    v.and_then(|v| v.to_str().ok())
+/// A header's value, checked once: text, or bytes that are not.
+#[derive(Clone, Copy)]
+enum Value<'h> {
+    Text(&'h str),
+    Bytes(&'h [u8]),
 }
 
-/// Longest header value kept as evidence: real browsers' headers are far
-/// shorter; a client sending kilobytes gets the first 1 KiB kept (the
-/// verdict still reads all of it), so one request cannot bloat the log.
-const EVIDENCE_MAX: usize = 1024;
-
-/// A header's value kept as evidence: bytes that are not text replaced,
-/// cut at [`EVIDENCE_MAX`] bytes (on a character boundary) with a `…`.
-fn owned(v: Option<&HeaderValue>) -> Option<String> {
-    v.map(|v| {
-        let mut s = match v.to_str() {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        };
-        if s.len() > EVIDENCE_MAX {
-            let mut cut = EVIDENCE_MAX;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-            s.push('…');
+impl<'h> Value<'h> {
+    fn of(v: &'h HeaderValue) -> Self {
+        match v.to_str() {
+            Ok(t) => Self::Text(t),
+            Err(_) => Self::Bytes(v.as_bytes()),
         }
-        s
-    })
+    }
+}
+
+/// A header's value as text, if it is text.
+fn as_text(v: Option<Value<'_>>) -> Option<&str> {
+    match v {
+        Some(Value::Text(t)) => Some(t),
+        _ => None,
+    }
 }
 
 // Header names built once: looking a header up by `&str` parses the name on
@@ -295,66 +286,93 @@ const PURPOSE: HeaderName = HeaderName::from_static("purpose");
 /// The request headers the redirect reads, each looked up once (the
 /// verdict reads them as text, the click keeps them as evidence).
 struct Seen<'h> {
-    user_agent: Option<&'h HeaderValue>,
-    referer: Option<&'h HeaderValue>,
-    accept: Option<&'h HeaderValue>,
-    accept_language: Option<&'h HeaderValue>,
-    accept_encoding: Option<&'h HeaderValue>,
-    sec_fetch_site: Option<&'h HeaderValue>,
-    sec_fetch_mode: Option<&'h HeaderValue>,
-    sec_fetch_dest: Option<&'h HeaderValue>,
-    sec_fetch_user: Option<&'h HeaderValue>,
-    sec_ch_ua: Option<&'h HeaderValue>,
-    sec_ch_ua_mobile: Option<&'h HeaderValue>,
-    sec_ch_ua_platform: Option<&'h HeaderValue>,
-    sec_purpose: Option<&'h HeaderValue>,
-    purpose: Option<&'h HeaderValue>,
-    dnt: Option<&'h HeaderValue>,
-    upgrade_insecure_requests: Option<&'h HeaderValue>,
-    via: Option<&'h HeaderValue>,
+    user_agent: Option<Value<'h>>,
+    referer: Option<Value<'h>>,
+    accept: Option<Value<'h>>,
+    accept_language: Option<Value<'h>>,
+    accept_encoding: Option<Value<'h>>,
+    sec_fetch_site: Option<Value<'h>>,
+    sec_fetch_mode: Option<Value<'h>>,
+    sec_fetch_dest: Option<Value<'h>>,
+    sec_fetch_user: Option<Value<'h>>,
+    sec_ch_ua: Option<Value<'h>>,
+    sec_ch_ua_mobile: Option<Value<'h>>,
+    sec_ch_ua_platform: Option<Value<'h>>,
+    sec_purpose: Option<Value<'h>>,
+    purpose: Option<Value<'h>>,
+    dnt: Option<Value<'h>>,
+    upgrade_insecure_requests: Option<Value<'h>>,
+    via: Option<Value<'h>>,
 }
 
 impl<'h> Seen<'h> {
     fn new(h: &'h HeaderMap) -> Self {
         Self {
-            user_agent: h.get(USER_AGENT),
-            referer: h.get(REFERER),
-            accept: h.get(ACCEPT),
-            accept_language: h.get(ACCEPT_LANGUAGE),
-            accept_encoding: h.get(ACCEPT_ENCODING),
-            sec_fetch_site: h.get(SEC_FETCH_SITE),
-            sec_fetch_mode: h.get(SEC_FETCH_MODE),
-            sec_fetch_dest: h.get(SEC_FETCH_DEST),
-            sec_fetch_user: h.get(SEC_FETCH_USER),
-            sec_ch_ua: h.get(SEC_CH_UA),
-            sec_ch_ua_mobile: h.get(SEC_CH_UA_MOBILE),
-            sec_ch_ua_platform: h.get(SEC_CH_UA_PLATFORM),
-            sec_purpose: h.get(SEC_PURPOSE),
-            purpose: h.get(PURPOSE),
-            dnt: h.get(DNT),
-            upgrade_insecure_requests: h.get(UPGRADE_INSECURE_REQUESTS),
-            via: h.get(VIA),
+            user_agent: h.get(USER_AGENT).map(Value::of),
+            referer: h.get(REFERER).map(Value::of),
+            accept: h.get(ACCEPT).map(Value::of),
+            accept_language: h.get(ACCEPT_LANGUAGE).map(Value::of),
+            accept_encoding: h.get(ACCEPT_ENCODING).map(Value::of),
+            sec_fetch_site: h.get(SEC_FETCH_SITE).map(Value::of),
+            sec_fetch_mode: h.get(SEC_FETCH_MODE).map(Value::of),
+            sec_fetch_dest: h.get(SEC_FETCH_DEST).map(Value::of),
+            sec_fetch_user: h.get(SEC_FETCH_USER).map(Value::of),
+            sec_ch_ua: h.get(SEC_CH_UA).map(Value::of),
+            sec_ch_ua_mobile: h.get(SEC_CH_UA_MOBILE).map(Value::of),
+            sec_ch_ua_platform: h.get(SEC_CH_UA_PLATFORM).map(Value::of),
+            sec_purpose: h.get(SEC_PURPOSE).map(Value::of),
+            purpose: h.get(PURPOSE).map(Value::of),
+            dnt: h.get(DNT).map(Value::of),
+            upgrade_insecure_requests: h.get(UPGRADE_INSECURE_REQUESTS).map(Value::of),
+            via: h.get(VIA).map(Value::of),
         }
     }
 
-    fn evidence(&self) -> ClickHeaders {
-        ClickHeaders {
-            accept: owned(self.accept),
-            accept_language: owned(self.accept_language),
-            accept_encoding: owned(self.accept_encoding),
-            sec_fetch_site: owned(self.sec_fetch_site),
-            sec_fetch_mode: owned(self.sec_fetch_mode),
-            sec_fetch_dest: owned(self.sec_fetch_dest),
-            sec_fetch_user: owned(self.sec_fetch_user),
-            sec_ch_ua: owned(self.sec_ch_ua),
-            sec_ch_ua_mobile: owned(self.sec_ch_ua_mobile),
-            sec_ch_ua_platform: owned(self.sec_ch_ua_platform),
-            sec_purpose: owned(self.sec_purpose),
-            purpose: owned(self.purpose),
-            dnt: owned(self.dnt),
-            upgrade_insecure_requests: owned(self.upgrade_insecure_requests),
-            via: owned(self.via),
+    /// The click's evidence: every header seen, and the query, in one
+    /// buffer.
+    fn evidence(&self, query: Option<&str>) -> Evidence {
+        use EvidenceField as F;
+        let fields = [
+            (F::UserAgent, self.user_agent),
+            (F::Referer, self.referer),
+            (F::Accept, self.accept),
+            (F::AcceptLanguage, self.accept_language),
+            (F::AcceptEncoding, self.accept_encoding),
+            (F::SecFetchSite, self.sec_fetch_site),
+            (F::SecFetchMode, self.sec_fetch_mode),
+            (F::SecFetchDest, self.sec_fetch_dest),
+            (F::SecFetchUser, self.sec_fetch_user),
+            (F::SecChUa, self.sec_ch_ua),
+            (F::SecChUaMobile, self.sec_ch_ua_mobile),
+            (F::SecChUaPlatform, self.sec_ch_ua_platform),
+            (F::SecPurpose, self.sec_purpose),
+            (F::Purpose, self.purpose),
+            (F::Dnt, self.dnt),
+            (F::UpgradeInsecureRequests, self.upgrade_insecure_requests),
+            (F::Via, self.via),
+        ];
+        let bytes = query.map_or(0, str::len)
+            + fields
+                .iter()
+                .filter_map(|(_, v)| {
+                    v.map(|v| match v {
+                        Value::Text(t) => t.len(),
+                        Value::Bytes(b) => b.len(),
+                    })
+                })
+                .sum::<usize>();
+        let mut e = Evidence::with_capacity(bytes.min(4 * crate::model::EVIDENCE_MAX));
+        if let Some(q) = query {
+            e.set(F::Query, q);
         }
+        for (field, value) in fields {
+            match value {
+                Some(Value::Text(t)) => e.set(field, t),
+                Some(Value::Bytes(b)) => e.set_bytes(field, b),
+                None => {}
+            }
+        }
+        e
     }
 }
 
@@ -377,21 +395,6 @@ mod tests {
     use super::*;
 
     const ID: ClickId = ClickId(1);
-
-    #[test]
-    fn evidence_is_kept_whole_up_to_a_kilobyte_then_cut_on_a_character() {
-        let short = HeaderValue::from_static("Mozilla/5.0");
-        assert_eq!(owned(Some(&short)).as_deref(), Some("Mozilla/5.0"));
-        assert_eq!(owned(None), None);
-        // 1,023 ASCII bytes and then two-byte characters: the cut lands
-        // inside one and backs off to its start.
-        let long = format!("{}{}", "a".repeat(EVIDENCE_MAX - 1), "é".repeat(100));
-        let v = HeaderValue::from_bytes(long.as_bytes()).unwrap();
-        let kept = owned(Some(&v)).unwrap();
-        assert_eq!(kept, format!("{}…", "a".repeat(EVIDENCE_MAX - 1)));
-        let exact = HeaderValue::from_str(&"b".repeat(EVIDENCE_MAX)).unwrap();
-        assert_eq!(owned(Some(&exact)).unwrap().len(), EVIDENCE_MAX);
-    }
 
     #[test]
     fn location_keeps_destination_and_passes_the_query_through() {

@@ -15,7 +15,7 @@
 use super::counts::{ChunkKey, Marks};
 use super::{codec, corrupt, Store, StoreError};
 use crate::id::ClickId;
-use crate::model::ClickRecord;
+use crate::model::{ClickRecord, ClickRow};
 use std::collections::HashMap;
 
 /// Most records in one chunk value.
@@ -99,7 +99,7 @@ impl Store {
 
     /// Writes a batch of clicks (in id order) as one atomic sled batch, then
     /// flushes once: the group commit.
-    pub fn write_clicks(&self, batch: &[ClickRecord]) -> Result<(), StoreError> {
+    pub fn write_clicks(&self, batch: &[ClickRow<'_>]) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         let mut last_chunk = None;
         let mut rest = batch;
@@ -117,7 +117,7 @@ impl Store {
             b.insert(&key[..], enc.finish());
             let mut per_partner: HashMap<&str, u32> = HashMap::new();
             for r in chunk {
-                *per_partner.entry(r.partner_id.as_str()).or_default() += 1;
+                *per_partner.entry(r.partner_id).or_default() += 1;
             }
             for (partner, n) in per_partner {
                 let mut k = partner_prefix(partner);
@@ -131,7 +131,7 @@ impl Store {
         };
         let mut deltas: HashMap<&str, u64> = HashMap::new();
         for r in batch {
-            *deltas.entry(r.link.as_str()).or_default() += 1;
+            *deltas.entry(r.link).or_default() += 1;
         }
         self.counts
             .rotate_into(&self.clicks, &mut b, mark, &deltas)?;
@@ -272,7 +272,7 @@ impl Store {
 mod tests {
     use super::super::counts::{LEGACY_COUNT, LEGACY_MARK, PAGES};
     use super::*;
-    use crate::model::{ClickHeaders, CookieOutcome};
+    use crate::model::{rows, ClickHeaders, CookieOutcome};
 
     fn record(id: ClickId, link: &str) -> ClickRecord {
         ClickRecord {
@@ -308,7 +308,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.click_count("old"), 1, "replayed from the JSON chunk");
         let new = record(ClickId::lower_bound(1_790_000_000_001), "new");
-        store.write_clicks(std::slice::from_ref(&new)).unwrap();
+        store.write_clicks(&[new.row()]).unwrap();
         let page = store
             .clicks(&ClickQuery {
                 limit: 10,
@@ -329,7 +329,7 @@ mod tests {
                 r
             })
             .collect();
-        store.write_clicks(&batch).unwrap();
+        store.write_clicks(&rows(&batch)).unwrap();
         let mut chunks = 0;
         for kv in store.clicks.scan_prefix([CHUNK_TAG]) {
             let (_, v) = kv.unwrap();
@@ -368,7 +368,7 @@ mod tests {
             let old = batch(0, 10);
             let mut enc = codec::ChunkEncoder::new();
             for r in &old {
-                enc.push(r);
+                enc.push(&r.row());
             }
             let key = chunk_key(old[0].id);
             store.clicks.insert(key, enc.finish()).unwrap();
@@ -403,7 +403,7 @@ mod tests {
                 for r in &b {
                     *expected.entry(r.link.clone()).or_default() += 1;
                 }
-                store.write_clicks(&b).unwrap();
+                store.write_clicks(&rows(&b)).unwrap();
             }
             assert_eq!(
                 store.clicks.scan_prefix([LEGACY_COUNT]).count(),
@@ -421,7 +421,7 @@ mod tests {
         for r in &b {
             *expected.entry(r.link.clone()).or_default() += 1;
         }
-        store.write_clicks(&b).unwrap();
+        store.write_clicks(&rows(&b)).unwrap();
         store.snapshot_click_counts().unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();

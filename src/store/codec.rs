@@ -16,13 +16,15 @@
 
 use crate::fraud::{Flag, Reason};
 use crate::id::ClickId;
-use crate::model::{ClickHeaders, ClickRecord, CookieOutcome};
+use crate::model::{ClickHeaders, ClickRecord, ClickRow, CookieOutcome, EVIDENCE_FIELDS};
 
 /// The format byte that starts a binary chunk.
 pub(super) const FORMAT_1: u8 = 1;
 
-/// Text fields per record, in this order.
-const SLOTS: usize = 26;
+/// Text fields per record: link, partner, program, method, IP hash, IP
+/// prefix, the evidence fields (user agent, referer, query, headers), the
+/// refused cookie's error and the verdict.
+const SLOTS: usize = 6 + EVIDENCE_FIELDS + 2;
 
 const ABSENT: u64 = 0;
 const SAME: u64 = 1;
@@ -33,36 +35,20 @@ const COOKIES: [CookieOutcome; 3] = [
     CookieOutcome::NotSet,
 ];
 
-fn slots(r: &ClickRecord) -> [Option<&str>; SLOTS] {
-    let h = &r.headers;
-    [
-        Some(r.link.as_str()),
-        Some(r.partner_id.as_str()),
-        Some(r.program.as_str()),
-        Some(r.method.as_str()),
-        Some(r.ip_hash.as_str()),
-        Some(r.ip_prefix.as_str()),
-        r.user_agent.as_deref(),
-        r.referer.as_deref(),
-        r.query.as_deref(),
-        h.accept.as_deref(),
-        h.accept_language.as_deref(),
-        h.accept_encoding.as_deref(),
-        h.sec_fetch_site.as_deref(),
-        h.sec_fetch_mode.as_deref(),
-        h.sec_fetch_dest.as_deref(),
-        h.sec_fetch_user.as_deref(),
-        h.sec_ch_ua.as_deref(),
-        h.sec_ch_ua_mobile.as_deref(),
-        h.sec_ch_ua_platform.as_deref(),
-        h.sec_purpose.as_deref(),
-        h.purpose.as_deref(),
-        h.dnt.as_deref(),
-        h.upgrade_insecure_requests.as_deref(),
-        h.via.as_deref(),
-        r.prior_token_error.as_deref(),
-        Some(r.verdict.as_str()),
-    ]
+fn slots<'a>(r: &ClickRow<'a>) -> [Option<&'a str>; SLOTS] {
+    let mut out = [None; SLOTS];
+    out[..6].copy_from_slice(&[
+        Some(r.link),
+        Some(r.partner_id),
+        Some(r.program),
+        Some(r.method),
+        Some(r.ip_hash),
+        Some(r.ip_prefix),
+    ]);
+    out[6..6 + EVIDENCE_FIELDS].copy_from_slice(&r.evidence);
+    out[SLOTS - 2] = r.prior_token_error;
+    out[SLOTS - 1] = Some(r.verdict);
+    out
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -106,7 +92,7 @@ impl<'a> ChunkEncoder<'a> {
         self.records
     }
 
-    pub(super) fn push(&mut self, r: &'a ClickRecord) {
+    pub(super) fn push(&mut self, r: &ClickRow<'a>) {
         let out = &mut self.buf;
         out.extend_from_slice(&r.id.to_bytes());
         for (prev, field) in self.prev.iter_mut().zip(slots(r)) {
@@ -122,7 +108,7 @@ impl<'a> ChunkEncoder<'a> {
         }
         out.push(COOKIES.iter().position(|c| *c == r.cookie).unwrap_or(0) as u8);
         put_varint(out, r.flags.len() as u64);
-        for f in &r.flags {
+        for f in r.flags {
             out.push(Reason::ALL.iter().position(|x| *x == f.reason).unwrap_or(0) as u8);
             put_str(out, &f.evidence);
         }
@@ -305,7 +291,7 @@ mod tests {
             .collect();
         let mut enc = ChunkEncoder::new();
         for r in &records {
-            enc.push(r);
+            enc.push(&r.row());
         }
         assert_eq!(enc.records(), 50);
         let bytes = enc.finish();
@@ -317,7 +303,7 @@ mod tests {
         let records: Vec<_> = (0..4).map(|i| record(i, Some("UA"))).collect();
         let mut enc = ChunkEncoder::new();
         for r in &records {
-            enc.push(r);
+            enc.push(&r.row());
         }
         let bytes = enc.finish();
         for cut in 1..bytes.len() {
