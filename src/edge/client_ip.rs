@@ -4,8 +4,10 @@
 //! behind a trusted proxy cannot choose its own address.
 
 use crate::net::{canonical, IpNet};
-use hyper::header::{HeaderMap, FORWARDED};
+use hyper::header::{HeaderMap, HeaderName, FORWARDED};
 use std::net::{IpAddr, SocketAddr};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The visitor's address.
 pub fn visitor_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
@@ -14,30 +16,33 @@ pub fn visitor_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAdd
     if !is_trusted(peer) {
         return peer;
     }
-    let mut hops: Vec<Option<IpAddr>> = Vec::new();
-    if headers.contains_key(FORWARDED) {
-        for v in headers.get_all(FORWARDED) {
-            let Ok(v) = v.to_str() else { return peer };
-            for element in v.split(',') {
-                let for_value = element.split(';').find_map(|pair| {
-                    let (k, v) = pair.trim().split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
-                });
-                hops.push(for_value.and_then(parse_node));
-            }
-        }
+    let forwarded = headers.contains_key(FORWARDED);
+    let values = headers.get_all(if forwarded {
+        FORWARDED
     } else {
-        for v in headers.get_all("x-forwarded-for") {
-            let Ok(v) = v.to_str() else { return peer };
-            hops.extend(v.split(',').map(|s| parse_node(s.trim())));
-        }
-    }
-    for hop in hops.into_iter().rev() {
-        match hop {
-            Some(ip) if is_trusted(ip) => continue,
-            Some(ip) => return ip,
-            // An unreadable hop ends what can be believed.
-            None => return peer,
+        X_FORWARDED_FOR
+    });
+    // From the nearest hop (the last header's last element) outwards.
+    for v in values.iter().rev() {
+        let Ok(v) = v.to_str() else { return peer };
+        for element in v.rsplit(',') {
+            let hop = if forwarded {
+                element
+                    .split(';')
+                    .find_map(|pair| {
+                        let (k, v) = pair.trim().split_once('=')?;
+                        k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+                    })
+                    .and_then(parse_node)
+            } else {
+                parse_node(element.trim())
+            };
+            match hop {
+                Some(ip) if is_trusted(ip) => continue,
+                Some(ip) => return ip,
+                // An unreadable hop ends what can be believed.
+                None => return peer,
+            }
         }
     }
     peer
@@ -97,6 +102,16 @@ mod tests {
         assert_eq!(
             visitor_ip(peer, &h, &trusted),
             "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        // Several headers are one list, in order.
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.8, 10.0.0.2"),
+            ("x-forwarded-for", "10.0.0.3"),
+        ]);
+        assert_eq!(
+            visitor_ip(peer, &h, &trusted),
+            "198.51.100.8".parse::<IpAddr>().unwrap()
         );
         let h = headers(&[("x-forwarded-for", "garbage, 10.0.0.3")]);
         assert_eq!(visitor_ip(peer, &h, &trusted), peer);
