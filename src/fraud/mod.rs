@@ -419,17 +419,19 @@ const AD_CLICK_IDS: &[&str] = &[
     "epik",
     "rdt_cid",
 ];
+/// Search engines, by a label of their host (`www.google.co.uk`,
+/// `search.brave.com`, `duckduckgo.com`).
 const SEARCH_ENGINES: &[&str] = &[
-    "google.",
-    "bing.com",
-    "yahoo.",
-    "duckduckgo.com",
-    "yandex.",
-    "baidu.com",
-    "ecosia.org",
-    "search.brave.com",
-    "startpage.com",
-    "qwant.com",
+    "google",
+    "bing",
+    "yahoo",
+    "duckduckgo",
+    "yandex",
+    "baidu",
+    "ecosia",
+    "brave",
+    "startpage",
+    "qwant",
 ];
 
 /// A visitor's last clicks, newest last, and their per-visitor limiter
@@ -501,12 +503,15 @@ fn visitor_key(ip: Option<IpAddr>, hasher: &FastHash) -> u64 {
     }
 }
 
-/// Whether `haystack` contains `needle` (ASCII lowercase), ignoring ASCII case.
-fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// Whether a host is a search engine's: one of its labels names one
+/// (ASCII case ignored). Most referers are not: a label is compared only
+/// with engines of its length.
+fn is_search_engine(host: &str) -> bool {
+    host.split('.').any(|label| {
+        SEARCH_ENGINES
+            .iter()
+            .any(|e| e.len() == label.len() && e.eq_ignore_ascii_case(label))
+    })
 }
 
 fn host_of(url: &str) -> Option<&str> {
@@ -783,7 +788,7 @@ impl Guard {
                     let host = host_of(referer).unwrap_or_default();
                     // Most clicks with a referer are not from a search
                     // engine: match without lowering the host into a String.
-                    if SEARCH_ENGINES.iter().any(|s| contains_ignore_case(host, s)) {
+                    if is_search_engine(host) {
                         let host = host.to_ascii_lowercase();
                         let q = referer.split_once('?').map(|(_, q)| q).unwrap_or_default();
                         let terms: String = url::form_urlencoded::parse(q.as_bytes())
@@ -992,10 +997,14 @@ mod tests {
 
     #[test]
     fn search_engine_hosts_match_in_any_case() {
-        assert!(contains_ignore_case("WWW.Google.COM", "google."));
-        assert!(contains_ignore_case("search.brave.com", "search.brave.com"));
-        assert!(!contains_ignore_case("goog.le", "google."));
-        assert!(!contains_ignore_case("", "bing.com"));
+        assert!(is_search_engine("WWW.Google.COM"));
+        assert!(is_search_engine("www.google.co.uk"));
+        assert!(is_search_engine("search.brave.com"));
+        assert!(is_search_engine("duckduckgo.com"));
+        assert!(!is_search_engine("goog.le"));
+        assert!(!is_search_engine("googleblog.example"));
+        assert!(!is_search_engine("blog.example"));
+        assert!(!is_search_engine(""));
     }
 
     #[test]
