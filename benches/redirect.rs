@@ -43,134 +43,229 @@ fn browser_request(code: &str, cookie: Option<&str>) -> hyper::Request<()> {
 }
 
 fn bench_redirect(c: &mut Criterion) {
-    bench_redirect_with(c, true);
-    bench_redirect_with(c, false);
+    // Both servers live side by side, so the alternating comparison at the
+    // end sees the same machine state for each.
+    let on = Setup::new(true);
+    let off = Setup::new(false);
+    on.bench(c, "redirect");
+    bench_parts(c, &on.rt, &on.app, &on.codes);
+    off.bench(c, "redirect_fraud_off");
+    fraud_overhead(&on, &off);
+    on.report(true);
+    off.report(false);
+    on.shutdown();
+    off.shutdown();
 }
 
-fn bench_redirect_with(c: &mut Criterion, fraud: bool) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::defaults(dir.path());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_token = Some("bench-admin-token-0123456789".into());
-    config.clicks.queue_capacity = 1 << 20;
-    for p in config.programs.values_mut() {
-        p.fraud.enabled = fraud;
-        // One bench partner gets all the traffic: lift its per-second limit.
-        p.fraud.partner_per_second = 100_000_000;
-    }
-    let running = rt
-        .block_on(refedge::edge::start(config, Arc::new(SystemClock)))
-        .unwrap();
-    let app = running.app.clone();
-    let now = SystemClock.now();
-    let partner = app
-        .directory
-        .create_partner(
-            NewPartner {
-                program: "krispcall".into(),
-                name: "Bench".into(),
-                email: "bench@blog.example".into(),
-                website: "https://blog.example".into(),
-                currency: None,
-                customer_ids: Vec::new(),
-                ip_hashes: Vec::new(),
-            },
-            now,
-        )
-        .unwrap();
-    let codes: Vec<String> = (0..LINKS)
-        .map(|i| {
-            app.directory
-                .create_link(
-                    NewLink {
-                        partner_id: partner.id.clone(),
-                        destination: "https://krispcall.com/pricing?plan=standard".into(),
-                        code: Some(format!("bench-{i:05}")),
-                    },
-                    now,
-                )
-                .unwrap()
-                .code
-        })
-        .collect();
-    // Many distinct visitors (carrier-grade NAT space, in no data-centre
-    // list), so the fraud state sees fresh and returning visitors as in life.
-    let peers: Vec<std::net::SocketAddr> = (0..100_003u32)
-        .map(|n| {
-            std::net::SocketAddr::from((
-                [100, 64 + (n >> 16) as u8 % 64, (n >> 8) as u8, n as u8],
-                51234,
-            ))
-        })
-        .collect();
-    let requests: Vec<_> = codes.iter().map(|c| browser_request(c, None)).collect();
+/// A server with 10,000 links and the requests to click them.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    running: Option<refedge::edge::Running>,
+    app: Arc<App>,
+    codes: Vec<String>,
+    peers: Vec<std::net::SocketAddr>,
+    requests: Vec<hyper::Request<()>>,
+    _dir: tempfile::TempDir,
+}
 
-    let mut g = c.benchmark_group(if fraud {
-        "redirect"
-    } else {
-        "redirect_fraud_off"
-    });
-    g.throughput(Throughput::Elements(1));
-    let mut i = 0usize;
-    let mut v = 0usize;
-    g.bench_function("browser_click_no_cookie", |b| {
-        b.iter(|| {
-            i = (i + 7919) % requests.len();
-            v = (v + 1) % peers.len();
-            black_box(redirect(&app, peers[v], &requests[i], &codes[i]))
-        })
-    });
-    let peer = peers[0];
-    let token = redirect(&app, peer, &requests[0], &codes[0])
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("refedge_attr=")
-        .to_string();
-    let with_cookie: Vec<_> = codes
-        .iter()
-        .map(|c| browser_request(c, Some(&token)))
-        .collect();
-    g.bench_function("browser_click_with_cookie", |b| {
-        b.iter(|| {
-            i = (i + 7919) % with_cookie.len();
-            v = (v + 1) % peers.len();
-            black_box(redirect(&app, peers[v], &with_cookie[i], &codes[i]))
-        })
-    });
-    g.finish();
-    if fraud {
-        bench_parts(c, &rt, &app, &codes);
+impl Setup {
+    fn new(fraud: bool) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults(dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_token = Some("bench-admin-token-0123456789".into());
+        config.clicks.queue_capacity = 1 << 20;
+        for p in config.programs.values_mut() {
+            p.fraud.enabled = fraud;
+            // One bench partner gets all the traffic: lift its per-second limit.
+            p.fraud.partner_per_second = 100_000_000;
+        }
+        let running = rt
+            .block_on(refedge::edge::start(config, Arc::new(SystemClock)))
+            .unwrap();
+        let app = running.app.clone();
+        let now = SystemClock.now();
+        let partner = app
+            .directory
+            .create_partner(
+                NewPartner {
+                    program: "krispcall".into(),
+                    name: "Bench".into(),
+                    email: "bench@blog.example".into(),
+                    website: "https://blog.example".into(),
+                    currency: None,
+                    customer_ids: Vec::new(),
+                    ip_hashes: Vec::new(),
+                },
+                now,
+            )
+            .unwrap();
+        let codes: Vec<String> = (0..LINKS)
+            .map(|i| {
+                app.directory
+                    .create_link(
+                        NewLink {
+                            partner_id: partner.id.clone(),
+                            destination: "https://krispcall.com/pricing?plan=standard".into(),
+                            code: Some(format!("bench-{i:05}")),
+                        },
+                        now,
+                    )
+                    .unwrap()
+                    .code
+            })
+            .collect();
+        // Many distinct visitors (carrier-grade NAT space, in no data-centre
+        // list), so the fraud state sees fresh and returning visitors as in
+        // life.
+        let peers: Vec<std::net::SocketAddr> = (0..100_003u32)
+            .map(|n| {
+                std::net::SocketAddr::from((
+                    [100, 64 + (n >> 16) as u8 % 64, (n >> 8) as u8, n as u8],
+                    51234,
+                ))
+            })
+            .collect();
+        let requests: Vec<_> = codes.iter().map(|c| browser_request(c, None)).collect();
+        Self {
+            rt,
+            running: Some(running),
+            app,
+            codes,
+            peers,
+            requests,
+            _dir: dir,
+        }
     }
-    let dropped: u64 = ["queue_full", "stopped"]
-        .iter()
-        .map(|r| app.metrics.clicks_dropped.with_label_values(&[r]).get())
-        .sum();
-    let flagged: u64 = refedge::fraud::Reason::ALL
-        .iter()
-        .map(|r| {
-            app.metrics
-                .clicks_by_verdict
-                .with_label_values(&["krispcall", "flagged", r.label()])
-                .get()
-        })
-        .sum();
+
+    /// Click number `n`: link and visitor both cycle.
+    fn click(&self, n: usize) -> hyper::Response<refedge::edge::http::Body> {
+        let i = (n * 7919) % self.requests.len();
+        let v = n % self.peers.len();
+        redirect(&self.app, self.peers[v], &self.requests[i], &self.codes[i])
+    }
+
+    fn bench(&self, c: &mut Criterion, group: &str) {
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Elements(1));
+        let mut n = 0usize;
+        g.bench_function("browser_click_no_cookie", |b| {
+            b.iter(|| {
+                n += 1;
+                black_box(self.click(n))
+            })
+        });
+        let token = self
+            .click(0)
+            .headers()
+            .get("set-cookie")
+            .map(|c| c.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let token = token
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("refedge_attr=")
+            .to_string();
+        let with_cookie: Vec<_> = self
+            .codes
+            .iter()
+            .map(|c| browser_request(c, Some(&token)))
+            .collect();
+        g.bench_function("browser_click_with_cookie", |b| {
+            b.iter(|| {
+                n += 1;
+                let i = (n * 7919) % with_cookie.len();
+                let v = n % self.peers.len();
+                black_box(redirect(
+                    &self.app,
+                    self.peers[v],
+                    &with_cookie[i],
+                    &self.codes[i],
+                ))
+            })
+        });
+        g.finish();
+    }
+
+    fn report(&self, fraud: bool) {
+        let app = &self.app;
+        let dropped: u64 = ["queue_full", "stopped"]
+            .iter()
+            .map(|r| app.metrics.clicks_dropped.with_label_values(&[r]).get())
+            .sum();
+        let flagged: u64 = refedge::fraud::Reason::ALL
+            .iter()
+            .map(|r| {
+                app.metrics
+                    .clicks_by_verdict
+                    .with_label_values(&["krispcall", "flagged", r.label()])
+                    .get()
+            })
+            .sum();
+        eprintln!(
+            "fraud {fraud}: clicks written {}, dropped {dropped}, flag hits {flagged}",
+            app.metrics.clicks_written.get()
+        );
+    }
+
+    fn shutdown(mut self) {
+        let running = self.running.take().unwrap();
+        self.rt.block_on(running.shutdown()).unwrap();
+    }
+}
+
+/// The fraud checks' in-process cost, measured so that this machine's
+/// drift cancels out: rounds of clicks with the checks on and off back to
+/// back (the order swapped every round), and the median of the rounds'
+/// ratios. Criterion's two groups above run a minute apart, and their
+/// difference moved by ±10% from run to run.
+fn fraud_overhead(on: &Setup, off: &Setup) {
+    const ROUNDS: usize = 40;
+    const CLICKS: usize = 20_000;
+    let mut n = 1_000_000usize;
+    let mut time = |s: &Setup| {
+        let t = std::time::Instant::now();
+        for _ in 0..CLICKS {
+            n += 1;
+            black_box(s.click(n));
+        }
+        t.elapsed().as_secs_f64() * 1e6 / CLICKS as f64
+    };
+    let (mut t_on, mut t_off, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (a, b) = if round % 2 == 0 {
+            let a = time(on);
+            (a, time(off))
+        } else {
+            let b = time(off);
+            (time(on), b)
+        };
+        t_on.push(a);
+        t_off.push(b);
+        ratios.push(a / b);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (q1, q3) = {
+        let mut r = ratios.clone();
+        r.sort_by(f64::total_cmp);
+        (r[ROUNDS / 4], r[3 * ROUNDS / 4])
+    };
     eprintln!(
-        "fraud {fraud}: clicks written {}, dropped {dropped}, flag hits {flagged}",
-        app.metrics.clicks_written.get()
+        "fraud overhead, {ROUNDS} alternating rounds of {CLICKS} clicks: on {:.2} µs, off {:.2} µs \
+         (medians); on/off per round: median {:.3}, quartiles {q1:.3}–{q3:.3}",
+        median(&mut t_on),
+        median(&mut t_off),
+        median(&mut ratios),
     );
-    drop(app);
-    rt.block_on(running.shutdown()).unwrap();
 }
 
 /// Two pieces of the redirect on their own: the link lookup, and queueing
