@@ -24,7 +24,6 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a click was flagged.
@@ -319,7 +318,8 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
 
 /// One program's visitors, each in one map entry holding their recent
 /// clicks and their per-visitor limiter state, so a click looks its
-/// visitor up once (the limiter's second access finds the entry hot).
+/// visitor up once (the limiter reads the held entry through
+/// [`HeldVisitor`]).
 /// Split in [`PRUNE_PARTS`] parts that [`Guard::prune_step`] sweeps one at
 /// a time.
 struct Visitors {
@@ -348,27 +348,51 @@ impl Visitors {
     }
 }
 
-/// The per-visitor limiter's governor state store: each visitor's GCRA
-/// state (the theoretical arrival time) lives in its [`Visitors`] entry.
-struct VisitorTats(Arc<Visitors>);
+thread_local! {
+    /// The limiter state of the visitor whose entry the verdict on this
+    /// thread holds: (visitor, GCRA state).
+    static HELD_VISITOR: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
 
-impl StateStore for VisitorTats {
+/// The per-visitor limiter's governor state store: the GCRA state (the
+/// theoretical arrival time) of the visitor whose [`Visitors`] entry the
+/// verdict holds, so charging the limiter costs no second map access. The
+/// entry's lock makes measure-and-replace atomic; only
+/// [`HeldVisitor::charge`] reaches this limiter.
+struct HeldVisitor;
+
+impl HeldVisitor {
+    /// Runs `check` (a charge of the per-visitor limiter for `visitor`)
+    /// against the state in `entry`, which the caller holds locked.
+    fn charge<T>(entry: &mut Recent, visitor: u64, check: impl FnOnce() -> T) -> T {
+        HELD_VISITOR.with(|held| {
+            held.set((visitor, entry.tat));
+            let out = check();
+            entry.tat = held.get().1;
+            out
+        })
+    }
+}
+
+impl StateStore for HeldVisitor {
     type Key = u64;
 
     fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        // The entry's write lock makes measure-and-replace atomic.
-        let mut v = self.0.part(*key).entry(*key).or_default();
-        let (out, tat) = f((v.tat != 0).then(|| Nanos::from(v.tat)))?;
-        // 0 means "never charged".
-        v.tat = tat.as_u64().max(1);
-        Ok(out)
+        HELD_VISITOR.with(|held| {
+            let (visitor, tat) = held.get();
+            assert_eq!(visitor, *key, "the verdict holds this visitor's entry");
+            let (out, tat) = f((tat != 0).then(|| Nanos::from(tat)))?;
+            // 0 means "never charged".
+            held.set((visitor, tat.as_u64().max(1)));
+            Ok(out)
+        })
     }
 }
 
-type VisitorLimit = RateLimiter<u64, VisitorTats, AppClock, NoOpMiddleware<Duration>>;
+type VisitorLimit = RateLimiter<u64, HeldVisitor, AppClock, NoOpMiddleware<Duration>>;
 
 /// How long a visitor the per-visitor limiter has charged is remembered
 /// after their last click: its quota is per minute, so a minute after the
@@ -379,7 +403,7 @@ struct ProgramGuard {
     rules: FraudRules,
     /// Longest window (duplicate, burst) this program's visitors are kept.
     window_ms: i64,
-    visitors: Arc<Visitors>,
+    visitors: Visitors,
     visitor_link: Limit<(u64, u64)>,
     /// Keyed by visitor; its state lives in `visitors`.
     visitor: VisitorLimit,
@@ -549,7 +573,6 @@ impl Guard {
                         )
                     })
                     .collect();
-                let visitors = Arc::new(Visitors::new());
                 let g = ProgramGuard {
                     window_ms: (rules.duplicate_window_seconds as i64 * 1000)
                         .max(rules.burst_window_seconds as i64 * 1000)
@@ -557,10 +580,10 @@ impl Guard {
                     visitor_link: Limit::new(minute, rules.visitor_link_per_minute, &gclock),
                     visitor: RateLimiter::new(
                         quota(minute, rules.visitor_per_minute),
-                        VisitorTats(visitors.clone()),
+                        HeldVisitor,
                         gclock.clone(),
                     ),
-                    visitors,
+                    visitors: Visitors::new(),
                     partner: Limit::new(Duration::from_secs(1), rules.partner_per_second, &gclock),
                     partner_overrides,
                     rules,
@@ -668,14 +691,25 @@ impl Guard {
                 );
             }
         }
-        // Duplicates and bursts, from the visitor's recent clicks; also how
-        // many clicks of this visitor (and on this link) are remembered.
-        let seen_before: (u8, usize);
+        // Rate limits. A visitor far beyond them (more than
+        // `block_multiplier` × the per-link limit in a minute) gets a 429; a
+        // partner-wide surge only flags, so real visitors are never refused
+        // for someone else's traffic.
+        // A visitor's first click (and first on a link) is charged with
+        // the second, so one-click visitors never touch the limiter maps.
+        let charge = |seen: usize| match seen {
+            0 => 0,
+            1 => 2,
+            _ => 1,
+        };
+        // Duplicates, bursts and the per-visitor limits, all under one
+        // lookup of the visitor's entry.
+        let (over_link, over_visitor);
         {
             let dup_window = r.duplicate_window_seconds as i64 * 1000;
             let burst_window = r.burst_window_seconds as i64 * 1000;
             let mut recent = pg.visitors.part(visitor).entry(visitor).or_default();
-            seen_before = (recent.len, recent.iter().filter(|c| c.0 == link32).count());
+            let seen_before = (recent.len, recent.iter().filter(|c| c.0 == link32).count());
             let last_here = recent
                 .iter()
                 .filter(|c| c.0 == link32)
@@ -710,23 +744,28 @@ impl Guard {
                     );
                 }
             }
+            over_link = match charge(seen_before.1) {
+                1 => pg.visitor_link.over(&(visitor, link)),
+                n => pg.visitor_link.over_n(&(visitor, link), n),
+            };
+            over_visitor = HeldVisitor::charge(&mut recent, visitor, || {
+                over_by(&pg.visitor, &visitor, charge(seen_before.0 as usize))
+            });
+            if over_link || over_visitor {
+                let minute = now.div_euclid(60_000) as u16;
+                if recent.over_minute != minute {
+                    recent.over_minute = minute;
+                    recent.over = 0;
+                }
+                recent.over = recent.over.saturating_add(1);
+                let allowance = r
+                    .visitor_link_per_minute
+                    .saturating_mul(r.block_multiplier.max(1).saturating_sub(1));
+                if u32::from(recent.over) > allowance {
+                    action = Action::TooMany;
+                }
+            }
         }
-        // Rate limits. A visitor far beyond them (more than
-        // `block_multiplier` × the per-link limit in a minute) gets a 429; a
-        // partner-wide surge only flags, so real visitors are never refused
-        // for someone else's traffic.
-        // A visitor's first click (and first on a link) is charged with
-        // the second, so one-click visitors never touch the limiter maps.
-        let charge = |seen: usize| match seen {
-            0 => 0,
-            1 => 2,
-            _ => 1,
-        };
-        let over_link = match charge(seen_before.1) {
-            1 => pg.visitor_link.over(&(visitor, link)),
-            n => pg.visitor_link.over_n(&(visitor, link), n),
-        };
-        let over_visitor = over_by(&pg.visitor, &visitor, charge(seen_before.0 as usize));
         if over_link {
             flag(
                 Reason::RateLimited,
@@ -760,22 +799,6 @@ impl Guard {
                 Reason::RateLimited,
                 format!("partner: more than {n} clicks per second"),
             );
-        }
-        if over_link || over_visitor {
-            if let Some(mut recent) = pg.visitors.part(visitor).get_mut(&visitor) {
-                let minute = now.div_euclid(60_000) as u16;
-                if recent.over_minute != minute {
-                    recent.over_minute = minute;
-                    recent.over = 0;
-                }
-                recent.over = recent.over.saturating_add(1);
-                let allowance = r
-                    .visitor_link_per_minute
-                    .saturating_mul(r.block_multiplier.max(1).saturating_sub(1));
-                if u32::from(recent.over) > allowance {
-                    action = Action::TooMany;
-                }
-            }
         }
         // Paid search.
         if r.paid_search != PaidSearchPolicy::Allow {
@@ -910,6 +933,7 @@ impl std::fmt::Debug for Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn window_entries_stay_small() {
