@@ -133,7 +133,7 @@ pub const EVIDENCE_MAX: usize = 1024;
 
 /// A click's evidence text in one buffer: one allocation per click
 /// instead of one per header, and nothing copied twice.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Evidence {
     text: String,
     /// `(start, end)` of each field in `text`; `None` when absent.
@@ -187,12 +187,21 @@ impl Evidence {
         self.spans[field as usize].map(|(s, e)| &self.text[usize::from(s)..usize::from(e)])
     }
 
-    /// Every field, in [`EvidenceField`] order.
+    /// Every field, in [`EvidenceField`] order (two evidences are equal
+    /// when these are, whatever order their fields were set in).
     pub fn fields(&self) -> [Option<&str>; EVIDENCE_FIELDS] {
         self.spans
             .map(|span| span.map(|(s, e)| &self.text[usize::from(s)..usize::from(e)]))
     }
 }
+
+impl PartialEq for Evidence {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl Eq for Evidence {}
 
 /// What the redirect did about the attribution cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
