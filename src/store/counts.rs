@@ -213,9 +213,20 @@ impl ClickCounts {
         r.at = now;
         let n = r.credit as u32;
         r.credit -= f64::from(n);
+        // Each delta's page, worked out once for all the pages written.
+        let mut by_page: HashMap<u32, Vec<(&str, u64)>> = HashMap::new();
+        if n > 0 {
+            for (&code, &d) in deltas {
+                by_page.entry(page_of(code)).or_default().push((code, d));
+            }
+        }
         for _ in 0..n {
             let page = r.next;
-            batch.insert(&page_key(page)[..], self.encode_page(page, mark, deltas));
+            let page_deltas = by_page.get(&page).map_or(&[][..], Vec::as_slice);
+            batch.insert(
+                &page_key(page)[..],
+                self.encode_page(page, mark, page_deltas),
+            );
             r.next = (page + 1) % PAGES;
             r.written = r.written.saturating_add(1);
         }
@@ -233,9 +244,8 @@ impl ClickCounts {
         batch: &mut sled::Batch,
         mark: ChunkKey,
     ) -> Result<(), StoreError> {
-        let none = HashMap::new();
         for page in 0..PAGES {
-            batch.insert(&page_key(page)[..], self.encode_page(page, mark, &none));
+            batch.insert(&page_key(page)[..], self.encode_page(page, mark, &[]));
         }
         let mut r = self.rotation.lock().expect("rotation lock");
         if r.legacy {
@@ -245,21 +255,23 @@ impl ClickCounts {
         Ok(())
     }
 
-    fn encode_page(&self, page: u32, mark: ChunkKey, deltas: &HashMap<&str, u64>) -> Vec<u8> {
+    /// Page `page` at `mark`, with `deltas` (clicks of this page's links
+    /// in the batch being written) added.
+    fn encode_page(&self, page: u32, mark: ChunkKey, deltas: &[(&str, u64)]) -> Vec<u8> {
         let bucket = self.pages[page as usize].lock().expect("counts lock");
         let mut out = Vec::with_capacity(18 + bucket.len() * 24);
         out.push(PAGE_FORMAT);
         out.extend_from_slice(&mark);
         for (code, n) in bucket.iter() {
-            put_pair(
-                &mut out,
-                code,
-                n + deltas.get(&**code).copied().unwrap_or(0),
-            );
+            let d = deltas
+                .iter()
+                .find(|(c, _)| *c == &**code)
+                .map_or(0, |d| d.1);
+            put_pair(&mut out, code, n + d);
         }
-        for (code, n) in deltas {
-            if page_of(code) == page && !bucket.contains_key(*code) {
-                put_pair(&mut out, code, *n);
+        for &(code, n) in deltas {
+            if !bucket.contains_key(code) {
+                put_pair(&mut out, code, n);
             }
         }
         out
