@@ -287,15 +287,11 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
         )
     }
 
-    /// Whether this click is over the limit.
-    fn over(&self, key: &K) -> bool {
-        self.0.check_key(key).is_err()
-    }
-
-    /// Charges `n` clicks at once (the first click of a key is charged
-    /// late, with the second: a fresh key cannot be over any limit, and
-    /// skipping its insert is most of the cost for one-click visitors).
-    fn over_n(&self, key: &K, n: u32) -> bool {
+    /// Whether charging `n` clicks at once puts `key` over the limit (the
+    /// first click of a visitor is charged late, with the second: a fresh
+    /// key cannot be over any limit, and skipping its insert is most of the
+    /// cost for one-click visitors).
+    fn over(&self, key: &K, n: u32) -> bool {
         over_by(&self.0, key, n)
     }
 
@@ -744,10 +740,9 @@ impl Guard {
                     );
                 }
             }
-            over_link = match charge(seen_before.1) {
-                1 => pg.visitor_link.over(&(visitor, link)),
-                n => pg.visitor_link.over_n(&(visitor, link), n),
-            };
+            over_link = pg
+                .visitor_link
+                .over(&(visitor, link), charge(seen_before.1));
             over_visitor = HeldVisitor::charge(&mut recent, visitor, || {
                 over_by(&pg.visitor, &visitor, charge(seen_before.0 as usize))
             });
@@ -786,13 +781,13 @@ impl Guard {
         }
         let (over_partner, n) = match pg.partner_overrides.get(&partner) {
             Some(l) => (
-                l.over(&partner),
+                l.over(&partner, 1),
                 r.partner_limits
                     .get(f.partner)
                     .copied()
                     .unwrap_or(r.partner_per_second),
             ),
-            None => (pg.partner.over(&partner), r.partner_per_second),
+            None => (pg.partner.over(&partner, 1), r.partner_per_second),
         };
         if over_partner {
             flag(
