@@ -10,7 +10,7 @@
 use crate::config::ClickLogConfig;
 use crate::metrics::Metrics;
 use crate::model::{Click, ClickRow};
-use crate::net::visitor_prefix;
+use crate::net::{visitor_prefix, IP_HASH_LEN};
 use crate::store::{Store, StoreError};
 use ring::hmac;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +58,8 @@ pub struct Anonymiser {
 }
 
 /// A batch's IP hashes and prefixes, in one buffer: click `i`'s hash is
-/// `text[ends[i].0 - 32..ends[i].0]`, its prefix `text[ends[i].0..ends[i].1]`.
+/// the [`IP_HASH_LEN`] bytes before `ends[i].0`, its prefix
+/// `text[ends[i].0..ends[i].1]`.
 struct Pseudonyms {
     text: String,
     ends: Vec<(usize, usize)>,
@@ -106,7 +107,7 @@ impl Anonymiser {
                 partner_id: &c.partner_id,
                 program: &c.program,
                 method: c.method,
-                ip_hash: &p.text[hash_end - 32..hash_end],
+                ip_hash: &p.text[hash_end - IP_HASH_LEN..hash_end],
                 ip_prefix: &p.text[hash_end..prefix_end],
                 evidence: c.evidence.fields(),
                 cookie: c.cookie,
@@ -278,17 +279,10 @@ impl Writer {
     /// the batch up (counted as dropped, reason `write_failed`).
     async fn write(&self, clicks: Vec<Click>) {
         let n = clicks.len();
-        let anon = self.anon.clone();
-        let store = self.store.clone();
         let started = std::time::Instant::now();
         // One trip to the blocking pool per batch: anonymise, write, and
         // free the clicks there; they come back only for a retry.
-        let mut failed = tokio::task::spawn_blocking({
-            let anon = anon.clone();
-            move || write_or_hand_back(&store, &anon, clicks)
-        })
-        .await
-        .expect("anonymiser and store do not panic");
+        let mut failed = self.write_blocking(clicks).await;
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=5 {
             let Some((clicks, e)) = failed else {
@@ -308,25 +302,20 @@ impl Writer {
             }
             tokio::time::sleep(backoff).await;
             backoff *= 2;
-            let store = self.store.clone();
-            let anon = anon.clone();
-            failed = tokio::task::spawn_blocking(move || write_or_hand_back(&store, &anon, clicks))
-                .await
-                .expect("store does not panic");
+            failed = self.write_blocking(clicks).await;
         }
         self.metrics
             .clicks_dropped
             .with_label_values(&["write_failed"])
             .inc_by(n as u64);
     }
-}
 
-/// Writes a batch; on failure hands the clicks back for a retry (on
-/// success they are freed here, on the blocking thread).
-fn write_or_hand_back(
-    store: &Store,
-    anon: &Anonymiser,
-    clicks: Vec<Click>,
-) -> Option<(Vec<Click>, crate::store::StoreError)> {
-    anon.write(store, &clicks).err().map(|e| (clicks, e))
+    /// Writes a batch on the blocking pool; on failure hands the clicks
+    /// back for a retry (on success they are freed there).
+    async fn write_blocking(&self, clicks: Vec<Click>) -> Option<(Vec<Click>, StoreError)> {
+        let (store, anon) = (self.store.clone(), self.anon.clone());
+        tokio::task::spawn_blocking(move || anon.write(&store, &clicks).err().map(|e| (clicks, e)))
+            .await
+            .expect("anonymiser and store do not panic")
+    }
 }

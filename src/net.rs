@@ -106,10 +106,13 @@ pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// Length of an [`ip_hash`]: 16 bytes in hex.
+pub const IP_HASH_LEN: usize = 32;
+
 /// A stable pseudonym for an address: HMAC-SHA256 under the data dir's IP
 /// key, first 16 bytes, hex. Useless to anyone without the key.
 pub fn ip_hash(key: &ring::hmac::Key, ip: IpAddr) -> String {
-    let mut out = String::with_capacity(32);
+    let mut out = String::with_capacity(IP_HASH_LEN);
     push_ip_hash(key, ip, &mut out);
     out
 }
@@ -122,7 +125,7 @@ pub fn push_ip_hash(key: &ring::hmac::Key, ip: IpAddr, out: &mut String) {
         IpAddr::V6(v6) => ring::hmac::sign(key, &v6.octets()),
     };
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in &tag.as_ref()[..16] {
+    for &b in &tag.as_ref()[..IP_HASH_LEN / 2] {
         out.push(HEX[usize::from(b >> 4)] as char);
         out.push(HEX[usize::from(b & 15)] as char);
     }
