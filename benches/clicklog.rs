@@ -17,20 +17,21 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const BATCH: usize = 1000;
 const LINKS: usize = 10_000;
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
 fn click(ids: &ClickIdGen, links: &[Arc<str>], i: usize) -> Click {
     use EvidenceField as F;
-    let mut evidence = Evidence::default();
-    evidence.set(
-        F::UserAgent,
-        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-    );
-    evidence.set(F::Referer, "https://blog.example/best-voip");
-    evidence.set(F::Query, "utm_source=load");
-    evidence.set(F::Accept, "text/html,application/xhtml+xml");
-    evidence.set(F::AcceptLanguage, "en-US,en;q=0.5");
-    evidence.set(F::SecFetchDest, "document");
-    evidence.set(F::SecFetchMode, "navigate");
+    let evidence: Evidence = [
+        (F::UserAgent, FIREFOX),
+        (F::Referer, "https://blog.example/best-voip"),
+        (F::Query, "utm_source=load"),
+        (F::Accept, "text/html,application/xhtml+xml"),
+        (F::AcceptLanguage, "en-US,en;q=0.5"),
+        (F::SecFetchDest, "document"),
+        (F::SecFetchMode, "navigate"),
+    ]
+    .into_iter()
+    .collect();
     Click {
         id: ids.next(1_790_000_000_000 + i as i64),
         link: links[(i * 7919) % LINKS].clone(),

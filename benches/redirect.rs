@@ -10,7 +10,7 @@ use refedge::directory::{NewLink, NewPartner};
 use refedge::edge::redirect::redirect;
 use refedge::edge::App;
 use refedge::id::ClickId;
-use refedge::model::{Click, CookieOutcome, Evidence, EvidenceField};
+use refedge::model::{Click, CookieOutcome, EvidenceField};
 use refedge::token::{Claims, Keyring, SigningKey};
 use std::sync::Arc;
 
@@ -288,18 +288,17 @@ fn bench_parts(c: &mut Criterion, rt: &tokio::runtime::Runtime, app: &App, codes
         program: live.partner.program.clone(),
         method: "GET",
         ip: "100.64.1.2".parse().unwrap(),
-        evidence: {
-            use EvidenceField as F;
-            let mut e = Evidence::default();
-            e.set(
-                F::UserAgent,
+        evidence: [
+            (
+                EvidenceField::UserAgent,
                 "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-            );
-            e.set(F::Query, "utm_source=newsletter");
-            e.set(F::Accept, "text/html,application/xhtml+xml");
-            e.set(F::AcceptLanguage, "en-US,en;q=0.5");
-            e
-        },
+            ),
+            (EvidenceField::Query, "utm_source=newsletter"),
+            (EvidenceField::Accept, "text/html,application/xhtml+xml"),
+            (EvidenceField::AcceptLanguage, "en-US,en;q=0.5"),
+        ]
+        .into_iter()
+        .collect(),
         cookie: CookieOutcome::Set,
         prior_token_error: None,
         verdict: "valid",

@@ -195,6 +195,17 @@ impl Evidence {
     }
 }
 
+impl<'a> FromIterator<(EvidenceField, &'a str)> for Evidence {
+    /// Evidence of these fields and values, as [`Evidence::set`] keeps them.
+    fn from_iter<I: IntoIterator<Item = (EvidenceField, &'a str)>>(fields: I) -> Self {
+        let mut e = Self::default();
+        for (field, value) in fields {
+            e.set(field, value);
+        }
+        e
+    }
+}
+
 impl PartialEq for Evidence {
     fn eq(&self, other: &Self) -> bool {
         self.fields() == other.fields()

@@ -18,9 +18,13 @@ fn click(ids: &ClickIdGen, n: i64) -> Click {
         method: "GET",
         ip: "198.51.100.4".parse().unwrap(),
         evidence: {
-            let mut e = Evidence::default();
-            e.set(EvidenceField::UserAgent, "Mozilla/5.0 (X11; Linux x86_64)");
-            e.set(EvidenceField::Query, &format!("sub1={n}"));
+            let query = format!("sub1={n}");
+            let mut e: Evidence = [
+                (EvidenceField::UserAgent, "Mozilla/5.0 (X11; Linux x86_64)"),
+                (EvidenceField::Query, query.as_str()),
+            ]
+            .into_iter()
+            .collect();
             e.set_bytes(EvidenceField::Via, b"1.1 proxy \xff");
             e
         },
