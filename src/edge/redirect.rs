@@ -45,6 +45,10 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
     let now_ms = app.clock.now_ms();
     let now_s = now_ms.div_euclid(1000);
     let headers = req.headers();
+    let ip = visitor_ip(peer.ip(), headers, &app.config.trusted_proxies);
+    // The verdict's visitor state is likely a cache miss: start it now so
+    // it overlaps the cookie and header work below.
+    app.guard.prefetch(&program.key, ip);
 
     // One read of the keyring for the cookie's check and the new cookie;
     // rotations (rare) wait for the click.
@@ -71,7 +75,6 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         }
     }
 
-    let ip = visitor_ip(peer.ip(), headers, &app.config.trusted_proxies);
     let seen = Seen::new(headers);
     let verdict = app.guard.click(&ClickFacts {
         head: method == "HEAD",

@@ -8,9 +8,9 @@
 
 pub mod networks;
 pub mod ua;
+mod visitors;
 
 use crate::clock::SharedClock;
-use dashmap::DashMap;
 use governor::clock::Clock as GovClock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+use visitors::Visitors;
 
 /// Why a click was flagged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -312,38 +313,6 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
     }
 }
 
-/// One program's visitors, each in one map entry holding their recent
-/// clicks and their per-visitor limiter state, so a click looks its
-/// visitor up once (the limiter reads the held entry through
-/// [`HeldVisitor`]).
-/// Split in [`PRUNE_PARTS`] parts that [`Guard::prune_step`] sweeps one at
-/// a time.
-struct Visitors {
-    parts: Box<[DashMap<u64, Recent, FastHash>]>,
-}
-
-impl Visitors {
-    fn new() -> Self {
-        Self {
-            parts: (0..PRUNE_PARTS)
-                .map(|_| {
-                    DashMap::with_hasher_and_shard_amount(FastHash::default(), SHARDS / PRUNE_PARTS)
-                })
-                .collect(),
-        }
-    }
-
-    /// The part holding a visitor.
-    fn part(&self, visitor: u64) -> &DashMap<u64, Recent, FastHash> {
-        // IPv4 keys are the address (the low bits vary most), IPv6 keys a hash.
-        &self.parts[visitor as usize % PRUNE_PARTS]
-    }
-
-    fn len(&self) -> usize {
-        self.parts.iter().map(DashMap::len).sum()
-    }
-}
-
 thread_local! {
     /// The limiter state of the visitor whose entry the verdict on this
     /// thread holds: (visitor, GCRA state).
@@ -579,7 +548,7 @@ impl Guard {
                         HeldVisitor,
                         gclock.clone(),
                     ),
-                    visitors: Visitors::new(),
+                    visitors: Visitors::new(SHARDS, PRUNE_PARTS),
                     partner: Limit::new(Duration::from_secs(1), rules.partner_per_second, &gclock),
                     partner_overrides,
                     rules,
@@ -600,6 +569,15 @@ impl Guard {
     /// A program's rules.
     pub fn rules(&self, program: &str) -> Option<&FraudRules> {
         self.programs.get(program).map(|p| &p.rules)
+    }
+
+    /// Starts loading the memory a click from `ip` on `program` will
+    /// touch (its visitor's slot), so that the cache miss overlaps the
+    /// request's other work. A hint: calling it or not changes no verdict.
+    pub fn prefetch(&self, program: &str, ip: IpAddr) {
+        if let Some(pg) = self.programs.get(program).filter(|p| p.rules.enabled) {
+            pg.visitors.prefetch(visitor_key(Some(ip), &self.hasher));
+        }
     }
 
     /// The verdict on one click. Allocates only when a rule fires.
@@ -700,67 +678,68 @@ impl Guard {
         };
         // Duplicates, bursts and the per-visitor limits, all under one
         // lookup of the visitor's entry.
-        let (over_link, over_visitor);
-        {
+        let (over_link, over_visitor) = {
             let dup_window = r.duplicate_window_seconds as i64 * 1000;
             let burst_window = r.burst_window_seconds as i64 * 1000;
-            let mut recent = pg.visitors.part(visitor).entry(visitor).or_default();
-            let seen_before = (recent.len, recent.iter().filter(|c| c.0 == link32).count());
-            let last_here = recent
-                .iter()
-                .filter(|c| c.0 == link32)
-                .map(|c| age_ms(now_tick, c.2))
-                .min();
-            if let Some(age) = last_here.filter(|&a| a <= dup_window) {
-                flag(
-                    Reason::Duplicate,
-                    format!("same visitor on this link {}s ago", age / 1000),
-                );
-            }
-            recent.push((link32, partner16, now_tick));
-            if r.burst_partners > 1 {
-                let mut partners = [0u16; RECENT];
-                let mut n = 0;
-                for c in recent
+            pg.visitors.with(visitor, |recent| {
+                let seen_before = (recent.len, recent.iter().filter(|c| c.0 == link32).count());
+                let last_here = recent
                     .iter()
-                    .filter(|c| age_ms(now_tick, c.2) <= burst_window)
-                {
-                    if !partners[..n].contains(&c.1) {
-                        partners[n] = c.1;
-                        n += 1;
-                    }
-                }
-                if n >= r.burst_partners {
+                    .filter(|c| c.0 == link32)
+                    .map(|c| age_ms(now_tick, c.2))
+                    .min();
+                if let Some(age) = last_here.filter(|&a| a <= dup_window) {
                     flag(
-                        Reason::Stuffing,
-                        format!(
-                            "visitor hit {n} partners' links within {}s",
-                            r.burst_window_seconds
-                        ),
+                        Reason::Duplicate,
+                        format!("same visitor on this link {}s ago", age / 1000),
                     );
                 }
-            }
-            over_link = pg
-                .visitor_link
-                .over(&(visitor, link), charge(seen_before.1));
-            over_visitor = HeldVisitor::charge(&mut recent, visitor, || {
-                over_by(&pg.visitor, &visitor, charge(seen_before.0 as usize))
-            });
-            if over_link || over_visitor {
-                let minute = now.div_euclid(60_000) as u16;
-                if recent.over_minute != minute {
-                    recent.over_minute = minute;
-                    recent.over = 0;
+                recent.push((link32, partner16, now_tick));
+                if r.burst_partners > 1 {
+                    let mut partners = [0u16; RECENT];
+                    let mut n = 0;
+                    for c in recent
+                        .iter()
+                        .filter(|c| age_ms(now_tick, c.2) <= burst_window)
+                    {
+                        if !partners[..n].contains(&c.1) {
+                            partners[n] = c.1;
+                            n += 1;
+                        }
+                    }
+                    if n >= r.burst_partners {
+                        flag(
+                            Reason::Stuffing,
+                            format!(
+                                "visitor hit {n} partners' links within {}s",
+                                r.burst_window_seconds
+                            ),
+                        );
+                    }
                 }
-                recent.over = recent.over.saturating_add(1);
-                let allowance = r
-                    .visitor_link_per_minute
-                    .saturating_mul(r.block_multiplier.max(1).saturating_sub(1));
-                if u32::from(recent.over) > allowance {
-                    action = Action::TooMany;
+                let over_link = pg
+                    .visitor_link
+                    .over(&(visitor, link), charge(seen_before.1));
+                let over_visitor = HeldVisitor::charge(recent, visitor, || {
+                    over_by(&pg.visitor, &visitor, charge(seen_before.0 as usize))
+                });
+                if over_link || over_visitor {
+                    let minute = now.div_euclid(60_000) as u16;
+                    if recent.over_minute != minute {
+                        recent.over_minute = minute;
+                        recent.over = 0;
+                    }
+                    recent.over = recent.over.saturating_add(1);
+                    let allowance = r
+                        .visitor_link_per_minute
+                        .saturating_mul(r.block_multiplier.max(1).saturating_sub(1));
+                    if u32::from(recent.over) > allowance {
+                        action = Action::TooMany;
+                    }
                 }
-            }
-        }
+                (over_link, over_visitor)
+            })
+        };
         if over_link {
             flag(
                 Reason::RateLimited,
@@ -883,17 +862,10 @@ impl Guard {
         for g in self.programs.values() {
             let keep = g.window_ms;
             let keep_limited = keep.max(LIMITED_MEMORY_MS);
-            let map = &g.visitors.parts[part];
-            map.retain(|_, v| {
+            g.visitors.retain_part(part, |v| {
                 let keep = if v.tat != 0 { keep_limited } else { keep };
                 v.youngest_ms(now).is_some_and(|a| a <= keep)
             });
-            // Shrinking rehashes every entry: only when mostly empty, not
-            // every second in a steady state (that churn showed in the
-            // profile).
-            if map.len() * 4 < map.capacity() {
-                map.shrink_to_fit();
-            }
         }
     }
 
