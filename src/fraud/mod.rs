@@ -905,8 +905,8 @@ mod tests {
     #[test]
     fn window_entries_stay_small() {
         // The per-visitor entry is the largest fraud state; keep it at
-        // 56 bytes (64 with its key: one cache line a bucket) so a million
-        // visitors fit in ~73 MB.
+        // 56 bytes (64 with its key: one cache line a slot; visitors seen
+        // once take 24 bytes, see visitors.rs).
         assert_eq!(std::mem::size_of::<Recent>(), 56);
     }
 

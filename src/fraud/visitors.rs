@@ -1,5 +1,6 @@
-//! One program's visitor table: each visitor's recent clicks and limiter
-//! state in one 64-byte slot, the key inside the slot.
+//! One program's visitor tables: each visitor's recent clicks and limiter
+//! state in one 64-byte slot with its key inside — or, for a visitor seen
+//! once and never charged (most of them), in a 24-byte slot.
 //!
 //! At tens of thousands of new visitors a second this table holds millions
 //! of entries and every click touches one of them, so its layout is the
@@ -7,68 +8,147 @@
 //! its control bytes and its entries in two arrays: two cache misses per
 //! click. Here a visitor's slot is found by linear probing from its home
 //! slot, whose address can be worked out before the lock is taken — so the
-//! redirect asks for it ([`Visitors::prefetch`]) as soon as it knows the
+//! redirect asks for both tables' slots ([`Visitors::prefetch`]) as soon as it knows the
 //! visitor, and the miss overlaps the header and cookie work that comes
 //! before the verdict.
 
-use super::{FastHash, Recent};
+use super::{FastHash, Recent, Tick};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// A visitor's key and state: one cache line.
+/// A slot of a table: empty, or one visitor's entry.
+trait Slot: Copy + Default {
+    fn key(&self) -> u64;
+    fn is_empty(&self) -> bool;
+}
+
+/// A visitor's key and whole state: one cache line.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
-struct Slot {
+struct Full {
     key: u64,
     /// `len == 0` marks an empty slot: a visitor is stored with at least
     /// one click.
     recent: Recent,
 }
 
-impl Slot {
+impl Slot for Full {
+    fn key(&self) -> u64 {
+        self.key
+    }
     fn is_empty(&self) -> bool {
         self.recent.len == 0
+    }
+}
+
+/// A visitor seen once and never charged by a limiter — most visitors —
+/// in 24 bytes instead of 64.
+#[derive(Clone, Copy, Default)]
+struct Single {
+    key: u64,
+    link: u32,
+    tick: Tick,
+    partner: u16,
+    used: bool,
+}
+
+impl Slot for Single {
+    fn key(&self) -> u64 {
+        self.key
+    }
+    fn is_empty(&self) -> bool {
+        !self.used
+    }
+}
+
+impl Single {
+    /// `recent` in 24 bytes, if it is one click and nothing else.
+    fn compact(key: u64, recent: &Recent) -> Option<Self> {
+        (recent.len == 1 && recent.tat == 0 && recent.over == 0).then(|| Self {
+            key,
+            link: recent.links[0],
+            tick: recent.ticks[0],
+            partner: recent.partners[0],
+            used: true,
+        })
+    }
+
+    fn expand(&self) -> Recent {
+        let mut r = Recent::default();
+        r.push((self.link, self.partner, self.tick));
+        r
     }
 }
 
 /// Smallest table a shard allocates, on its first visitor.
 const MIN_CAPACITY: usize = 16;
 
-/// One shard's open-addressing table (linear probing, capacity a power of
-/// two, at most 3/4 full).
-#[derive(Default)]
-struct Table {
-    slots: Box<[Slot]>,
+/// An open-addressing table (linear probing, capacity a power of two, at
+/// most 3/4 full).
+struct Table<S> {
+    slots: Box<[S]>,
     len: usize,
 }
 
-impl Table {
+impl<S> Default for Table<S> {
+    fn default() -> Self {
+        Self {
+            slots: Box::new([]),
+            len: 0,
+        }
+    }
+}
+
+impl<S: Slot> Table<S> {
     fn mask(&self) -> usize {
         self.slots.len().wrapping_sub(1)
     }
 
-    /// The slot holding `key`, or the empty slot where it would go.
+    /// The slot holding `key`, or the empty slot where it would go
+    /// (the table must not be unallocated).
     fn probe(&self, key: u64, home: usize) -> usize {
         let mask = self.mask();
         let mut i = home & mask;
         loop {
             let s = &self.slots[i];
-            if s.is_empty() || s.key == key {
+            if s.is_empty() || s.key() == key {
                 return i;
             }
             i = (i + 1) & mask;
         }
     }
 
+    /// The slot holding `key`.
+    fn find(&self, key: u64, home: usize) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let i = self.probe(key, home);
+        (!self.slots[i].is_empty()).then_some(i)
+    }
+
+    /// Stores `slot` (whose key is not in the table), growing first if
+    /// needed. Returns whether the table moved.
+    fn insert(&mut self, slot: S, home: usize, homes: impl Fn(u64) -> usize) -> bool {
+        let grow = (self.len + 1) * 4 > self.slots.len() * 3;
+        if grow {
+            self.resize((self.slots.len() * 2).max(MIN_CAPACITY), homes);
+        }
+        let i = self.probe(slot.key(), home);
+        self.slots[i] = slot;
+        self.len += 1;
+        grow
+    }
+
     /// Moves every entry into a table of `capacity` slots.
     fn resize(&mut self, capacity: usize, home: impl Fn(u64) -> usize) {
         let old = std::mem::replace(
             &mut self.slots,
-            vec![Slot::default(); capacity].into_boxed_slice(),
+            vec![S::default(); capacity].into_boxed_slice(),
         );
         for s in old.iter().filter(|s| !s.is_empty()) {
-            let i = self.probe(s.key, home(s.key));
+            let i = self.probe(s.key(), home(s.key()));
             self.slots[i] = *s;
         }
     }
@@ -86,31 +166,54 @@ impl Table {
             }
             // The entry at j may fill the hole unless its home lies
             // (cyclically) after the hole, up to j.
-            let from_home = j.wrapping_sub(home(self.slots[j].key)) & mask;
+            let from_home = j.wrapping_sub(home(self.slots[j].key())) & mask;
             let from_hole = j.wrapping_sub(hole) & mask;
             if from_home >= from_hole {
                 self.slots[hole] = self.slots[j];
                 hole = j;
             }
         }
-        self.slots[hole] = Slot::default();
+        self.slots[hole] = S::default();
         self.len -= 1;
+    }
+
+    /// Keeps the entries `keep` accepts; shrinks the table once mostly
+    /// empty (rehashing every entry costs: not every sweep in a steady
+    /// state). Returns whether the table moved.
+    fn retain(&mut self, mut keep: impl FnMut(&S) -> bool, home: impl Fn(u64) -> usize) -> bool {
+        let mut i = 0;
+        while i < self.slots.len() {
+            // A removal moves a later entry into slot i: look again.
+            if !self.slots[i].is_empty() && !keep(&self.slots[i]) {
+                self.remove(i, &home);
+            } else {
+                i += 1;
+            }
+        }
+        if self.len * 8 < self.slots.len() && self.slots.len() > MIN_CAPACITY {
+            let capacity = if self.len == 0 {
+                0
+            } else {
+                (self.len * 2).next_power_of_two().max(MIN_CAPACITY)
+            };
+            self.resize(capacity, home);
+            return true;
+        }
+        false
     }
 }
 
-/// A shard: its table behind a lock, and the table's address and mask as
-/// of its last resize, readable without the lock for [`Visitors::prefetch`].
-#[repr(align(64))]
-struct Shard {
-    table: Mutex<Table>,
-    /// Address of `table.slots` (0 while unallocated).
+/// Where a table's slots are, readable without the shard's lock for
+/// [`Visitors::prefetch`]: its address (0 while unallocated) and mask as
+/// of its last move.
+#[derive(Default)]
+struct Published {
     base: AtomicUsize,
-    /// `table.slots.len() - 1`.
     mask: AtomicUsize,
 }
 
-impl Shard {
-    fn publish(&self, t: &Table) {
+impl Published {
+    fn set<S: Slot>(&self, t: &Table<S>) {
         let base = if t.slots.is_empty() {
             0
         } else {
@@ -119,10 +222,37 @@ impl Shard {
         self.base.store(base, Ordering::Relaxed);
         self.mask.store(t.mask(), Ordering::Relaxed);
     }
+
+    fn prefetch<S>(&self, home: usize) {
+        let base = self.base.load(Ordering::Relaxed);
+        if base != 0 {
+            let i = home & self.mask.load(Ordering::Relaxed);
+            prefetch_line(base.wrapping_add(i * std::mem::size_of::<S>()));
+        }
+    }
+}
+
+/// A shard's two tables.
+#[derive(Default)]
+struct Tables {
+    full: Table<Full>,
+    single: Table<Single>,
+}
+
+/// A shard: its tables behind one lock, and where they are.
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard {
+    tables: Mutex<Tables>,
+    full: Published,
+    single: Published,
 }
 
 /// One program's visitors, sharded by key hash; `parts` groups of shards
-/// are swept one at a time by [`Visitors::retain_part`].
+/// are swept one at a time by [`Visitors::retain_part`]. A visitor with
+/// one click and no limiter charge lives in a 24-byte slot of the shard's
+/// single table, and moves to a 64-byte slot of its full table with their
+/// next click.
 pub(super) struct Visitors {
     shards: Box<[Shard]>,
     parts: usize,
@@ -134,13 +264,7 @@ impl Visitors {
     pub(super) fn new(shards: usize, parts: usize) -> Self {
         assert!(shards.is_power_of_two() && parts > 0 && shards % parts == 0);
         Self {
-            shards: (0..shards)
-                .map(|_| Shard {
-                    table: Mutex::new(Table::default()),
-                    base: AtomicUsize::new(0),
-                    mask: AtomicUsize::new(0),
-                })
-                .collect(),
+            shards: (0..shards).map(|_| Shard::default()).collect(),
             parts,
             hasher: FastHash::default(),
         }
@@ -161,38 +285,49 @@ impl Visitors {
     /// An entry `f` leaves without clicks is not kept.
     pub(super) fn with<T>(&self, key: u64, f: impl FnOnce(&mut Recent) -> T) -> T {
         let (shard, home) = self.place(key);
-        let mut t = shard.table.lock().unwrap_or_else(|e| e.into_inner());
-        if (t.len + 1) * 4 > t.slots.len() * 3 {
-            let capacity = (t.slots.len() * 2).max(MIN_CAPACITY);
-            t.resize(capacity, self.home());
-            shard.publish(&t);
+        let mut guard = shard.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let t = &mut *guard;
+        if let Some(i) = t.full.find(key, home) {
+            let out = f(&mut t.full.slots[i].recent);
+            if t.full.slots[i].is_empty() {
+                // `f` stored no click: close the run behind it.
+                t.full.remove(i, self.home());
+            }
+            return out;
         }
-        let i = t.probe(key, home);
-        let fresh = t.slots[i].is_empty();
-        if fresh {
-            t.slots[i].key = key;
-            t.len += 1;
-        }
-        let out = f(&mut t.slots[i].recent);
-        if t.slots[i].is_empty() {
-            // Slot i is empty again (`f` stored no click): `remove` accounts
-            // for it and closes the run behind it.
-            t.remove(i, self.home());
+        let mut recent = match t.single.find(key, home) {
+            Some(i) => {
+                let r = t.single.slots[i].expand();
+                t.single.remove(i, self.home());
+                r
+            }
+            None => Recent::default(),
+        };
+        let out = f(&mut recent);
+        if recent.len > 0 {
+            match Single::compact(key, &recent) {
+                Some(single) => {
+                    if t.single.insert(single, home, self.home()) {
+                        shard.single.set(&t.single);
+                    }
+                }
+                None => {
+                    if t.full.insert(Full { key, recent }, home, self.home()) {
+                        shard.full.set(&t.full);
+                    }
+                }
+            }
         }
         out
     }
 
-    /// Asks the CPU to start loading `key`'s home slot. A hint only: a
+    /// Asks the CPU to start loading `key`'s home slots. A hint only: a
     /// stale address (a resize in between) costs a wasted load, nothing
     /// more.
     pub(super) fn prefetch(&self, key: u64) {
         let (shard, home) = self.place(key);
-        let base = shard.base.load(Ordering::Relaxed);
-        if base == 0 {
-            return;
-        }
-        let slot = base.wrapping_add((home & shard.mask.load(Ordering::Relaxed)) * 64);
-        prefetch_line(slot);
+        shard.full.prefetch::<Full>(home);
+        shard.single.prefetch::<Single>(home);
     }
 
     /// Keeps only the entries of sweep group `part` that `keep` accepts,
@@ -200,26 +335,13 @@ impl Visitors {
     pub(super) fn retain_part(&self, part: usize, mut keep: impl FnMut(&Recent) -> bool) {
         let per_part = self.shards.len() / self.parts;
         for shard in &self.shards[part * per_part..(part + 1) * per_part] {
-            let mut t = shard.table.lock().unwrap_or_else(|e| e.into_inner());
-            let mut i = 0;
-            while i < t.slots.len() {
-                // A removal moves a later entry into slot i: look again.
-                if !t.slots[i].is_empty() && !keep(&t.slots[i].recent) {
-                    t.remove(i, self.home());
-                } else {
-                    i += 1;
-                }
+            let mut guard = shard.tables.lock().unwrap_or_else(|e| e.into_inner());
+            let t = &mut *guard;
+            if t.full.retain(|s| keep(&s.recent), self.home()) {
+                shard.full.set(&t.full);
             }
-            // Rehashing every entry costs: only when mostly empty, not
-            // every sweep in a steady state.
-            if t.len * 8 < t.slots.len() && t.slots.len() > MIN_CAPACITY {
-                let capacity = if t.len == 0 {
-                    0
-                } else {
-                    (t.len * 2).next_power_of_two().max(MIN_CAPACITY)
-                };
-                t.resize(capacity, self.home());
-                shard.publish(&t);
+            if t.single.retain(|s| keep(&s.expand()), self.home()) {
+                shard.single.set(&t.single);
             }
         }
     }
@@ -228,7 +350,10 @@ impl Visitors {
     pub(super) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.table.lock().unwrap_or_else(|e| e.into_inner()).len)
+            .map(|s| {
+                let t = s.tables.lock().unwrap_or_else(|e| e.into_inner());
+                t.full.len + t.single.len
+            })
             .sum()
     }
 
@@ -239,12 +364,15 @@ impl Visitors {
         shard / (self.shards.len() / self.parts)
     }
 
-    /// Slots allocated, for memory accounting in tests.
+    /// Bytes of slots allocated, for memory accounting in tests.
     #[cfg(test)]
-    fn capacity(&self) -> usize {
+    fn slot_bytes(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.table.lock().unwrap().slots.len())
+            .map(|s| {
+                let t = s.tables.lock().unwrap();
+                std::mem::size_of_val(&*t.full.slots) + std::mem::size_of_val(&*t.single.slots)
+            })
             .sum()
     }
 }
@@ -268,9 +396,10 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
-    fn a_slot_is_one_cache_line() {
-        assert_eq!(std::mem::size_of::<Slot>(), 64);
-        assert_eq!(std::mem::align_of::<Slot>(), 64);
+    fn slots_are_small() {
+        assert_eq!(std::mem::size_of::<Full>(), 64);
+        assert_eq!(std::mem::align_of::<Full>(), 64);
+        assert_eq!(std::mem::size_of::<Single>(), 24);
     }
 
     fn click(r: &mut Recent, n: u32) {
@@ -278,23 +407,46 @@ mod tests {
     }
 
     #[test]
+    fn one_click_visitors_take_24_bytes_until_they_return() {
+        let v = Visitors::new(1, 1);
+        for k in 0..12u64 {
+            v.with(k, |r| click(r, 1));
+        }
+        // 12 visitors fit a 16-slot table: 16 × 24 bytes, no full table.
+        assert_eq!(v.slot_bytes(), 16 * 24);
+        v.with(3, |r| click(r, 2));
+        assert_eq!(v.slot_bytes(), 16 * 24 + 16 * 64, "the returning one moved");
+        assert_eq!(v.len(), 12);
+        assert_eq!(v.with(3, |r| r.len), 2);
+        // A one-click visitor a limiter has charged keeps its state.
+        v.with(20, |r| {
+            click(r, 1);
+            r.tat = 5;
+        });
+        assert_eq!(v.with(20, |r| (r.len, r.tat)), (1, 5));
+    }
+
+    #[test]
     fn grows_shrinks_and_frees_when_emptied() {
         let v = Visitors::new(4, 2);
         for k in 0..10_000u64 {
             v.with(k, |r| click(r, k as u32));
+            if k % 2 == 0 {
+                v.with(k, |r| click(r, k as u32));
+            }
         }
         assert_eq!(v.len(), 10_000);
-        let grown = v.capacity();
-        assert!(grown >= 10_000 * 4 / 3, "{grown}");
+        let grown = v.slot_bytes();
+        assert!(grown >= 5_000 * 4 / 3 * (64 + 24), "{grown}");
         for part in 0..2 {
-            v.retain_part(part, |r| r.links[0] % 100 == 0);
+            v.retain_part(part, |r| r.iter().last().unwrap().0 % 100 == 0);
         }
         assert_eq!(v.len(), 100);
-        assert!(v.capacity() < grown / 8, "{} of {grown}", v.capacity());
+        assert!(v.slot_bytes() < grown / 8, "{} of {grown}", v.slot_bytes());
         for part in 0..2 {
             v.retain_part(part, |_| false);
         }
-        assert_eq!((v.len(), v.capacity()), (0, 0));
+        assert_eq!((v.len(), v.slot_bytes()), (0, 0));
         // Still usable.
         v.with(7, |r| click(r, 7));
         assert_eq!(v.with(7, |r| r.links[0]), 7);
@@ -317,56 +469,71 @@ mod tests {
         v.prefetch(42); // nothing allocated yet
         for k in 0..1_000 {
             v.with(k, |r| click(r, 1));
+            v.with(k / 2, |r| click(r, 1));
             v.prefetch(k.wrapping_mul(0x9e37_79b9));
         }
         v.retain_part(0, |_| false);
-        v.prefetch(3); // the freed table's address
+        v.prefetch(3); // the freed tables' addresses
     }
 
     #[derive(Debug, Clone)]
     enum Op {
-        /// A visitor's click on a link.
-        Click(u64, u32),
-        /// A sweep of one part keeping the entries whose link is not
+        /// A visitor's click on a link, and whether a limiter charges them.
+        Click(u64, u32, bool),
+        /// A sweep of one part keeping the entries whose last link is not
         /// congruent to the second value mod 3.
         Sweep(usize, u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            8 => (0..300u64, any::<u32>()).prop_map(|(k, n)| Op::Click(k, n)),
+            8 => (0..300u64, any::<u32>(), proptest::bool::weighted(0.1))
+                .prop_map(|(k, n, c)| Op::Click(k, n, c)),
             1 => (0..2usize, 0..3u32).prop_map(|(p, m)| Op::Sweep(p, m)),
         ]
     }
 
     proptest! {
-        /// The table agrees with a `HashMap` through any sequence of clicks
-        /// and sweeps (two small shards, so runs wrap around the table's
-        /// end and removals move entries back).
+        /// The tables agree with a `HashMap` through any sequence of
+        /// clicks, charges and sweeps (two small shards, so runs wrap
+        /// around a table's end, removals move entries back, and visitors
+        /// move from the single table to the full one).
         #[test]
         fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..600)) {
             let v = Visitors::new(2, 2);
-            let mut model: HashMap<u64, u32> = HashMap::new();
+            // key → (clicks, last link, charged)
+            let mut model: HashMap<u64, (u8, u32, bool)> = HashMap::new();
             for op in ops {
                 match op {
-                    Op::Click(k, n) => {
+                    Op::Click(k, n, charge) => {
                         let before = v.with(k, |r| {
-                            let before = r.iter().last().map(|c| c.0);
+                            let before = (r.len, r.iter().last().map(|c| c.0), r.tat != 0);
                             click(r, n);
+                            if charge {
+                                r.tat = 1;
+                            }
                             before
                         });
-                        prop_assert_eq!(before, model.insert(k, n));
+                        let m = model.entry(k).or_insert((0, 0, false));
+                        let expected = (m.0, (m.0 > 0).then_some(m.1), m.2);
+                        prop_assert_eq!(before, expected);
+                        *m = ((m.0 + 1).min(RECENT_MAX), n, m.2 || charge);
                     }
                     Op::Sweep(part, m) => {
                         v.retain_part(part, |r| r.iter().last().unwrap().0 % 3 != m);
-                        model.retain(|&k, n| v.part_of(k) != part || *n % 3 != m);
+                        model.retain(|&k, e| v.part_of(k) != part || e.1 % 3 != m);
                     }
                 }
                 prop_assert_eq!(v.len(), model.len());
             }
-            for (k, n) in model {
-                prop_assert_eq!(v.with(k, |r| r.iter().last().map(|c| c.0)), Some(n));
+            for (k, (_, n, charged)) in model {
+                prop_assert_eq!(
+                    v.with(k, |r| (r.iter().last().map(|c| c.0), r.tat != 0)),
+                    (Some(n), charged)
+                );
             }
         }
     }
+
+    const RECENT_MAX: u8 = super::super::RECENT as u8;
 }
