@@ -9,7 +9,7 @@ use refedge::clicklog::Anonymiser;
 use refedge::id::ClickIdGen;
 use refedge::model::{Click, CookieOutcome, Evidence, EvidenceField};
 use refedge::store::Store;
-use std::sync::Arc;
+use smol_str::SmolStr;
 
 /// The allocator the binary ships with (see src/main.rs).
 #[global_allocator]
@@ -19,7 +19,7 @@ const BATCH: usize = 1000;
 const LINKS: usize = 10_000;
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
 
-fn click(ids: &ClickIdGen, links: &[Arc<str>], i: usize) -> Click {
+fn click(ids: &ClickIdGen, links: &[SmolStr], i: usize) -> Click {
     use EvidenceField as F;
     let evidence: Evidence = [
         (F::UserAgent, FIREFOX),
@@ -56,7 +56,7 @@ fn bench_write(c: &mut Criterion) {
         24,
         48,
     );
-    let links: Vec<Arc<str>> = (0..LINKS).map(|i| format!("lt-{i:07}").into()).collect();
+    let links: Vec<SmolStr> = (0..LINKS).map(|i| format!("lt-{i:07}").into()).collect();
     let mut n = 0usize;
     let mut g = c.benchmark_group("clicklog");
     g.throughput(Throughput::Elements(BATCH as u64));

@@ -10,6 +10,7 @@ use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use ring::rand::SystemRandom;
+use smol_str::SmolStr;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,11 +108,11 @@ type LinkHash = foldhash::fast::RandomState;
 
 /// A link being answered: its code and [`LiveLink`], under a read guard of
 /// its map shard (creating a link in the same shard waits for the click).
-pub struct LinkRef<'a>(dashmap::mapref::one::Ref<'a, Arc<str>, LiveLink>);
+pub struct LinkRef<'a>(dashmap::mapref::one::Ref<'a, SmolStr, LiveLink>);
 
 impl LinkRef<'_> {
-    /// The link's code (shared with every click record's).
-    pub fn code(&self) -> &Arc<str> {
+    /// The link's code.
+    pub fn code(&self) -> &SmolStr {
         self.0.key()
     }
 }
@@ -200,7 +201,9 @@ pub struct Directory {
     /// Partners by id, each with what its links share.
     partners: DashMap<String, PartnerEntry>,
     /// Links by code: the redirect's only lookup.
-    links: DashMap<Arc<str>, LiveLink, LinkHash>,
+    /// Codes up to 23 bytes (generated ones are 10) sit inline in the
+    /// entry: no allocation per link, no pointer to follow on a lookup.
+    links: DashMap<SmolStr, LiveLink, LinkHash>,
     /// Source of ids and codes.
     rng: SystemRandom,
 }
@@ -223,7 +226,7 @@ impl Directory {
             match (program, partner) {
                 (Some(program), Some(partner)) => {
                     links.insert(
-                        l.code.as_str().into(),
+                        SmolStr::new(&l.code),
                         LiveLink::new(&l, partner, program.clone()),
                     );
                 }
@@ -387,7 +390,7 @@ impl Directory {
             };
             if self.store.insert_link(&link)? {
                 self.links.insert(
-                    link.code.as_str().into(),
+                    SmolStr::new(&link.code),
                     LiveLink::new(&link, live_partner, program),
                 );
                 return Ok(link);

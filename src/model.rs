@@ -4,6 +4,7 @@
 use crate::id::ClickId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -233,8 +234,8 @@ pub enum CookieOutcome {
 pub struct Click {
     /// Time-ordered unique id (also the `refclk` parameter).
     pub id: ClickId,
-    /// Link code (shared with the link's entry in memory).
-    pub link: Arc<str>,
+    /// Link code (inline: codes are short; see [`crate::directory`]).
+    pub link: SmolStr,
     /// Partner id (shared with the partner's entry).
     pub partner_id: Arc<str>,
     /// Program key (shared with the partner's entry).

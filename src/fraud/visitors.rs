@@ -262,7 +262,7 @@ pub(super) struct Visitors {
 impl Visitors {
     /// `shards` (a power of two) split into `parts` sweep groups.
     pub(super) fn new(shards: usize, parts: usize) -> Self {
-        assert!(shards.is_power_of_two() && parts > 0 && shards % parts == 0);
+        assert!(shards.is_power_of_two() && parts > 0 && shards.is_multiple_of(parts));
         Self {
             shards: (0..shards).map(|_| Shard::default()).collect(),
             parts,

@@ -129,7 +129,8 @@ impl Store {
         let Some(mark) = last_chunk else {
             return Ok(());
         };
-        let mut deltas: HashMap<&str, u64> = HashMap::new();
+        let mut deltas: HashMap<&str, u64, _> =
+            HashMap::with_hasher(foldhash::fast::RandomState::default());
         for r in batch {
             *deltas.entry(r.link).or_default() += 1;
         }

@@ -260,12 +260,17 @@ mod tests {
             query: Some(String::new()),
             headers: ClickHeaders {
                 accept: Some("text/html".into()),
-                via: (i % 2 == 0).then(|| "1.1 proxy ünï".into()),
+                via: i.is_multiple_of(2).then(|| "1.1 proxy ünï".into()),
                 ..ClickHeaders::default()
             },
             cookie: COOKIES[i as usize % 3],
             prior_token_error: None,
-            verdict: if i % 4 == 0 { "flagged" } else { "valid" }.into(),
+            verdict: if i.is_multiple_of(4) {
+                "flagged"
+            } else {
+                "valid"
+            }
+            .into(),
             flags: (0..i % 3)
                 .map(|k| Flag {
                     reason: Reason::ALL[k as usize],

@@ -16,6 +16,7 @@
 //!   at `m`; still read, and removed once every page has been written
 
 use super::{corrupt, StoreError};
+use smol_str::SmolStr;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -87,8 +88,9 @@ struct Rotation {
     legacy: bool,
 }
 
-/// One page's counts: link code → clicks on disk.
-type Bucket = HashMap<Box<str>, u64>;
+/// One page's counts: link code (inline, as in the directory) → clicks on
+/// disk.
+type Bucket = HashMap<SmolStr, u64, foldhash::fast::RandomState>;
 
 /// A decoded page: its mark and its `(code, count)` pairs.
 type Page<'v> = (ChunkKey, Vec<(&'v str, u64)>);
@@ -204,7 +206,7 @@ impl ClickCounts {
         tree: &sled::Tree,
         batch: &mut sled::Batch,
         mark: ChunkKey,
-        deltas: &HashMap<&str, u64>,
+        deltas: &HashMap<&str, u64, foldhash::fast::RandomState>,
     ) -> Result<(), StoreError> {
         let mut r = self.rotation.lock().expect("rotation lock");
         let now = Instant::now();
