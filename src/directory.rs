@@ -8,7 +8,7 @@ use crate::model::{Link, Partner, PartnerStatus};
 use crate::program::Program;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use ring::rand::SystemRandom;
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
@@ -71,8 +71,9 @@ impl LivePartner {
     }
 }
 
-/// A link as the redirect needs it: 32 bytes in its map entry, next to its
-/// code (the full [`Link`] stays on disk for the API). With a million links
+/// An enabled link as the redirect needs it: 24 bytes in its map entry,
+/// next to its code (the full [`Link`] stays on disk for the API; a
+/// disabled link is only its code, in [`Directory`]'s disabled set). With a million links
 /// the directory is most of the server's memory.
 #[derive(Debug)]
 pub struct LiveLink {
@@ -83,8 +84,6 @@ pub struct LiveLink {
     pub partner: Arc<LivePartner>,
     /// Its program.
     pub program: Arc<Program>,
-    /// Answers 410 (the stored [`Link`] says since when).
-    disabled: AtomicBool,
 }
 
 impl LiveLink {
@@ -93,13 +92,7 @@ impl LiveLink {
             destination: partner.destination(&l.destination),
             partner,
             program,
-            disabled: AtomicBool::new(l.disabled_at.is_some()),
         }
-    }
-
-    /// Whether the link answers 410.
-    pub fn disabled(&self) -> bool {
-        self.disabled.load(Ordering::Relaxed)
     }
 }
 
@@ -204,6 +197,9 @@ pub struct Directory {
     /// Codes up to 23 bytes (generated ones are 10) sit inline in the
     /// entry: no allocation per link, no pointer to follow on a lookup.
     links: DashMap<SmolStr, LiveLink, LinkHash>,
+    /// Codes of disabled links (they answer 410): kept out of `links`, so
+    /// an enabled link's entry needs no flag.
+    disabled: DashSet<SmolStr, LinkHash>,
     /// Source of ids and codes.
     rng: SystemRandom,
 }
@@ -220,7 +216,12 @@ impl Directory {
             partners.insert(p.id.clone(), PartnerEntry::new(p));
         }
         let links = DashMap::with_hasher(LinkHash::default());
+        let disabled = DashSet::with_hasher(LinkHash::default());
         store.for_each_link(|l| {
+            if l.disabled_at.is_some() {
+                disabled.insert(SmolStr::new(&l.code));
+                return;
+            }
             let program = programs.get(&l.program);
             let partner = partners.get(&l.partner_id).map(|p| p.live.clone());
             match (program, partner) {
@@ -248,16 +249,22 @@ impl Directory {
             store,
             partners,
             links,
+            disabled,
             rng: SystemRandom::new(),
         })
     }
 
-    /// The hot-path lookup.
+    /// The hot-path lookup: an enabled link.
     pub fn live_link(&self, code: &str) -> Option<LinkRef<'_>> {
         self.links.get(code).map(LinkRef)
     }
 
-    /// How many links are loaded.
+    /// Whether `code` is a disabled link's (it answers 410, not 404).
+    pub fn is_disabled(&self, code: &str) -> bool {
+        self.disabled.contains(code)
+    }
+
+    /// How many enabled links are loaded.
     pub fn link_count(&self) -> usize {
         self.links.len()
     }
@@ -405,7 +412,7 @@ impl Directory {
     /// Disables a link: it answers 410 from now on. Blocks on disk.
     /// Disabling twice keeps the first time.
     pub fn disable_link(&self, code: &str, now: DateTime<Utc>) -> Result<Link, DirectoryError> {
-        if self.live_link(code).is_none() {
+        if self.live_link(code).is_none() && !self.is_disabled(code) {
             return Err(DirectoryError::NotFound("link"));
         }
         let mut link = self.link(code)?.ok_or(DirectoryError::NotFound("link"))?;
@@ -413,10 +420,10 @@ impl Directory {
             link.disabled_at = Some(now);
             self.store.put_link(&link)?;
         }
-        // The shard's guard is taken after the disk write, not across it.
-        if let Some(live) = self.live_link(code) {
-            live.disabled.store(true, Ordering::Relaxed);
-        }
+        // Into the disabled set first: a click in between finds the link
+        // in one or the other, never in neither.
+        self.disabled.insert(SmolStr::new(code));
+        self.links.remove(code);
         Ok(link)
     }
 

@@ -125,6 +125,15 @@ async fn unknown_and_disabled_links_set_no_cookie() {
     assert_eq!(r.status, 410);
     assert!(r.header("set-cookie").is_none());
     assert!(r.header("location").is_none());
+    let again = api(s.addr(), "DELETE", "/api/v1/links/soon-gone", None).await;
+    assert_eq!(again.status, 200, "disabling twice is not an error");
+    assert_eq!(again.json()["disabled_at"], d.json()["disabled_at"]);
+    assert_eq!(
+        api(s.addr(), "DELETE", "/api/v1/links/never-was", None)
+            .await
+            .status,
+        404
+    );
 
     let clicks = api(s.addr(), "GET", "/api/v1/clicks", None).await.json();
     assert_eq!(clicks["clicks"].as_array().unwrap().len(), 0);

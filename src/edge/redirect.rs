@@ -36,11 +36,11 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         return text(StatusCode::NOT_FOUND, "unknown link\n");
     }
     let Some(live) = app.directory.live_link(code) else {
+        if app.directory.is_disabled(code) {
+            return text(StatusCode::GONE, "this link has been disabled\n");
+        }
         return text(StatusCode::NOT_FOUND, "unknown link\n");
     };
-    if live.disabled() {
-        return text(StatusCode::GONE, "this link has been disabled\n");
-    }
     let program = &live.program;
     let now_ms = app.clock.now_ms();
     let now_s = now_ms.div_euclid(1000);
