@@ -127,6 +127,7 @@ async fn unknown_and_disabled_links_set_no_cookie() {
     assert!(r.header("location").is_none());
     let again = api(s.addr(), "DELETE", "/api/v1/links/soon-gone", None).await;
     assert_eq!(again.status, 200, "disabling twice is not an error");
+    assert!(d.json()["disabled_at"].is_string(), "{}", d.json());
     assert_eq!(again.json()["disabled_at"], d.json()["disabled_at"]);
     assert_eq!(
         api(s.addr(), "DELETE", "/api/v1/links/never-was", None)
