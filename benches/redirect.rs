@@ -285,7 +285,7 @@ fn bench_parts(c: &mut Criterion, rt: &tokio::runtime::Runtime, app: &App, codes
         id: ClickId(0),
         link: live.code().clone(),
         partner_id: live.partner.id.clone(),
-        program: live.partner.program.clone(),
+        program: live.partner.program_key.clone(),
         method: "GET",
         ip: "100.64.1.2".parse().unwrap(),
         evidence: [

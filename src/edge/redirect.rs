@@ -41,7 +41,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         }
         return text(StatusCode::NOT_FOUND, "unknown link\n");
     };
-    let program = &live.program;
+    let program = &live.partner.program;
     let now_ms = app.clock.now_ms();
     let now_s = now_ms.div_euclid(1000);
     let headers = req.headers();
@@ -163,7 +163,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         id: click_id,
         link: live.code().clone(),
         partner_id: live.partner.id.clone(),
-        program: live.partner.program.clone(),
+        program: live.partner.program_key.clone(),
         method,
         ip,
         evidence: seen.evidence(req.uri().query()),
