@@ -906,7 +906,7 @@ mod tests {
     fn window_entries_stay_small() {
         // The per-visitor entry is the largest fraud state; keep it at
         // 56 bytes (64 with its key: one cache line a slot; visitors seen
-        // once take 24 bytes, see visitors.rs).
+        // once take 16 bytes, see visitors.rs).
         assert_eq!(std::mem::size_of::<Recent>(), 56);
     }
 

@@ -1,6 +1,6 @@
 //! One program's visitor tables: each visitor's recent clicks and limiter
 //! state in one 64-byte slot with its key inside — or, for a visitor seen
-//! once and never charged (most of them), in a 24-byte slot.
+//! once and never charged (most of them), in a 16-byte slot.
 //!
 //! At tens of thousands of new visitors a second this table holds millions
 //! of entries and every click touches one of them, so its layout is the
@@ -42,41 +42,45 @@ impl Slot for Full {
     }
 }
 
-/// A visitor seen once and never charged by a limiter — most visitors —
-/// in 24 bytes instead of 64.
+/// An IPv4 visitor seen once and never charged by a limiter — most
+/// visitors — in 16 bytes instead of 64: the address (32 bits) and the
+/// click's partner share one word. (IPv6 keys are 63-bit hashes: those
+/// visitors take a full slot.)
 #[derive(Clone, Copy, Default)]
 struct Single {
-    key: u64,
+    /// Bits 0–31: the IPv4 visitor key; 32–47: the partner; 48: in use.
+    key_partner: u64,
     link: u32,
     tick: Tick,
-    partner: u16,
-    used: bool,
 }
+
+const SINGLE_USED: u64 = 1 << 48;
 
 impl Slot for Single {
     fn key(&self) -> u64 {
-        self.key
+        self.key_partner & 0xffff_ffff
     }
     fn is_empty(&self) -> bool {
-        !self.used
+        self.key_partner & SINGLE_USED == 0
     }
 }
 
 impl Single {
-    /// `recent` in 24 bytes, if it is one click and nothing else.
+    /// `recent` in 16 bytes, if it is one click and nothing else, of an
+    /// IPv4 visitor.
     fn compact(key: u64, recent: &Recent) -> Option<Self> {
-        (recent.len == 1 && recent.tat == 0 && recent.over == 0).then(|| Self {
-            key,
-            link: recent.links[0],
-            tick: recent.ticks[0],
-            partner: recent.partners[0],
-            used: true,
+        (key <= 0xffff_ffff && recent.len == 1 && recent.tat == 0 && recent.over == 0).then(|| {
+            Self {
+                key_partner: key | u64::from(recent.partners[0]) << 32 | SINGLE_USED,
+                link: recent.links[0],
+                tick: recent.ticks[0],
+            }
         })
     }
 
     fn expand(&self) -> Recent {
         let mut r = Recent::default();
-        r.push((self.link, self.partner, self.tick));
+        r.push((self.link, (self.key_partner >> 32) as u16, self.tick));
         r
     }
 }
@@ -249,9 +253,9 @@ struct Shard {
 }
 
 /// One program's visitors, sharded by key hash; `parts` groups of shards
-/// are swept one at a time by [`Visitors::retain_part`]. A visitor with
-/// one click and no limiter charge lives in a 24-byte slot of the shard's
-/// single table, and moves to a 64-byte slot of its full table with their
+/// are swept one at a time by [`Visitors::retain_part`]. An IPv4 visitor
+/// with one click and no limiter charge lives in a 16-byte slot of the
+/// shard's single table, and moves to a 64-byte slot of its full table with their
 /// next click.
 pub(super) struct Visitors {
     shards: Box<[Shard]>,
@@ -399,7 +403,7 @@ mod tests {
     fn slots_are_small() {
         assert_eq!(std::mem::size_of::<Full>(), 64);
         assert_eq!(std::mem::align_of::<Full>(), 64);
-        assert_eq!(std::mem::size_of::<Single>(), 24);
+        assert_eq!(std::mem::size_of::<Single>(), 16);
     }
 
     fn click(r: &mut Recent, n: u32) {
@@ -407,15 +411,15 @@ mod tests {
     }
 
     #[test]
-    fn one_click_visitors_take_24_bytes_until_they_return() {
+    fn one_click_ipv4_visitors_take_16_bytes_until_they_return() {
         let v = Visitors::new(1, 1);
         for k in 0..12u64 {
             v.with(k, |r| click(r, 1));
         }
-        // 12 visitors fit a 16-slot table: 16 × 24 bytes, no full table.
-        assert_eq!(v.slot_bytes(), 16 * 24);
+        // 12 visitors fit a 16-slot table: 16 × 16 bytes, no full table.
+        assert_eq!(v.slot_bytes(), 16 * 16);
         v.with(3, |r| click(r, 2));
-        assert_eq!(v.slot_bytes(), 16 * 24 + 16 * 64, "the returning one moved");
+        assert_eq!(v.slot_bytes(), 16 * 16 + 16 * 64, "the returning one moved");
         assert_eq!(v.len(), 12);
         assert_eq!(v.with(3, |r| r.len), 2);
         // A one-click visitor a limiter has charged keeps its state.
@@ -424,6 +428,15 @@ mod tests {
             r.tat = 5;
         });
         assert_eq!(v.with(20, |r| (r.len, r.tat)), (1, 5));
+        // The partner survives the compact slot.
+        v.with(30, |r| r.push((9, 0xbeef, 77)));
+        assert_eq!(v.with(30, |r| r.iter().next()), Some((9, 0xbeef, 77)));
+        // An IPv6 visitor's key does not fit: a full slot at once.
+        let v6 = 1 << 63 | 12345;
+        let before = v.len();
+        v.with(v6, |r| click(r, 1));
+        assert_eq!(v.with(v6, |r| r.len), 1);
+        assert_eq!(v.len(), before + 1);
     }
 
     #[test]
@@ -437,7 +450,7 @@ mod tests {
         }
         assert_eq!(v.len(), 10_000);
         let grown = v.slot_bytes();
-        assert!(grown >= 5_000 * 4 / 3 * (64 + 24), "{grown}");
+        assert!(grown >= 5_000 * 4 / 3 * (64 + 16), "{grown}");
         for part in 0..2 {
             v.retain_part(part, |r| r.iter().last().unwrap().0 % 100 == 0);
         }
@@ -487,7 +500,7 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            8 => (0..300u64, any::<u32>(), proptest::bool::weighted(0.1))
+            8 => (prop_oneof![0..300u64, (0..30u64).prop_map(|k| 1 << 63 | k)], any::<u32>(), proptest::bool::weighted(0.1))
                 .prop_map(|(k, n, c)| Op::Click(k, n, c)),
             1 => (0..2usize, 0..3u32).prop_map(|(p, m)| Op::Sweep(p, m)),
         ]
