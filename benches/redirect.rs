@@ -283,7 +283,7 @@ fn bench_parts(c: &mut Criterion, rt: &tokio::runtime::Runtime, app: &App, codes
     let live = app.directory.live_link(&codes[0]).unwrap();
     let click = Click {
         id: ClickId(0),
-        link: live.code().clone(),
+        link: live.code().into(),
         partner_id: live.partner.id.clone(),
         program: live.partner.program_key.clone(),
         method: "GET",

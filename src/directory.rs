@@ -100,21 +100,123 @@ impl LiveLink {
 /// Seeded fast hashing for the link map (codes come from requests).
 type LinkHash = foldhash::fast::RandomState;
 
+/// A link code of at most [`ShortCode::MAX`] bytes, inline in 16 bytes
+/// (length first, zero-padded): the link map's key for generated codes (10
+/// bytes) and most custom ones.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ShortCode([u8; 16]);
+
+impl ShortCode {
+    const MAX: usize = 15;
+
+    fn new(code: &str) -> Option<Self> {
+        let len = code.len();
+        (len <= Self::MAX).then(|| {
+            let mut b = [0; 16];
+            b[0] = len as u8;
+            b[1..=len].copy_from_slice(code.as_bytes());
+            Self(b)
+        })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.0[1..=usize::from(self.0[0])]
+    }
+}
+
+// Hashes and compares as its bytes, so the map is searched by `&[u8]`.
+impl std::hash::Hash for ShortCode {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for ShortCode {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+/// Enabled links by code, in two maps: short codes (nearly all) as
+/// 16-byte inline keys, longer custom codes as [`SmolStr`]s (24 bytes,
+/// inline up to 23). With a million links the key's size is 16 MB of the
+/// map (two million buckets).
+struct Links {
+    short: DashMap<ShortCode, LiveLink, LinkHash>,
+    long: DashMap<SmolStr, LiveLink, LinkHash>,
+}
+
+impl Links {
+    fn new() -> Self {
+        Self {
+            short: DashMap::with_hasher(LinkHash::default()),
+            long: DashMap::with_hasher(LinkHash::default()),
+        }
+    }
+
+    fn get(&self, code: &str) -> Option<LinkRef<'_>> {
+        if code.len() <= ShortCode::MAX {
+            self.short
+                .get(code.as_bytes())
+                .map(|r| LinkRef(Held::Short(r)))
+        } else {
+            self.long.get(code).map(|r| LinkRef(Held::Long(r)))
+        }
+    }
+
+    fn insert(&self, code: &str, link: LiveLink) {
+        match ShortCode::new(code) {
+            Some(short) => self.short.insert(short, link),
+            None => self.long.insert(SmolStr::new(code), link),
+        };
+    }
+
+    fn remove(&self, code: &str) {
+        if code.len() <= ShortCode::MAX {
+            self.short.remove(code.as_bytes());
+        } else {
+            self.long.remove(code);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    fn shrink_to_fit(&self) {
+        self.short.shrink_to_fit();
+        self.long.shrink_to_fit();
+    }
+}
+
 /// A link being answered: its code and [`LiveLink`], under a read guard of
 /// its map shard (creating a link in the same shard waits for the click).
-pub struct LinkRef<'a>(dashmap::mapref::one::Ref<'a, SmolStr, LiveLink>);
+pub struct LinkRef<'a>(Held<'a>);
+
+enum Held<'a> {
+    Short(dashmap::mapref::one::Ref<'a, ShortCode, LiveLink>),
+    Long(dashmap::mapref::one::Ref<'a, SmolStr, LiveLink>),
+}
 
 impl LinkRef<'_> {
     /// The link's code.
-    pub fn code(&self) -> &SmolStr {
-        self.0.key()
+    pub fn code(&self) -> &str {
+        match &self.0 {
+            Held::Short(r) => {
+                std::str::from_utf8(r.key().as_bytes()).expect("a code is stored from a str")
+            }
+            Held::Long(r) => r.key(),
+        }
     }
 }
 
 impl std::ops::Deref for LinkRef<'_> {
     type Target = LiveLink;
     fn deref(&self) -> &LiveLink {
-        self.0.value()
+        match &self.0 {
+            Held::Short(r) => r.value(),
+            Held::Long(r) => r.value(),
+        }
     }
 }
 
@@ -198,10 +300,9 @@ pub struct Directory {
     store: Store,
     /// Partners by id, each with what its links share.
     partners: DashMap<String, PartnerEntry>,
-    /// Links by code: the redirect's only lookup.
-    /// Codes up to 23 bytes (generated ones are 10) sit inline in the
+    /// Links by code: the redirect's only lookup. Codes sit inline in the
     /// entry: no allocation per link, no pointer to follow on a lookup.
-    links: DashMap<SmolStr, LiveLink, LinkHash>,
+    links: Links,
     /// Codes of disabled links (they answer 410): kept out of `links`, so
     /// an enabled link's entry needs no flag.
     disabled: DashSet<SmolStr, LinkHash>,
@@ -220,7 +321,7 @@ impl Directory {
         for p in store.partners()? {
             partners.insert(p.id.clone(), PartnerEntry::new(p, &programs));
         }
-        let links = DashMap::with_hasher(LinkHash::default());
+        let links = Links::new();
         let disabled = DashSet::with_hasher(LinkHash::default());
         store.for_each_link(|l| {
             if l.disabled_at.is_some() {
@@ -231,7 +332,7 @@ impl Directory {
             let partner = partners.get(&l.partner_id).map(|p| p.live.clone());
             match (program, partner) {
                 (Some(_), Some(Some(partner))) => {
-                    links.insert(SmolStr::new(&l.code), LiveLink::new(&l, partner));
+                    links.insert(&l.code, LiveLink::new(&l, partner));
                 }
                 // The partner's program is not configured (warned below
                 // when the link's is not either; a link's program is its
@@ -266,7 +367,7 @@ impl Directory {
 
     /// The hot-path lookup: an enabled link.
     pub fn live_link(&self, code: &str) -> Option<LinkRef<'_>> {
-        self.links.get(code).map(LinkRef)
+        self.links.get(code)
     }
 
     /// Whether `code` is a disabled link's (it answers 410, not 404).
@@ -408,7 +509,7 @@ impl Directory {
             };
             if self.store.insert_link(&link)? {
                 self.links
-                    .insert(SmolStr::new(&link.code), LiveLink::new(&link, live_partner));
+                    .insert(&link.code, LiveLink::new(&link, live_partner));
                 return Ok(link);
             }
             if custom {
@@ -526,6 +627,67 @@ mod tests {
             money: None,
             webhook_secret: None,
             fraud: Default::default(),
+        }
+    }
+
+    #[test]
+    fn codes_of_every_length_are_found_disabled_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now();
+        let programs = BTreeMap::from([("acme".to_string(), program())]);
+        // Around the inline key's limit, and the longest allowed.
+        let codes = [
+            "abc",
+            "fifteen-chars-x",
+            "sixteen-chars-xy",
+            &"L".repeat(64),
+        ];
+        {
+            let d = Directory::load(Store::open(dir.path()).unwrap(), &programs).unwrap();
+            let p = d
+                .create_partner(
+                    NewPartner {
+                        program: "acme".into(),
+                        name: "Blog".into(),
+                        email: "a@blog.example".into(),
+                        website: "https://blog.example".into(),
+                        currency: None,
+                        customer_ids: vec![],
+                        ip_hashes: vec![],
+                    },
+                    now,
+                )
+                .unwrap();
+            for (i, code) in codes.iter().enumerate() {
+                let l = d
+                    .create_link(
+                        NewLink {
+                            partner_id: p.id.clone(),
+                            destination: format!("https://acme.test/{i}"),
+                            code: Some(code.to_string()),
+                        },
+                        now,
+                    )
+                    .unwrap();
+                let live = d.live_link(&l.code).expect("found");
+                assert_eq!(live.code(), *code);
+                assert_eq!(*live.destination, format!("https://acme.test/{i}"));
+            }
+            assert!(
+                d.live_link("fifteen-chars-").is_none(),
+                "a prefix is not a code"
+            );
+            assert_eq!(d.link_count(), 4);
+            d.disable_link("sixteen-chars-xy", now).unwrap();
+            d.disable_link("abc", now).unwrap();
+        }
+        let d = Directory::load(Store::open(dir.path()).unwrap(), &programs).unwrap();
+        assert_eq!(d.link_count(), 2);
+        for code in ["abc", "sixteen-chars-xy"] {
+            assert!(d.live_link(code).is_none() && d.is_disabled(code), "{code}");
+        }
+        for code in [codes[1], codes[3]] {
+            assert_eq!(d.live_link(code).expect("found").code(), code);
         }
     }
 

@@ -18,6 +18,7 @@ use hyper::header::{
     COOKIE, DNT, LOCATION, REFERER, SET_COOKIE, UPGRADE_INSECURE_REQUESTS, USER_AGENT, VIA,
 };
 use hyper::{Method, Request, Response, StatusCode};
+use smol_str::SmolStr;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
@@ -161,7 +162,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
 
     app.clicklog.enqueue(Click {
         id: click_id,
-        link: live.code().clone(),
+        link: SmolStr::new(live.code()),
         partner_id: live.partner.id.clone(),
         program: live.partner.program_key.clone(),
         method,
