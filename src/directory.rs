@@ -2,6 +2,7 @@
 //! [`Store`], and the in-memory index the redirect reads (one concurrent map
 //! lookup per click, never a disk read).
 
+use crate::code::ShortCode;
 use crate::config::is_currency;
 use crate::id::random_base62;
 use crate::model::{Link, Partner, PartnerStatus};
@@ -100,43 +101,6 @@ impl LiveLink {
 /// Seeded fast hashing for the link map (codes come from requests).
 type LinkHash = foldhash::fast::RandomState;
 
-/// A link code of at most [`ShortCode::MAX`] bytes, inline in 16 bytes
-/// (length first, zero-padded): the link map's key for generated codes (10
-/// bytes) and most custom ones.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ShortCode([u8; 16]);
-
-impl ShortCode {
-    const MAX: usize = 15;
-
-    fn new(code: &str) -> Option<Self> {
-        let len = code.len();
-        (len <= Self::MAX).then(|| {
-            let mut b = [0; 16];
-            b[0] = len as u8;
-            b[1..=len].copy_from_slice(code.as_bytes());
-            Self(b)
-        })
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.0[1..=usize::from(self.0[0])]
-    }
-}
-
-// Hashes and compares as its bytes, so the map is searched by `&[u8]`.
-impl std::hash::Hash for ShortCode {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for ShortCode {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
 /// Enabled links by code, in two maps: short codes (nearly all) as
 /// 16-byte inline keys, longer custom codes as [`SmolStr`]s (24 bytes,
 /// inline up to 23). With a million links the key's size is 16 MB of the
@@ -202,9 +166,7 @@ impl LinkRef<'_> {
     /// The link's code.
     pub fn code(&self) -> &str {
         match &self.0 {
-            Held::Short(r) => {
-                std::str::from_utf8(r.key().as_bytes()).expect("a code is stored from a str")
-            }
+            Held::Short(r) => r.key().as_str(),
             Held::Long(r) => r.key(),
         }
     }

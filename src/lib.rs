@@ -5,6 +5,7 @@
 //! - [`edge`]: the only module that knows HTTP: server, routing, redirect, admin API.
 //! - [`fraud`]: click verdicts (bots, stuffing, rate limits, duplicates, paid search), no HTTP types.
 //! - [`clock`]: the only reader of the system clock.
+//! - [`code`]: link codes as compact map keys.
 //! - [`commission`]: rules as data, events, the calculator and its append-only ledger; no I/O.
 //! - [`conversions`]: event ingestion (idempotent, durable) and the calculator task.
 //! - [`id`]: time-ordered click ids, random partner ids and link codes.
@@ -22,6 +23,7 @@
 
 pub mod clicklog;
 pub mod clock;
+pub mod code;
 pub mod commission;
 pub mod config;
 pub mod conversions;

@@ -354,7 +354,12 @@ mod tests {
         (0..n)
             .map(|i| {
                 let id = ClickId::lower_bound(1_790_000_000_000 + start + i as i64);
-                record(id, &format!("link-{}", i % 500))
+                // Codes on both sides of the 15-byte inline key.
+                let code = match i % 7 {
+                    0 => format!("a-long-custom-campaign-code-{}", i % 500),
+                    _ => format!("link-{}", i % 500),
+                };
+                record(id, &code)
             })
             .collect()
     }

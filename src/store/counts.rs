@@ -16,6 +16,7 @@
 //!   at `m`; still read, and removed once every page has been written
 
 use super::{corrupt, StoreError};
+use crate::code::ShortCode;
 use smol_str::SmolStr;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -88,9 +89,45 @@ struct Rotation {
     legacy: bool,
 }
 
-/// One page's counts: link code (inline, as in the directory) → clicks on
-/// disk.
-type Bucket = HashMap<SmolStr, u64, foldhash::fast::RandomState>;
+type FastHash = foldhash::fast::RandomState;
+
+/// One page's counts: link code → clicks on disk; codes inline as in the
+/// directory (16 bytes up to 15 characters, 24 beyond).
+#[derive(Default)]
+struct Bucket {
+    short: HashMap<ShortCode, u64, FastHash>,
+    long: HashMap<SmolStr, u64, FastHash>,
+}
+
+impl Bucket {
+    fn get(&self, code: &str) -> Option<u64> {
+        match code.len() <= ShortCode::MAX {
+            true => self.short.get(code.as_bytes()).copied(),
+            false => self.long.get(code).copied(),
+        }
+    }
+
+    fn entry(&mut self, code: &str) -> &mut u64 {
+        match ShortCode::new(code) {
+            Some(c) => self.short.entry(c).or_default(),
+            None => self.long.entry(SmolStr::new(code)).or_default(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        let short = self.short.iter().map(|(c, &n)| (c.as_str(), n));
+        short.chain(self.long.iter().map(|(c, &n)| (c.as_str(), n)))
+    }
+
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    fn clear(&mut self) {
+        self.short.clear();
+        self.long.clear();
+    }
+}
 
 /// A decoded page: its mark and its `(code, count)` pairs.
 type Page<'v> = (ChunkKey, Vec<(&'v str, u64)>);
@@ -152,7 +189,7 @@ impl ClickCounts {
                         "a link's count is in another page than its own",
                     ));
                 }
-                bucket.insert(code.into(), n);
+                *bucket.entry(code) = n;
             }
         }
         counts.rotation.lock().expect("rotation lock").legacy = legacy || legacy_mark.is_some();
@@ -160,7 +197,7 @@ impl ClickCounts {
     }
 
     fn set(&self, code: &str, n: u64) {
-        self.bucket(code).insert(code.into(), n);
+        *self.bucket(code).entry(code) = n;
     }
 
     fn bucket(&self, code: &str) -> std::sync::MutexGuard<'_, Bucket> {
@@ -171,18 +208,12 @@ impl ClickCounts {
 
     /// Clicks of `code` on disk.
     pub(super) fn get(&self, code: &str) -> u64 {
-        self.bucket(code).get(code).copied().unwrap_or(0)
+        self.bucket(code).get(code).unwrap_or(0)
     }
 
     /// Adds clicks (once the batch holding them is on disk).
     pub(super) fn add(&self, code: &str, n: u64) {
-        let mut b = self.bucket(code);
-        match b.get_mut(code) {
-            Some(c) => *c += n,
-            None => {
-                b.insert(code.into(), n);
-            }
-        }
+        *self.bucket(code).entry(code) += n;
     }
 
     /// Links counted.
@@ -265,14 +296,11 @@ impl ClickCounts {
         out.push(PAGE_FORMAT);
         out.extend_from_slice(&mark);
         for (code, n) in bucket.iter() {
-            let d = deltas
-                .iter()
-                .find(|(c, _)| *c == &**code)
-                .map_or(0, |d| d.1);
+            let d = deltas.iter().find(|(c, _)| *c == code).map_or(0, |d| d.1);
             put_pair(&mut out, code, n + d);
         }
         for &(code, n) in deltas {
-            if !bucket.contains_key(code) {
+            if bucket.get(code).is_none() {
                 put_pair(&mut out, code, n);
             }
         }
