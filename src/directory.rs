@@ -78,8 +78,8 @@ impl LivePartner {
 
 /// An enabled link as the redirect needs it: 16 bytes in its map entry,
 /// next to its code (the full [`Link`] stays on disk for the API; a
-/// disabled link is only its code, in [`Directory`]'s disabled set). With a million links
-/// the directory is most of the server's memory.
+/// disabled link is only its code, in [`Directory`]'s disabled set). With
+/// a million links the directory is most of the server's memory.
 #[derive(Debug)]
 pub struct LiveLink {
     /// Where the link redirects (shared among a partner's links to the

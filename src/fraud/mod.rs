@@ -239,12 +239,12 @@ impl Drop for VerdictInstant {
 /// of the verdict.
 type FastHash = foldhash::fast::RandomState;
 
-/// Window shards in all: pruning sweeps one shard at a time under its
-/// write lock, so small shards keep the redirect from waiting behind a
+/// Visitor-table shards in all: pruning sweeps one shard at a time under
+/// its lock, so small shards keep the redirect from waiting behind a
 /// sweep.
 const SHARDS: usize = 256;
 
-/// The window map is split into this many parts, and [`Guard::prune_step`]
+/// The visitor tables are split into this many parts, and [`Guard::prune_step`]
 /// sweeps one part at a time: with two million visitors in the window a
 /// whole sweep took the server core for tens of milliseconds every second
 /// (the p99 of the fixed-rate load test); a sixteenth of it is short.
@@ -299,7 +299,7 @@ impl<K: std::hash::Hash + Eq + Clone> Limit<K> {
     fn prune(&self) {
         let before = self.0.len();
         self.0.retain_recent();
-        // As for the window map: shrink only once mostly empty.
+        // As for the visitor tables: shrink only once mostly empty.
         let peak = self.1.fetch_max(before, Ordering::Relaxed).max(before);
         let now = self.0.len();
         if now * 4 < peak {
@@ -424,9 +424,10 @@ const SEARCH_ENGINES: &[&str] = &[
 ];
 
 /// A visitor's last clicks, newest last, and their per-visitor limiter
-/// state, kept small (56 bytes, 64 with its key: one cache line per map
-/// bucket): at tens of thousands of new visitors a second, held for the
-/// longest window, this map is the largest fraud state. Links are 32-bit
+/// state, kept small (56 bytes, 64 with its key: one cache line per slot
+/// of [`visitors`]' full table): at tens of thousands of new visitors a
+/// second, held for the longest window, the visitor tables are the largest
+/// fraud state. Links are 32-bit
 /// fingerprints (a collision can at worst merge two links' duplicate
 /// windows for one visitor), partners 16-bit ones (a collision can at worst
 /// hide one partner of a burst); times are [`Tick`]s.
