@@ -2,15 +2,15 @@
 //! as a few chunk values (≤ [`CHUNK`] records each), one index entry per
 //! partner per chunk, and nothing per click. Per-link click counts live in
 //! memory and reach disk as rolling count pages written inside the same
-//! batches (see [`super::counts`]); on open, chunks newer than a link's
+//! batches (see `store::counts`); on open, chunks newer than a link's
 //! page are replayed.
 //!
 //! Keys in the `clicks` tree:
 //! - `b` + first click id (16 bytes BE) → the chunk's records, in the
-//!   binary format of [`super::codec`] (older chunks: a JSON array)
+//!   binary format of `store::codec` (older chunks: a JSON array)
 //! - `p` + partner id + `0x00` + chunk's first click id → `u32` BE clicks
 //!   of that partner in the chunk
-//! - `N`, `n`, `m`: click counts (see [`super::counts`])
+//! - `N`, `n`, `m`: click counts (see `store::counts`)
 
 use super::counts::{ChunkKey, Marks};
 use super::{codec, corrupt, Store, StoreError};
