@@ -5,9 +5,10 @@
 //! kept as [`smol_str::SmolStr`] beside).
 
 /// A link code of at most [`ShortCode::MAX`] bytes, inline in 16 bytes
-/// (length first, zero-padded). Hashes and compares as its bytes, so maps
-/// keyed by it are searched by `&[u8]`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// (length first, zero-padded, so equal codes are equal arrays). A map
+/// keyed by it is searched with `ShortCode::new(code)`: building the key
+/// is a 16-byte copy.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShortCode([u8; 16]);
 
 impl ShortCode {
@@ -25,12 +26,9 @@ impl ShortCode {
         })
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0[1..=usize::from(self.0[0])]
-    }
-
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).expect("a code is stored from a str")
+        std::str::from_utf8(&self.0[1..=usize::from(self.0[0])])
+            .expect("a code is stored from a str")
     }
 }
 
@@ -40,30 +38,18 @@ impl std::fmt::Debug for ShortCode {
     }
 }
 
-impl std::hash::Hash for ShortCode {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for ShortCode {
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
 
     #[test]
-    fn short_codes_round_trip_and_are_found_by_bytes() {
+    fn short_codes_round_trip_and_are_found_by_a_key_built_again() {
         for code in ["", "abc", "fifteen-chars-x"] {
             let c = ShortCode::new(code).unwrap();
             assert_eq!(c.as_str(), code);
             let m = HashMap::from([(c, 1)]);
-            assert_eq!(m.get(code.as_bytes()), Some(&1));
+            assert_eq!(m.get(&ShortCode::new(code).unwrap()), Some(&1));
         }
         assert!(ShortCode::new("sixteen-chars-xy").is_none());
         assert_ne!(ShortCode::new("ab"), ShortCode::new("abc"));

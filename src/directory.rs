@@ -119,12 +119,9 @@ impl Links {
     }
 
     fn get(&self, code: &str) -> Option<LinkRef<'_>> {
-        if code.len() <= ShortCode::MAX {
-            self.short
-                .get(code.as_bytes())
-                .map(|r| LinkRef(Held::Short(r)))
-        } else {
-            self.long.get(code).map(|r| LinkRef(Held::Long(r)))
+        match ShortCode::new(code) {
+            Some(short) => self.short.get(&short).map(|r| LinkRef(Held::Short(r))),
+            None => self.long.get(code).map(|r| LinkRef(Held::Long(r))),
         }
     }
 
@@ -136,10 +133,13 @@ impl Links {
     }
 
     fn remove(&self, code: &str) {
-        if code.len() <= ShortCode::MAX {
-            self.short.remove(code.as_bytes());
-        } else {
-            self.long.remove(code);
+        match ShortCode::new(code) {
+            Some(short) => {
+                self.short.remove(&short);
+            }
+            None => {
+                self.long.remove(code);
+            }
         }
     }
 
@@ -290,26 +290,16 @@ impl Directory {
                 disabled.insert(SmolStr::new(&l.code));
                 return;
             }
-            let program = programs.get(&l.program);
-            let partner = partners.get(&l.partner_id).map(|p| p.live.clone());
-            match (program, partner) {
-                (Some(_), Some(Some(partner))) => {
-                    links.insert(&l.code, LiveLink::new(&l, partner));
-                }
-                // The partner's program is not configured (warned below
-                // when the link's is not either; a link's program is its
-                // partner's).
-                (Some(_), Some(None)) => tracing::warn!(
-                    code = %l.code,
-                    partner = %l.partner_id,
-                    "link's partner belongs to a program no longer configured; it will answer 404"
-                ),
-                (None, _) => tracing::warn!(
+            // A link's program is its partner's, which the partner's live
+            // part carries (none while that program is not configured).
+            match partners.get(&l.partner_id).map(|p| p.live.clone()) {
+                Some(Some(partner)) => links.insert(&l.code, LiveLink::new(&l, partner)),
+                Some(None) => tracing::warn!(
                     code = %l.code,
                     program = %l.program,
                     "link belongs to a program no longer configured; it will answer 404"
                 ),
-                (_, None) => tracing::warn!(
+                None => tracing::warn!(
                     code = %l.code,
                     partner = %l.partner_id,
                     "link's partner is missing; it will answer 404"
@@ -592,6 +582,23 @@ mod tests {
         }
     }
 
+    /// A partner of the `acme` test program.
+    fn acme_partner(d: &Directory, now: DateTime<Utc>) -> Partner {
+        d.create_partner(
+            NewPartner {
+                program: "acme".into(),
+                name: "Blog".into(),
+                email: "a@blog.example".into(),
+                website: "https://blog.example".into(),
+                currency: None,
+                customer_ids: vec![],
+                ip_hashes: vec![],
+            },
+            now,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn codes_of_every_length_are_found_disabled_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
@@ -606,20 +613,7 @@ mod tests {
         ];
         {
             let d = Directory::load(Store::open(dir.path()).unwrap(), &programs).unwrap();
-            let p = d
-                .create_partner(
-                    NewPartner {
-                        program: "acme".into(),
-                        name: "Blog".into(),
-                        email: "a@blog.example".into(),
-                        website: "https://blog.example".into(),
-                        currency: None,
-                        customer_ids: vec![],
-                        ip_hashes: vec![],
-                    },
-                    now,
-                )
-                .unwrap();
+            let p = acme_partner(&d, now);
             for (i, code) in codes.iter().enumerate() {
                 let l = d
                     .create_link(
@@ -660,20 +654,7 @@ mod tests {
         let with = BTreeMap::from([("acme".to_string(), program())]);
         let (partner, code) = {
             let d = Directory::load(Store::open(dir.path()).unwrap(), &with).unwrap();
-            let p = d
-                .create_partner(
-                    NewPartner {
-                        program: "acme".into(),
-                        name: "Blog".into(),
-                        email: "a@blog.example".into(),
-                        website: "https://blog.example".into(),
-                        currency: None,
-                        customer_ids: vec![],
-                        ip_hashes: vec![],
-                    },
-                    now,
-                )
-                .unwrap();
+            let p = acme_partner(&d, now);
             let new = |code: &str| NewLink {
                 partner_id: p.id.clone(),
                 destination: "https://acme.test/".into(),

@@ -101,9 +101,9 @@ struct Bucket {
 
 impl Bucket {
     fn get(&self, code: &str) -> Option<u64> {
-        match code.len() <= ShortCode::MAX {
-            true => self.short.get(code.as_bytes()).copied(),
-            false => self.long.get(code).copied(),
+        match ShortCode::new(code) {
+            Some(c) => self.short.get(&c).copied(),
+            None => self.long.get(code).copied(),
         }
     }
 
