@@ -36,6 +36,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
     if !is_valid_code(code) {
         return text(StatusCode::NOT_FOUND, "unknown link\n");
     }
+    // Found by exactly these bytes: `code` is the link's code from here on.
     let Some(live) = app.directory.live_link(code) else {
         if app.directory.is_disabled(code) {
             return text(StatusCode::GONE, "this link has been disabled\n");
@@ -91,7 +92,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         query: req.uri().query(),
         program: &program.key,
         partner: &live.partner.id,
-        link: live.code(),
+        link: code,
         partner_hosts: &live.partner.hosts,
         token_error: prior_token_error,
         now_ms: Some(now_ms),
@@ -141,7 +142,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
             click_id,
             program: Cow::Borrowed(&program.key),
             partner_id: Cow::Borrowed(&live.partner.id),
-            link: Cow::Borrowed(live.code()),
+            link: Cow::Borrowed(code),
             issued_at: now_s,
             expires_at: now_s + program.cookie_seconds(),
         };
@@ -162,7 +163,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
 
     app.clicklog.enqueue(Click {
         id: click_id,
-        link: SmolStr::new(live.code()),
+        link: SmolStr::new(code),
         partner_id: live.partner.id.clone(),
         program: live.partner.program_key.clone(),
         method,
