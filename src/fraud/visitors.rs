@@ -274,11 +274,11 @@ impl Visitors {
         }
     }
 
-    /// The shard (from the hash's high bits) and home slot (its low bits).
-    fn place(&self, key: u64) -> (&Shard, usize) {
+    /// The index of `key`'s shard (from its hash's high bits) and its home
+    /// slot (the low bits).
+    fn place(&self, key: u64) -> (usize, usize) {
         let h = self.hasher.hash_one(key);
-        let shard = (h >> 32) as usize & (self.shards.len() - 1);
-        (&self.shards[shard], h as usize)
+        ((h >> 32) as usize & (self.shards.len() - 1), h as usize)
     }
 
     fn home(&self) -> impl Fn(u64) -> usize + '_ {
@@ -289,6 +289,7 @@ impl Visitors {
     /// An entry `f` leaves without clicks is not kept.
     pub(super) fn with<T>(&self, key: u64, f: impl FnOnce(&mut Recent) -> T) -> T {
         let (shard, home) = self.place(key);
+        let shard = &self.shards[shard];
         let mut guard = shard.tables.lock().unwrap_or_else(|e| e.into_inner());
         let t = &mut *guard;
         if let Some(i) = t.full.find(key, home) {
@@ -330,6 +331,7 @@ impl Visitors {
     /// more.
     pub(super) fn prefetch(&self, key: u64) {
         let (shard, home) = self.place(key);
+        let shard = &self.shards[shard];
         shard.full.prefetch::<Full>(home);
         shard.single.prefetch::<Single>(home);
     }
@@ -364,8 +366,7 @@ impl Visitors {
     /// The sweep group holding `key`.
     #[cfg(test)]
     fn part_of(&self, key: u64) -> usize {
-        let shard = (self.hasher.hash_one(key) >> 32) as usize & (self.shards.len() - 1);
-        shard / (self.shards.len() / self.parts)
+        self.place(key).0 / (self.shards.len() / self.parts)
     }
 
     /// Bytes of slots allocated, for memory accounting in tests.
@@ -476,17 +477,55 @@ mod tests {
         assert_eq!(v.with(1, |r| r.len), 1);
     }
 
-    #[test]
-    fn prefetch_of_any_key_is_harmless() {
-        let v = Visitors::new(8, 1);
-        v.prefetch(42); // nothing allocated yet
-        for k in 0..1_000 {
-            v.with(k, |r| click(r, 1));
-            v.with(k / 2, |r| click(r, 1));
-            v.prefetch(k.wrapping_mul(0x9e37_79b9));
+    /// What [`Visitors::prefetch`] reads of each table: its address and
+    /// mask, or nothing while unallocated (the mask is then unused).
+    fn published(v: &Visitors) -> Vec<[Option<(usize, usize)>; 2]> {
+        v.shards
+            .iter()
+            .map(|s| {
+                let read = |p: &Published| {
+                    let base = p.base.load(Ordering::Relaxed);
+                    (base != 0).then(|| (base, p.mask.load(Ordering::Relaxed)))
+                };
+                [read(&s.full), read(&s.single)]
+            })
+            .collect()
+    }
+
+    /// The same, read from the tables themselves.
+    fn actual(v: &Visitors) -> Vec<[Option<(usize, usize)>; 2]> {
+        fn of<S: Slot>(t: &Table<S>) -> Option<(usize, usize)> {
+            (!t.slots.is_empty()).then(|| (t.slots.as_ptr() as usize, t.mask()))
         }
-        v.retain_part(0, |_| false);
-        v.prefetch(3); // the freed tables' addresses
+        v.shards
+            .iter()
+            .map(|s| {
+                let t = s.tables.lock().unwrap();
+                [of(&t.full), of(&t.single)]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prefetch_addresses_follow_the_tables() {
+        let v = Visitors::new(8, 2);
+        assert_eq!(published(&v), actual(&v), "nothing allocated");
+        for k in 0..5_000 {
+            v.with(k, |r| click(r, k as u32));
+            if k % 3 == 0 {
+                v.with(k, |r| click(r, 0));
+            }
+            assert_eq!(published(&v), actual(&v), "after visitor {k}");
+        }
+        v.retain_part(0, |r| r.links[0] % 10 == 0);
+        assert_eq!(published(&v), actual(&v), "after shrinking");
+        v.retain_part(1, |_| false);
+        assert_eq!(published(&v), actual(&v), "after freeing");
+        // Part 0's shards still hold visitors of both kinds, part 1's none.
+        assert!(published(&v)[..4]
+            .iter()
+            .all(|t| t[0].is_some() && t[1].is_some()));
+        assert!(published(&v)[4..].iter().all(|t| t == &[None, None]));
     }
 
     #[derive(Debug, Clone)]
