@@ -124,8 +124,32 @@ pub enum EvidenceField {
     Via,
 }
 
-/// How many [`EvidenceField`]s there are.
-pub const EVIDENCE_FIELDS: usize = 18;
+impl EvidenceField {
+    /// Every field, in order.
+    pub const ALL: [Self; EVIDENCE_FIELDS] = [
+        Self::UserAgent,
+        Self::Referer,
+        Self::Query,
+        Self::Accept,
+        Self::AcceptLanguage,
+        Self::AcceptEncoding,
+        Self::SecFetchSite,
+        Self::SecFetchMode,
+        Self::SecFetchDest,
+        Self::SecFetchUser,
+        Self::SecChUa,
+        Self::SecChUaMobile,
+        Self::SecChUaPlatform,
+        Self::SecPurpose,
+        Self::Purpose,
+        Self::Dnt,
+        Self::UpgradeInsecureRequests,
+        Self::Via,
+    ];
+}
+
+/// How many [`EvidenceField`]s there are (the last one's index + 1).
+pub const EVIDENCE_FIELDS: usize = EvidenceField::Via as usize + 1;
 
 /// Longest evidence value kept: real browsers' headers are far shorter; a
 /// client sending kilobytes gets the first 1 KiB kept (the verdict still
@@ -417,28 +441,7 @@ mod tests {
     fn evidence_of_every_field_at_its_longest_still_fits() {
         let mut e = Evidence::default();
         let long = "é".repeat(EVIDENCE_MAX);
-        for i in 0..EVIDENCE_FIELDS {
-            // Every field, by its place in the order.
-            let field = [
-                EvidenceField::UserAgent,
-                EvidenceField::Referer,
-                EvidenceField::Query,
-                EvidenceField::Accept,
-                EvidenceField::AcceptLanguage,
-                EvidenceField::AcceptEncoding,
-                EvidenceField::SecFetchSite,
-                EvidenceField::SecFetchMode,
-                EvidenceField::SecFetchDest,
-                EvidenceField::SecFetchUser,
-                EvidenceField::SecChUa,
-                EvidenceField::SecChUaMobile,
-                EvidenceField::SecChUaPlatform,
-                EvidenceField::SecPurpose,
-                EvidenceField::Purpose,
-                EvidenceField::Dnt,
-                EvidenceField::UpgradeInsecureRequests,
-                EvidenceField::Via,
-            ][i];
+        for (i, field) in EvidenceField::ALL.into_iter().enumerate() {
             assert_eq!(field as usize, i);
             e.set(field, &long);
         }
