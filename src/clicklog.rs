@@ -9,8 +9,8 @@
 
 use crate::config::ClickLogConfig;
 use crate::metrics::Metrics;
-use crate::model::{Click, ClickRow};
-use crate::net::{visitor_prefix, IP_HASH_LEN};
+use crate::model::{Click, ClickRow, StoredVisitor};
+use crate::net::{ip_hash_bytes, visitor_prefix};
 use crate::store::{Store, StoreError};
 use ring::hmac;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,14 +57,6 @@ pub struct Anonymiser {
     v6_bits: u8,
 }
 
-/// A batch's IP hashes and prefixes, in one buffer: click `i`'s hash is
-/// the [`IP_HASH_LEN`] bytes before `ends[i].0`, its prefix
-/// `text[ends[i].0..ends[i].1]`.
-struct Pseudonyms {
-    text: String,
-    ends: Vec<(usize, usize)>,
-}
-
 impl Anonymiser {
     /// Hashes under `ip_key`, keeps `/v4_bits` and `/v6_bits` prefixes.
     pub fn new(ip_key: hmac::Key, v4_bits: u8, v6_bits: u8) -> Self {
@@ -75,40 +67,22 @@ impl Anonymiser {
         }
     }
 
-    fn pseudonyms(&self, clicks: &[Click]) -> Pseudonyms {
-        use std::fmt::Write;
-        let mut p = Pseudonyms {
-            text: String::with_capacity(clicks.len() * 56),
-            ends: Vec::with_capacity(clicks.len()),
-        };
-        for c in clicks {
-            crate::net::push_ip_hash(&self.ip_key, c.ip, &mut p.text);
-            let hash_end = p.text.len();
-            let _ = write!(
-                p.text,
-                "{}",
-                visitor_prefix(c.ip, self.v4_bits, self.v6_bits)
-            );
-            p.ends.push((hash_end, p.text.len()));
-        }
-        p
-    }
-
     /// Writes a batch of served clicks as one durable sled batch: rows
-    /// borrowed from the clicks, the IPs replaced.
+    /// borrowed from the clicks, each IP replaced by its keyed hash and its
+    /// network (bytes: nothing is formatted here).
     pub fn write(&self, store: &Store, clicks: &[Click]) -> Result<(), StoreError> {
-        let p = self.pseudonyms(clicks);
         let rows: Vec<ClickRow<'_>> = clicks
             .iter()
-            .zip(&p.ends)
-            .map(|(c, &(hash_end, prefix_end))| ClickRow {
+            .map(|c| ClickRow {
                 id: c.id,
                 link: &c.link,
                 partner_id: &c.partner_id,
                 program: &c.program,
                 method: c.method,
-                ip_hash: &p.text[hash_end - IP_HASH_LEN..hash_end],
-                ip_prefix: &p.text[hash_end..prefix_end],
+                visitor: StoredVisitor::Pseudonym {
+                    hash: ip_hash_bytes(&self.ip_key, c.ip),
+                    network: visitor_prefix(c.ip, self.v4_bits, self.v6_bits),
+                },
                 evidence: c.evidence.fields(),
                 cookie: c.cookie,
                 prior_token_error: c.prior_token_error,

@@ -331,8 +331,10 @@ impl ClickRecord {
             partner_id: &self.partner_id,
             program: &self.program,
             method: &self.method,
-            ip_hash: &self.ip_hash,
-            ip_prefix: &self.ip_prefix,
+            visitor: StoredVisitor::Text {
+                hash: &self.ip_hash,
+                network: &self.ip_prefix,
+            },
             evidence: [
                 self.user_agent.as_deref(),
                 self.referer.as_deref(),
@@ -376,14 +378,26 @@ pub struct ClickRow<'a> {
     pub partner_id: &'a str,
     pub program: &'a str,
     pub method: &'a str,
-    pub ip_hash: &'a str,
-    pub ip_prefix: &'a str,
+    pub visitor: StoredVisitor<'a>,
     /// In [`EvidenceField`] order.
     pub evidence: [Option<&'a str>; EVIDENCE_FIELDS],
     pub cookie: CookieOutcome,
     pub prior_token_error: Option<&'a str>,
     pub verdict: &'a str,
     pub flags: &'a [crate::fraud::Flag],
+}
+
+/// What is kept of the visitor's address: a keyed hash and the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredVisitor<'a> {
+    /// As the click writer computes them; stored as bytes.
+    Pseudonym {
+        hash: [u8; crate::net::IP_HASH_BYTES],
+        network: crate::net::IpNet,
+    },
+    /// As a [`ClickRecord`] shows them: the hash in hex, the network as
+    /// CIDR text.
+    Text { hash: &'a str, network: &'a str },
 }
 
 fn valid() -> String {

@@ -24,6 +24,16 @@ impl IpNet {
         })
     }
 
+    /// The network address (host bits clear).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` lies inside this network. An IPv4-mapped IPv6 address
     /// matches the IPv4 network it maps to.
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -106,26 +116,32 @@ pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
-/// Length of an [`ip_hash`]: 16 bytes in hex.
-pub const IP_HASH_LEN: usize = 32;
+/// Bytes of an IP pseudonym (the first half of its HMAC-SHA256).
+pub const IP_HASH_BYTES: usize = 16;
 
 /// A stable pseudonym for an address: HMAC-SHA256 under the data dir's IP
 /// key, first 16 bytes, hex. Useless to anyone without the key.
 pub fn ip_hash(key: &ring::hmac::Key, ip: IpAddr) -> String {
-    let mut out = String::with_capacity(IP_HASH_LEN);
-    push_ip_hash(key, ip, &mut out);
+    let mut out = String::with_capacity(2 * IP_HASH_BYTES);
+    push_hex(&ip_hash_bytes(key, ip), &mut out);
     out
 }
 
-/// [`ip_hash`], appended to `out` (the click writer keeps a batch's hashes
-/// in one buffer).
-pub fn push_ip_hash(key: &ring::hmac::Key, ip: IpAddr, out: &mut String) {
+/// [`ip_hash`] before its hex rendering (the click log stores the bytes).
+pub fn ip_hash_bytes(key: &ring::hmac::Key, ip: IpAddr) -> [u8; IP_HASH_BYTES] {
     let tag = match canonical(ip) {
         IpAddr::V4(v4) => ring::hmac::sign(key, &v4.octets()),
         IpAddr::V6(v6) => ring::hmac::sign(key, &v6.octets()),
     };
+    let mut out = [0; IP_HASH_BYTES];
+    out.copy_from_slice(&tag.as_ref()[..IP_HASH_BYTES]);
+    out
+}
+
+/// Appends `bytes` to `out` as lowercase hex.
+pub fn push_hex(bytes: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in &tag.as_ref()[..IP_HASH_LEN / 2] {
+    for &b in bytes {
         out.push(HEX[usize::from(b >> 4)] as char);
         out.push(HEX[usize::from(b & 15)] as char);
     }

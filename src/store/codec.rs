@@ -1,33 +1,60 @@
-//! The binary encoding of a click chunk (format 1).
+//! The binary encoding of a click chunk.
 //!
-//! A chunk value is the byte `1` followed by records. A record is its click
-//! id (16 bytes, big-endian), then [`SLOTS`] text fields, then the cookie
-//! outcome (one byte) and the flags (a count, then a reason byte and an
-//! evidence text each). A text field is a varint tag: `0` absent, `1` the
-//! same as the previous record's field in the chunk, `n + 2` a string of
-//! `n` bytes that follows. Lengths and counts are LEB128 varints. The
-//! record's time is not stored: it is the click id's timestamp.
+//! A chunk value is a format byte followed by records; the writer writes
+//! format 2, and format 1 and the JSON arrays before it (they start with
+//! `[`) still decode.
+//!
+//! Format 2 — a record is:
+//! - its click id: the high 64 bits as a zigzag varint difference from the
+//!   previous record's (the first from zero), then the low 64 bits
+//!   big-endian;
+//! - a varint bit mask of the [`SLOTS`] fields that differ from the
+//!   previous record's in the chunk (every present field, for the first);
+//! - for each of those, in slot order, its value: a varint tag `0` absent,
+//!   `1` bytes shown as lowercase hex (a varint length, the bytes), `2` an
+//!   IP network (prefix bits, family `4` or `6`, the address's 4 or 16
+//!   bytes) shown in CIDR form, or `n + 3` a string of `n` bytes;
+//! - the cookie outcome (one byte) and the flags (a count, then a reason
+//!   byte and an evidence text each).
 //!
 //! Links, partners, user agents and most evidence headers repeat from one
-//! click to the next, so the "same as previous" tag makes a typical record
-//! about a hundred bytes, written and read without a field name or an
-//! escape. Chunks written before this format are JSON arrays (they start
-//! with `[`) and still decode.
+//! click to the next, so a typical record is its id, a one-byte mask, the
+//! link code, the IP hash's 16 bytes and the network's 6: about 45 bytes,
+//! half of format 1's (which spent a tag byte on every field, and stored
+//! the hash as 32 hex characters and the network as text). The record's
+//! time is not stored: it is the click id's timestamp.
+//!
+//! Format 1 — a record is its 16-byte id, then each field as a varint tag
+//! (`0` absent, `1` same as the previous record's, `n + 2` a string of `n`
+//! bytes), then the cookie outcome and flags as above.
 
 use crate::fraud::{Flag, Reason};
 use crate::id::ClickId;
-use crate::model::{ClickHeaders, ClickRecord, ClickRow, CookieOutcome, EVIDENCE_FIELDS};
+use crate::model::{
+    ClickHeaders, ClickRecord, ClickRow, CookieOutcome, StoredVisitor, EVIDENCE_FIELDS,
+};
+use crate::net::{IpNet, IP_HASH_BYTES};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The format byte that starts a binary chunk.
+/// The format byte of chunks written before format 2.
 pub(super) const FORMAT_1: u8 = 1;
+/// The format byte that starts the chunks written now.
+pub(super) const FORMAT_2: u8 = 2;
 
 /// Text fields per record: link, partner, program, method, IP hash, IP
-/// prefix, the evidence fields (user agent, referer, query, headers), the
+/// network, the evidence fields (user agent, referer, query, headers), the
 /// refused cookie's error and the verdict.
 const SLOTS: usize = 6 + EVIDENCE_FIELDS + 2;
+const _: () = assert!(SLOTS <= 32, "a record's change mask is a u32");
 
+/// Format 1's "same as previous" tag.
+const SAME_V1: u64 = 1;
+
+/// Format 2's value tags.
 const ABSENT: u64 = 0;
-const SAME: u64 = 1;
+const HEX: u64 = 1;
+const NETWORK: u64 = 2;
+const TEXT: u64 = 3;
 
 const COOKIES: [CookieOutcome; 3] = [
     CookieOutcome::Set,
@@ -35,19 +62,33 @@ const COOKIES: [CookieOutcome; 3] = [
     CookieOutcome::NotSet,
 ];
 
-fn slots<'a>(r: &ClickRow<'a>) -> [Option<&'a str>; SLOTS] {
+/// One field of a record as it is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Value<'a> {
+    Text(&'a str),
+    Hash([u8; IP_HASH_BYTES]),
+    Network(IpNet),
+}
+
+fn slots<'a>(r: &ClickRow<'a>) -> [Option<Value<'a>>; SLOTS] {
     let mut out = [None; SLOTS];
+    let (hash, network) = match r.visitor {
+        StoredVisitor::Pseudonym { hash, network } => (Value::Hash(hash), Value::Network(network)),
+        StoredVisitor::Text { hash, network } => (Value::Text(hash), Value::Text(network)),
+    };
     out[..6].copy_from_slice(&[
-        Some(r.link),
-        Some(r.partner_id),
-        Some(r.program),
-        Some(r.method),
-        Some(r.ip_hash),
-        Some(r.ip_prefix),
+        Some(Value::Text(r.link)),
+        Some(Value::Text(r.partner_id)),
+        Some(Value::Text(r.program)),
+        Some(Value::Text(r.method)),
+        Some(hash),
+        Some(network),
     ]);
-    out[6..6 + EVIDENCE_FIELDS].copy_from_slice(&r.evidence);
-    out[SLOTS - 2] = r.prior_token_error;
-    out[SLOTS - 1] = Some(r.verdict);
+    for (slot, field) in out[6..6 + EVIDENCE_FIELDS].iter_mut().zip(r.evidence) {
+        *slot = field.map(Value::Text);
+    }
+    out[SLOTS - 2] = r.prior_token_error.map(Value::Text);
+    out[SLOTS - 1] = Some(Value::Text(r.verdict));
     out
 }
 
@@ -64,20 +105,51 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Builds one chunk value from records in id order.
+fn put_value(out: &mut Vec<u8>, v: Option<Value<'_>>) {
+    match v {
+        None => put_varint(out, ABSENT),
+        Some(Value::Text(s)) => {
+            put_varint(out, s.len() as u64 + TEXT);
+            out.extend_from_slice(s.as_bytes());
+        }
+        Some(Value::Hash(h)) => {
+            put_varint(out, HEX);
+            put_varint(out, h.len() as u64);
+            out.extend_from_slice(&h);
+        }
+        Some(Value::Network(n)) => {
+            put_varint(out, NETWORK);
+            out.push(n.prefix());
+            match n.addr() {
+                IpAddr::V4(a) => {
+                    out.push(4);
+                    out.extend_from_slice(&a.octets());
+                }
+                IpAddr::V6(a) => {
+                    out.push(6);
+                    out.extend_from_slice(&a.octets());
+                }
+            }
+        }
+    }
+}
+
+/// Builds one format-2 chunk value from records in id order.
 pub(super) struct ChunkEncoder<'a> {
     buf: Vec<u8>,
-    prev: [Option<&'a str>; SLOTS],
+    prev: [Option<Value<'a>>; SLOTS],
+    prev_hi: u64,
     records: usize,
 }
 
 impl<'a> ChunkEncoder<'a> {
     pub(super) fn new() -> Self {
         let mut buf = Vec::with_capacity(8 << 10);
-        buf.push(FORMAT_1);
+        buf.push(FORMAT_2);
         Self {
             buf,
             prev: [None; SLOTS],
+            prev_hi: 0,
             records: 0,
         }
     }
@@ -93,18 +165,23 @@ impl<'a> ChunkEncoder<'a> {
     }
 
     pub(super) fn push(&mut self, r: &ClickRow<'a>) {
-        let out = &mut self.buf;
-        out.extend_from_slice(&r.id.to_bytes());
-        for (prev, field) in self.prev.iter_mut().zip(slots(r)) {
-            match field {
-                None => put_varint(out, ABSENT),
-                Some(s) if *prev == Some(s) => put_varint(out, SAME),
-                Some(s) => {
-                    put_varint(out, s.len() as u64 + 2);
-                    out.extend_from_slice(s.as_bytes());
-                }
+        let values = slots(r);
+        let mut changed = 0u32;
+        for (i, (prev, v)) in self.prev.iter().zip(&values).enumerate() {
+            if prev != v {
+                changed |= 1 << i;
             }
-            *prev = field;
+        }
+        let out = &mut self.buf;
+        let hi = (r.id.0 >> 64) as u64;
+        let delta = hi.wrapping_sub(self.prev_hi) as i64;
+        put_varint(out, ((delta << 1) ^ (delta >> 63)) as u64);
+        out.extend_from_slice(&(r.id.0 as u64).to_be_bytes());
+        put_varint(out, changed.into());
+        for (i, v) in values.iter().enumerate() {
+            if changed & (1 << i) != 0 {
+                put_value(out, *v);
+            }
         }
         out.push(COOKIES.iter().position(|c| *c == r.cookie).unwrap_or(0) as u8);
         put_varint(out, r.flags.len() as u64);
@@ -112,6 +189,8 @@ impl<'a> ChunkEncoder<'a> {
             out.push(Reason::ALL.iter().position(|x| *x == f.reason).unwrap_or(0) as u8);
             put_str(out, &f.evidence);
         }
+        self.prev = values;
+        self.prev_hi = hi;
         self.records += 1;
     }
 
@@ -120,7 +199,7 @@ impl<'a> ChunkEncoder<'a> {
     }
 }
 
-/// Reads a format-1 chunk (without its format byte).
+/// Reads a chunk (without its format byte).
 struct Reader<'b> {
     bytes: &'b [u8],
 }
@@ -156,88 +235,163 @@ impl<'b> Reader<'b> {
         Ok(head)
     }
 
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+
     fn text(&mut self, n: usize) -> Result<String, String> {
         let b = self.take(n)?;
         String::from_utf8(b.to_vec()).map_err(|_| "text is not UTF-8".into())
     }
+
+    /// A format-2 value, as the text a record shows.
+    fn value(&mut self) -> Result<Option<String>, String> {
+        Ok(match self.varint()? {
+            ABSENT => None,
+            HEX => {
+                let n = usize::try_from(self.varint()?).map_err(|_| "hex field too long")?;
+                let mut s = String::with_capacity(2 * n.min(64));
+                crate::net::push_hex(self.take(n)?, &mut s);
+                Some(s)
+            }
+            NETWORK => {
+                let prefix = self.byte()?;
+                let addr = match self.byte()? {
+                    4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
+                    6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
+                    f => return Err(format!("unknown address family {f}")),
+                };
+                let net = IpNet::new(addr, prefix).ok_or("network prefix out of range")?;
+                Some(net.to_string())
+            }
+            n => Some(self.text(usize::try_from(n - TEXT).map_err(|_| "text too long")?)?),
+        })
+    }
+
+    /// A record's cookie outcome and flags (the same in both formats).
+    fn cookie_and_flags(&mut self) -> Result<(CookieOutcome, Vec<Flag>), String> {
+        let cookie = *COOKIES
+            .get(self.byte()? as usize)
+            .ok_or("unknown cookie outcome")?;
+        let n_flags = self.varint()?;
+        let mut flags = Vec::new();
+        for _ in 0..n_flags {
+            let reason = *Reason::ALL
+                .get(self.byte()? as usize)
+                .ok_or("unknown flag reason")?;
+            let len = self.varint()? as usize;
+            flags.push(Flag {
+                reason,
+                evidence: self.text(len)?,
+            });
+        }
+        Ok((cookie, flags))
+    }
 }
 
-/// Decodes a format-1 chunk value.
+/// Decodes a binary chunk value (format 1 or 2).
 pub(super) fn decode(value: &[u8]) -> Result<Vec<ClickRecord>, String> {
-    let Some((&FORMAT_1, body)) = value.split_first() else {
-        return Err("not a format-1 chunk".into());
-    };
+    match value.split_first() {
+        Some((&FORMAT_2, body)) => decode_v2(body),
+        Some((&FORMAT_1, body)) => decode_v1(body),
+        _ => Err("not a binary chunk of a known format".into()),
+    }
+}
+
+fn decode_v2(body: &[u8]) -> Result<Vec<ClickRecord>, String> {
+    let mut r = Reader { bytes: body };
+    let mut prev: [Option<String>; SLOTS] = Default::default();
+    let mut prev_hi = 0u64;
+    let mut out = Vec::new();
+    while !r.bytes.is_empty() {
+        let zz = r.varint()?;
+        let delta = (zz >> 1) as i64 ^ -((zz & 1) as i64);
+        let hi = prev_hi.wrapping_add(delta as u64);
+        let lo = u64::from_be_bytes(r.array::<8>()?);
+        let id = ClickId((u128::from(hi) << 64) | u128::from(lo));
+        prev_hi = hi;
+        let changed = r.varint()?;
+        if changed >> SLOTS != 0 {
+            return Err(format!("record {id} changes a field beyond the {SLOTS}"));
+        }
+        for (i, slot) in prev.iter_mut().enumerate() {
+            if changed & (1 << i) != 0 {
+                *slot = r.value()?;
+            }
+        }
+        let (cookie, flags) = r.cookie_and_flags()?;
+        out.push(record(id, &prev, cookie, flags)?);
+    }
+    Ok(out)
+}
+
+fn decode_v1(body: &[u8]) -> Result<Vec<ClickRecord>, String> {
     let mut r = Reader { bytes: body };
     let mut prev: [Option<String>; SLOTS] = Default::default();
     let mut out = Vec::new();
     while !r.bytes.is_empty() {
-        let id = ClickId::from_bytes(r.take(16)?.try_into().expect("16 bytes"));
+        let id = ClickId::from_bytes(r.array::<16>()?);
         for slot in prev.iter_mut() {
             match r.varint()? {
                 ABSENT => *slot = None,
-                SAME if slot.is_some() => {}
-                SAME => return Err("\"same as previous\" with no previous value".into()),
+                SAME_V1 if slot.is_some() => {}
+                SAME_V1 => return Err("\"same as previous\" with no previous value".into()),
                 n => *slot = Some(r.text((n - 2) as usize)?),
             }
         }
-        let cookie = *COOKIES
-            .get(r.byte()? as usize)
-            .ok_or("unknown cookie outcome")?;
-        let n_flags = r.varint()?;
-        let mut flags = Vec::new();
-        for _ in 0..n_flags {
-            let reason = *Reason::ALL
-                .get(r.byte()? as usize)
-                .ok_or("unknown flag reason")?;
-            let len = r.varint()? as usize;
-            flags.push(Flag {
-                reason,
-                evidence: r.text(len)?,
-            });
-        }
-        let required = |i: usize| {
-            prev[i]
-                .clone()
-                .ok_or_else(|| format!("record {id} lacks required field {i}"))
-        };
-        let at = crate::clock::ms_to_datetime(id.timestamp_ms());
-        let s = |i: usize| prev[i].clone();
-        out.push(ClickRecord {
-            id,
-            at,
-            link: required(0)?,
-            partner_id: required(1)?,
-            program: required(2)?,
-            method: required(3)?,
-            ip_hash: required(4)?,
-            ip_prefix: required(5)?,
-            user_agent: s(6),
-            referer: s(7),
-            query: s(8),
-            headers: ClickHeaders {
-                accept: s(9),
-                accept_language: s(10),
-                accept_encoding: s(11),
-                sec_fetch_site: s(12),
-                sec_fetch_mode: s(13),
-                sec_fetch_dest: s(14),
-                sec_fetch_user: s(15),
-                sec_ch_ua: s(16),
-                sec_ch_ua_mobile: s(17),
-                sec_ch_ua_platform: s(18),
-                sec_purpose: s(19),
-                purpose: s(20),
-                dnt: s(21),
-                upgrade_insecure_requests: s(22),
-                via: s(23),
-            },
-            cookie,
-            prior_token_error: s(24),
-            verdict: required(25)?,
-            flags,
-        });
+        let (cookie, flags) = r.cookie_and_flags()?;
+        out.push(record(id, &prev, cookie, flags)?);
     }
     Ok(out)
+}
+
+/// A record from its decoded fields.
+fn record(
+    id: ClickId,
+    fields: &[Option<String>; SLOTS],
+    cookie: CookieOutcome,
+    flags: Vec<Flag>,
+) -> Result<ClickRecord, String> {
+    let required = |i: usize| {
+        fields[i]
+            .clone()
+            .ok_or_else(|| format!("record {id} lacks required field {i}"))
+    };
+    let s = |i: usize| fields[i].clone();
+    Ok(ClickRecord {
+        id,
+        at: crate::clock::ms_to_datetime(id.timestamp_ms()),
+        link: required(0)?,
+        partner_id: required(1)?,
+        program: required(2)?,
+        method: required(3)?,
+        ip_hash: required(4)?,
+        ip_prefix: required(5)?,
+        user_agent: s(6),
+        referer: s(7),
+        query: s(8),
+        headers: ClickHeaders {
+            accept: s(9),
+            accept_language: s(10),
+            accept_encoding: s(11),
+            sec_fetch_site: s(12),
+            sec_fetch_mode: s(13),
+            sec_fetch_dest: s(14),
+            sec_fetch_user: s(15),
+            sec_ch_ua: s(16),
+            sec_ch_ua_mobile: s(17),
+            sec_ch_ua_platform: s(18),
+            sec_purpose: s(19),
+            purpose: s(20),
+            dnt: s(21),
+            upgrade_insecure_requests: s(22),
+            via: s(23),
+        },
+        cookie,
+        prior_token_error: s(24),
+        verdict: required(25)?,
+        flags,
+    })
 }
 
 #[cfg(test)]
@@ -303,6 +457,142 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap(), records);
     }
 
+    /// Format 1 as the writer wrote it before format 2: what old data
+    /// dirs hold.
+    fn encode_v1(records: &[ClickRecord]) -> Vec<u8> {
+        let mut out = vec![FORMAT_1];
+        let mut prev: [Option<String>; SLOTS] = Default::default();
+        for r in records {
+            out.extend_from_slice(&r.id.to_bytes());
+            let h = &r.headers;
+            let fields = [
+                Some(r.link.clone()),
+                Some(r.partner_id.clone()),
+                Some(r.program.clone()),
+                Some(r.method.clone()),
+                Some(r.ip_hash.clone()),
+                Some(r.ip_prefix.clone()),
+                r.user_agent.clone(),
+                r.referer.clone(),
+                r.query.clone(),
+                h.accept.clone(),
+                h.accept_language.clone(),
+                h.accept_encoding.clone(),
+                h.sec_fetch_site.clone(),
+                h.sec_fetch_mode.clone(),
+                h.sec_fetch_dest.clone(),
+                h.sec_fetch_user.clone(),
+                h.sec_ch_ua.clone(),
+                h.sec_ch_ua_mobile.clone(),
+                h.sec_ch_ua_platform.clone(),
+                h.sec_purpose.clone(),
+                h.purpose.clone(),
+                h.dnt.clone(),
+                h.upgrade_insecure_requests.clone(),
+                h.via.clone(),
+                r.prior_token_error.clone(),
+                Some(r.verdict.clone()),
+            ];
+            for (p, f) in prev.iter_mut().zip(fields) {
+                match &f {
+                    None => put_varint(&mut out, ABSENT),
+                    Some(s) if p.as_ref() == Some(s) => put_varint(&mut out, SAME_V1),
+                    Some(s) => {
+                        put_varint(&mut out, s.len() as u64 + 2);
+                        out.extend_from_slice(s.as_bytes());
+                    }
+                }
+                *p = f;
+            }
+            out.push(COOKIES.iter().position(|c| *c == r.cookie).unwrap() as u8);
+            put_varint(&mut out, r.flags.len() as u64);
+            for f in &r.flags {
+                out.push(Reason::ALL.iter().position(|x| *x == f.reason).unwrap() as u8);
+                put_str(&mut out, &f.evidence);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn format_1_chunks_still_decode() {
+        let records: Vec<_> = (0..20).map(|i| record(i, Some("Mozilla/5.0"))).collect();
+        assert_eq!(decode(&encode_v1(&records)).unwrap(), records);
+    }
+
+    /// Rows as the click writer builds them: the visitor as bytes.
+    fn pseudonymous(records: &[ClickRecord], visitors: &[(IpAddr, u8)]) -> Vec<u8> {
+        let mut enc = ChunkEncoder::new();
+        for (r, &(ip, bits)) in records.iter().zip(visitors.iter().cycle()) {
+            let mut row = r.row();
+            let mut hash = [0u8; IP_HASH_BYTES];
+            hash.copy_from_slice(&r.id.to_bytes()[..IP_HASH_BYTES]);
+            row.visitor = StoredVisitor::Pseudonym {
+                hash,
+                network: IpNet::new(ip, bits).unwrap(),
+            };
+            enc.push(&row);
+        }
+        enc.finish()
+    }
+
+    #[test]
+    fn pseudonyms_are_stored_as_bytes_and_read_as_text() {
+        let visitors: Vec<(IpAddr, u8)> = vec![
+            ("203.0.113.77".parse().unwrap(), 24),
+            ("203.0.113.77".parse().unwrap(), 24),
+            ("2001:db8:1:2:3:4:5:6".parse().unwrap(), 48),
+            ("10.1.2.3".parse().unwrap(), 0),
+            ("2001:db8::1".parse().unwrap(), 128),
+        ];
+        let mut records: Vec<_> = (0..12).map(|i| record(i, Some("Mozilla/5.0"))).collect();
+        for (r, (ip, bits)) in records.iter_mut().zip(visitors.iter().cycle()) {
+            let mut hex = String::new();
+            crate::net::push_hex(&r.id.to_bytes()[..IP_HASH_BYTES], &mut hex);
+            r.ip_hash = hex;
+            r.ip_prefix = IpNet::new(*ip, *bits).unwrap().to_string();
+        }
+        assert_eq!(records[0].ip_prefix, "203.0.113.0/24");
+        assert_eq!(records[2].ip_prefix, "2001:db8:1::/48");
+        assert_eq!(decode(&pseudonymous(&records, &visitors)).unwrap(), records);
+    }
+
+    #[test]
+    fn a_typical_record_is_its_id_link_and_visitor() {
+        // Clicks that differ only in link, id and visitor, as most do.
+        let ids: Vec<_> = (0..100)
+            .map(|i| {
+                let mut r = record(0, Some("Mozilla/5.0 (X11; Linux x86_64; rv:133.0)"));
+                r.id = ClickId(((1_790_000_000_000u128 << 16 | i) << 64) | 0x5eed ^ i);
+                r.link = format!("lt-{:07}", i * 7919 % 10_000);
+                r.verdict = "valid".into();
+                r.cookie = CookieOutcome::Set;
+                r.flags.clear();
+                r.headers.via = None;
+                r
+            })
+            .collect();
+        let v4: Vec<(IpAddr, u8)> = (0..100u8)
+            .map(|i| (IpAddr::from([100, 64, i, 1]), 24))
+            .collect();
+        let bytes = pseudonymous(&ids, &v4);
+        let first_and_format = {
+            let one = pseudonymous(&ids[..1], &v4[..1]);
+            one.len()
+        };
+        let per_record = (bytes.len() - first_and_format) as f64 / 99.0;
+        // id delta 1 + low half 8 + mask 1 + link 1+10 + hash 2+16 +
+        // network 1+6 + cookie 1 + flags 1 = 48.
+        assert!(per_record <= 48.0, "{per_record} bytes per record");
+        let v1 = encode_v1(&decode(&bytes).unwrap());
+        assert!(
+            bytes.len() * 2 < v1.len() + 200,
+            "{} vs {} bytes in format 1",
+            bytes.len(),
+            v1.len()
+        );
+    }
+
     #[test]
     fn truncated_or_garbled_chunks_are_errors_not_panics() {
         let records: Vec<_> = (0..4).map(|i| record(i, Some("UA"))).collect();
@@ -317,9 +607,28 @@ mod tests {
                 assert!(got.len() < records.len());
             }
         }
-        let mut bad = bytes.clone();
-        bad[17] = 1; // "same as previous" in the first record
+        let v1 = encode_v1(&records);
+        for cut in 1..v1.len() {
+            if let Ok(got) = decode(&v1[..cut]) {
+                assert!(got.len() < records.len());
+            }
+        }
+        let mut bad = v1.clone();
+        bad[17] = 1; // format 1: "same as previous" in the first record
         assert!(decode(&bad).is_err());
+        // Format 2: id 0, then a mask that changes nothing (the first
+        // record lacks its link) / a field beyond the last / an unknown
+        // address family.
+        let head = [FORMAT_2, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let nothing = [&head[..], &[0, 0, 0]].concat();
+        assert!(decode(&nothing)
+            .unwrap_err()
+            .contains("lacks required field 0"));
+        let beyond = [&head[..], &[0x80, 0x80, 0x80, 0x80, 0x01, 0, 0]].concat();
+        assert!(decode(&beyond).unwrap_err().contains("beyond"));
+        let family = [&head[..], &[1 << 5, NETWORK as u8, 24, 5, 1, 2, 3, 4, 0, 0]].concat();
+        assert!(decode(&family).unwrap_err().contains("family"));
         assert!(decode(b"[]").is_err());
+        assert!(decode(&[3]).is_err());
     }
 }
