@@ -231,16 +231,14 @@ impl Writer {
     /// Writes everything queued right now, `batch_max` clicks at a time.
     async fn drain(&mut self) {
         loop {
-            let mut batch = Vec::new();
-            while batch.len() < self.batch_max {
-                match self.rx.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
-            }
-            if batch.is_empty() {
+            let waiting = self.rx.len().min(self.batch_max);
+            if waiting == 0 {
                 return;
             }
+            // The clicks are there: `recv_many` takes them in one go
+            // (one semaphore update), without waiting.
+            let mut batch = Vec::with_capacity(waiting);
+            self.rx.recv_many(&mut batch, waiting).await;
             self.metrics.click_queue_depth.sub(batch.len() as i64);
             let full = batch.len() == self.batch_max;
             self.write(batch).await;
