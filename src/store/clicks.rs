@@ -271,7 +271,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::counts::{LEGACY_COUNT, LEGACY_MARK, PAGES};
+    use super::super::counts::{LEGACY_COUNT, LEGACY_MARK, MAX_PAGES_PER_BATCH, PAGES};
     use super::*;
     use crate::model::{rows, ClickHeaders, CookieOutcome};
 
@@ -402,10 +402,10 @@ mod tests {
             // Enough batches for more than a full round of pages, each
             // written with the batch it belongs to; then a "crash" (no
             // shutdown snapshot).
-            let rounds = (PAGES as usize).div_ceil(256) + 2;
+            let rounds = PAGES.div_ceil(MAX_PAGES_PER_BATCH) as usize + 2;
             for k in 0..rounds {
                 store.counts.owe_pages();
-                let b = batch(1_000 + 1_000 * k as i64, 700);
+                let b = batch(1_000 + 1_000 * k as i64, 100);
                 for r in &b {
                     *expected.entry(r.link.clone()).or_default() += 1;
                 }
