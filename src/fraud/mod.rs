@@ -503,27 +503,52 @@ fn visitor_key(ip: Option<IpAddr>, hasher: &FastHash) -> u64 {
 /// (ASCII case ignored). Most referers are not: a label is compared only
 /// with engines of its length.
 fn is_search_engine(host: &str) -> bool {
-    host.split('.').any(|label| {
+    host.as_bytes().split(|&b| b == b'.').any(|label| {
         SEARCH_ENGINES
             .iter()
-            .any(|e| e.len() == label.len() && e.eq_ignore_ascii_case(label))
+            .any(|e| e.len() == label.len() && e.as_bytes().eq_ignore_ascii_case(label))
     })
 }
 
-/// The host of an absolute URL (`scheme://[user@]host[:port]/...`), in one
-/// pass over its bytes.
+/// The first parameter of a query string named after an ad platform's
+/// click id (`gclid`, `msclkid`, …; ASCII case ignored).
+fn ad_click_id(query: &str) -> Option<&str> {
+    let mut at = 0;
+    for pair in query.as_bytes().split(|&b| b == b'&') {
+        let key_len = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
+        let key = &pair[..key_len];
+        if AD_CLICK_IDS
+            .iter()
+            .any(|k| k.len() == key.len() && k.as_bytes().eq_ignore_ascii_case(key))
+        {
+            // Cut at ASCII delimiters: on char boundaries.
+            return Some(&query[at..at + key_len]);
+        }
+        at += pair.len() + 1;
+    }
+    None
+}
+
+/// The host of an absolute URL (`scheme://[user@]host[:port]/...`).
 fn host_of(url: &str) -> Option<&str> {
-    let start = url.find("://")? + 3;
-    let authority = &url[start..];
-    let end = authority
-        .bytes()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(authority.len());
-    let authority = &authority[..end];
-    let host = authority
-        .rfind('@')
-        .map_or(authority, |at| &authority[at + 1..]);
-    Some(host.find(':').map_or(host, |colon| &host[..colon]))
+    // Byte scans: the delimiters are ASCII, so every cut is on a char
+    // boundary, and a short URL is not worth a substring searcher.
+    let b = url.as_bytes();
+    let start = b.windows(3).position(|w| w == b"://")? + 3;
+    let rest = &b[start..];
+    let end = rest
+        .iter()
+        .position(|&c| matches!(c, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let from = rest[..end]
+        .iter()
+        .rposition(|&c| c == b'@')
+        .map_or(0, |at| at + 1);
+    let to = rest[from..end]
+        .iter()
+        .position(|&c| c == b':')
+        .map_or(end, |colon| from + colon);
+    Some(&url[start + from..start + to])
 }
 
 impl Guard {
@@ -787,14 +812,8 @@ impl Guard {
         // Paid search.
         if r.paid_search != PaidSearchPolicy::Allow {
             let mut hit = None;
-            if let Some(q) = f.query {
-                for pair in q.split('&') {
-                    let key = pair.split('=').next().unwrap_or_default();
-                    if AD_CLICK_IDS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
-                        hit = Some(format!("ad click id {key} on the tracked link"));
-                        break;
-                    }
-                }
+            if let Some(key) = f.query.and_then(ad_click_id) {
+                hit = Some(format!("ad click id {key} on the tracked link"));
             }
             if hit.is_none() && !r.brand_terms.is_empty() {
                 if let Some(referer) = f.referer {
@@ -945,6 +964,16 @@ mod tests {
                 host.split(':').next().unwrap()
             });
             proptest::prop_assert_eq!(host_of(&url), split);
+        }
+
+        /// The byte scan finds the parameter that splitting on `&` and
+        /// `=` finds.
+        #[test]
+        fn ad_click_id_agrees_with_splitting(q in "(gclid|GCLID|msclkid|gcli|x|é|=|&){0,8}") {
+            let split = q.split('&').map(|p| p.split('=').next().unwrap()).find(|key| {
+                AD_CLICK_IDS.iter().any(|k| key.eq_ignore_ascii_case(k))
+            });
+            proptest::prop_assert_eq!(ad_click_id(&q), split);
         }
     }
 
