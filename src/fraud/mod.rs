@@ -503,11 +503,16 @@ fn visitor_key(ip: Option<IpAddr>, hasher: &FastHash) -> u64 {
 /// (ASCII case ignored). Most referers are not: a label is compared only
 /// with engines of its length.
 fn is_search_engine(host: &str) -> bool {
-    host.as_bytes().split(|&b| b == b'.').any(|label| {
-        SEARCH_ENGINES
-            .iter()
-            .any(|e| e.len() == label.len() && e.as_bytes().eq_ignore_ascii_case(label))
-    })
+    host.as_bytes()
+        .split(|&b| b == b'.')
+        .any(|label| names_one_of(SEARCH_ENGINES, label))
+}
+
+/// Whether `word` is one of `names`, ASCII case ignored (lengths first).
+fn names_one_of(names: &[&str], word: &[u8]) -> bool {
+    names
+        .iter()
+        .any(|n| n.len() == word.len() && n.as_bytes().eq_ignore_ascii_case(word))
 }
 
 /// The first parameter of a query string named after an ad platform's
@@ -516,11 +521,7 @@ fn ad_click_id(query: &str) -> Option<&str> {
     let mut at = 0;
     for pair in query.as_bytes().split(|&b| b == b'&') {
         let key_len = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
-        let key = &pair[..key_len];
-        if AD_CLICK_IDS
-            .iter()
-            .any(|k| k.len() == key.len() && k.as_bytes().eq_ignore_ascii_case(key))
-        {
+        if names_one_of(AD_CLICK_IDS, &pair[..key_len]) {
             // Cut at ASCII delimiters: on char boundaries.
             return Some(&query[at..at + key_len]);
         }
