@@ -134,6 +134,16 @@ fn put_value(out: &mut Vec<u8>, v: Option<Value<'_>>) {
     }
 }
 
+/// A record's cookie outcome and flags (the same in both formats).
+fn put_cookie_and_flags(out: &mut Vec<u8>, cookie: CookieOutcome, flags: &[Flag]) {
+    out.push(COOKIES.iter().position(|c| *c == cookie).unwrap_or(0) as u8);
+    put_varint(out, flags.len() as u64);
+    for f in flags {
+        out.push(Reason::ALL.iter().position(|x| *x == f.reason).unwrap_or(0) as u8);
+        put_str(out, &f.evidence);
+    }
+}
+
 /// Builds one format-2 chunk value from records in id order.
 pub(super) struct ChunkEncoder<'a> {
     buf: Vec<u8>,
@@ -183,12 +193,7 @@ impl<'a> ChunkEncoder<'a> {
                 put_value(out, *v);
             }
         }
-        out.push(COOKIES.iter().position(|c| *c == r.cookie).unwrap_or(0) as u8);
-        put_varint(out, r.flags.len() as u64);
-        for f in r.flags {
-            out.push(Reason::ALL.iter().position(|x| *x == f.reason).unwrap_or(0) as u8);
-            put_str(out, &f.evidence);
-        }
+        put_cookie_and_flags(out, r.cookie, r.flags);
         self.prev = values;
         self.prev_hi = hi;
         self.records += 1;
@@ -461,42 +466,20 @@ mod tests {
     /// dirs hold.
     fn encode_v1(records: &[ClickRecord]) -> Vec<u8> {
         let mut out = vec![FORMAT_1];
-        let mut prev: [Option<String>; SLOTS] = Default::default();
+        let mut prev = [None; SLOTS];
         for r in records {
             out.extend_from_slice(&r.id.to_bytes());
-            let h = &r.headers;
-            let fields = [
-                Some(r.link.clone()),
-                Some(r.partner_id.clone()),
-                Some(r.program.clone()),
-                Some(r.method.clone()),
-                Some(r.ip_hash.clone()),
-                Some(r.ip_prefix.clone()),
-                r.user_agent.clone(),
-                r.referer.clone(),
-                r.query.clone(),
-                h.accept.clone(),
-                h.accept_language.clone(),
-                h.accept_encoding.clone(),
-                h.sec_fetch_site.clone(),
-                h.sec_fetch_mode.clone(),
-                h.sec_fetch_dest.clone(),
-                h.sec_fetch_user.clone(),
-                h.sec_ch_ua.clone(),
-                h.sec_ch_ua_mobile.clone(),
-                h.sec_ch_ua_platform.clone(),
-                h.sec_purpose.clone(),
-                h.purpose.clone(),
-                h.dnt.clone(),
-                h.upgrade_insecure_requests.clone(),
-                h.via.clone(),
-                r.prior_token_error.clone(),
-                Some(r.verdict.clone()),
-            ];
+            // A record's visitor is text: every slot is text or absent.
+            let fields = slots(&r.row()).map(|v| {
+                v.map(|v| match v {
+                    Value::Text(s) => s,
+                    other => unreachable!("a record's field is text, not {other:?}"),
+                })
+            });
             for (p, f) in prev.iter_mut().zip(fields) {
-                match &f {
+                match f {
                     None => put_varint(&mut out, ABSENT),
-                    Some(s) if p.as_ref() == Some(s) => put_varint(&mut out, SAME_V1),
+                    Some(s) if *p == Some(s) => put_varint(&mut out, SAME_V1),
                     Some(s) => {
                         put_varint(&mut out, s.len() as u64 + 2);
                         out.extend_from_slice(s.as_bytes());
@@ -504,12 +487,7 @@ mod tests {
                 }
                 *p = f;
             }
-            out.push(COOKIES.iter().position(|c| *c == r.cookie).unwrap() as u8);
-            put_varint(&mut out, r.flags.len() as u64);
-            for f in &r.flags {
-                out.push(Reason::ALL.iter().position(|x| *x == f.reason).unwrap() as u8);
-                put_str(&mut out, &f.evidence);
-            }
+            put_cookie_and_flags(&mut out, r.cookie, &r.flags);
         }
         out
     }
@@ -576,10 +554,7 @@ mod tests {
             .map(|i| (IpAddr::from([100, 64, i, 1]), 24))
             .collect();
         let bytes = pseudonymous(&ids, &v4);
-        let first_and_format = {
-            let one = pseudonymous(&ids[..1], &v4[..1]);
-            one.len()
-        };
+        let first_and_format = pseudonymous(&ids[..1], &v4[..1]).len();
         let per_record = (bytes.len() - first_and_format) as f64 / 99.0;
         // id delta 1 + low half 8 + mask 1 + link 1+10 + hash 2+16 +
         // network 1+6 + cookie 1 + flags 1 = 48.
