@@ -12,7 +12,7 @@
 //!   of that partner in the chunk
 //! - `N`, `n`, `m`: click counts (see `store::counts`)
 
-use super::counts::{ChunkKey, Marks};
+use super::counts::{ChunkKey, FastHash, Marks};
 use super::{codec, corrupt, Store, StoreError};
 use crate::id::ClickId;
 use crate::model::{ClickRecord, ClickRow};
@@ -129,8 +129,7 @@ impl Store {
         let Some(mark) = last_chunk else {
             return Ok(());
         };
-        let mut deltas: HashMap<&str, u64, _> =
-            HashMap::with_hasher(foldhash::fast::RandomState::default());
+        let mut deltas: HashMap<&str, u64, FastHash> = HashMap::default();
         for r in batch {
             *deltas.entry(r.link).or_default() += 1;
         }

@@ -95,7 +95,8 @@ struct Rotation {
     legacy: bool,
 }
 
-type FastHash = foldhash::fast::RandomState;
+/// Seeded fast hashing for the counts (codes come from requests).
+pub(super) type FastHash = foldhash::fast::RandomState;
 
 /// One page's counts: link code → clicks on disk; codes inline as in the
 /// directory (16 bytes up to 15 characters, 24 beyond).
@@ -243,7 +244,7 @@ impl ClickCounts {
         tree: &sled::Tree,
         batch: &mut sled::Batch,
         mark: ChunkKey,
-        deltas: &HashMap<&str, u64, foldhash::fast::RandomState>,
+        deltas: &HashMap<&str, u64, FastHash>,
     ) -> Result<(), StoreError> {
         let mut r = self.rotation.lock().expect("rotation lock");
         let now = Instant::now();
