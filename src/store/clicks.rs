@@ -12,7 +12,7 @@
 //!   of that partner in the chunk
 //! - `N`, `n`, `m`: click counts (see `store::counts`)
 
-use super::counts::{ChunkKey, FastHash, Marks};
+use super::counts::{ChunkKey, Deltas, Marks};
 use super::{codec, corrupt, Store, StoreError};
 use crate::id::ClickId;
 use crate::model::{ClickRecord, ClickRow};
@@ -129,17 +129,12 @@ impl Store {
         let Some(mark) = last_chunk else {
             return Ok(());
         };
-        let mut deltas: HashMap<&str, u64, FastHash> = HashMap::default();
-        for r in batch {
-            *deltas.entry(r.link).or_default() += 1;
-        }
+        let deltas = Deltas::count(batch.iter().map(|r| r.link));
         self.counts
             .rotate_into(&self.clicks, &mut b, mark, &deltas)?;
         self.clicks.apply_batch(b)?;
         self.flush()?;
-        for (code, n) in deltas {
-            self.counts.add(code, n);
-        }
+        self.counts.add_all(&deltas);
         Ok(())
     }
 
