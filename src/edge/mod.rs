@@ -289,14 +289,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         rng,
         ip_key,
     });
-    // Idle visitors' state is swept every second, a sixteenth at a time:
-    // small sweeps, short pauses.
+    // Idle visitors' state is swept once a sweep period, a sixteenth at a
+    // time: small sweeps, short pauses.
     let pruner = {
         let app = app.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(
-                1000 / crate::fraud::PRUNE_PARTS as u64,
-            ));
+            let mut tick =
+                tokio::time::interval(app.guard.sweep_period() / crate::fraud::PRUNE_PARTS as u32);
             loop {
                 tick.tick().await;
                 let a = app.clone();
