@@ -40,6 +40,11 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// A connection that in this long neither begins a request nor writes
+    /// a byte, with no request in progress, is closed (after one to two
+    /// such periods): idle keep-alive connections and clients that never
+    /// finish a request head.
+    pub idle_timeout_ms: u64,
     /// Attribution cookie settings.
     pub cookie: CookieConfig,
     /// Click log queue and batching.
@@ -396,6 +401,7 @@ impl Reader {
         }
         let max_body_bytes =
             self.uint(&mut root, "", "max_body_bytes", 1 << 20, 1024, 64 << 20) as usize;
+        let idle_timeout_ms = self.uint(&mut root, "", "idle_timeout_ms", 10_000, 100, 3_600_000);
 
         let mut c = self.table(&mut root, "", "cookie");
         let cookie = CookieConfig {
@@ -484,6 +490,7 @@ impl Reader {
             admin_token,
             trusted_proxies,
             max_body_bytes,
+            idle_timeout_ms,
             cookie,
             clicks,
             snapshot_every_events,

@@ -6,6 +6,7 @@ pub mod client;
 mod client_ip;
 mod fraud_api;
 pub mod http;
+mod idle;
 pub mod money;
 pub mod redirect;
 
@@ -25,7 +26,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntCounter;
 use ring::rand::SystemRandom;
@@ -340,16 +341,31 @@ async fn serve(
                     let app = app.clone();
                     let watcher = graceful.watcher();
                     tokio::spawn(async move {
+                        let limit = Duration::from_millis(app.config.idle_timeout_ms);
+                        let activity = Arc::new(idle::Activity::default());
+                        let io = idle::Tracked::new(TokioIo::new(stream), activity.clone());
+                        let requests = activity.clone();
                         let svc = service_fn(move |req| {
                             let app = app.clone();
-                            async move { Ok::<_, Infallible>(route(app, peer, req).await) }
+                            let in_flight = requests.begin();
+                            async move {
+                                let resp = route(app, peer, req).await;
+                                drop(in_flight);
+                                Ok::<_, Infallible>(resp)
+                            }
                         });
+                        // Idle and stalled connections are closed by
+                        // `idle::until_idle`, one timer per connection,
+                        // not hyper's per-request header timer.
                         let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(10))
-                            .serve_connection(TokioIo::new(stream), svc);
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(error = %e, "connection ended with an error");
+                            .header_read_timeout(None)
+                            .serve_connection(io, svc);
+                        match idle::until_idle(watcher.watch(conn), &activity, limit).await {
+                            Some(Err(e)) => {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            Some(Ok(())) => {}
+                            None => tracing::debug!(%peer, "closed an idle connection"),
                         }
                     });
                 }
