@@ -14,9 +14,77 @@ use crate::net::{ip_hash_bytes, visitor_prefix};
 use crate::store::{Store, StoreError};
 use ring::hmac;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
+
+/// The bounded queue between the redirect and the writer: clicks pushed
+/// onto a vector behind a lock, which the writer swaps out whole for an
+/// empty one (the previous batch's, its capacity kept). A push is one
+/// uncontended lock and a move into memory the last batches warmed; a
+/// tokio channel cost ~1.3% of the load test's samples, most of it
+/// writing clicks into freshly recycled blocks, and the writer moved each
+/// click out again.
+struct Queue {
+    state: Mutex<Queued>,
+    capacity: usize,
+}
+
+struct Queued {
+    clicks: Vec<Click>,
+    closed: bool,
+}
+
+/// Why a click was not queued.
+enum Refused {
+    Full,
+    Closed,
+}
+
+impl Queue {
+    fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(Queued {
+                clicks: Vec::new(),
+                closed: false,
+            }),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        // A panic elsewhere while holding the lock leaves a valid vector.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `click`; returns the clicks now waiting.
+    fn push(&self, click: Click) -> Result<usize, Refused> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(Refused::Closed);
+        }
+        if q.clicks.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        q.clicks.push(click);
+        Ok(q.clicks.len())
+    }
+
+    /// Everything waiting, in order; `spare` (empty) takes its place.
+    fn take(&self, spare: Vec<Click>) -> Vec<Click> {
+        debug_assert!(spare.is_empty());
+        std::mem::replace(&mut self.lock().clicks, spare)
+    }
+
+    /// Refuses clicks from now on; those waiting can still be taken.
+    fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
 
 /// Requests to the writer that must not wait behind the commit window.
 enum Control {
@@ -29,10 +97,10 @@ enum Control {
 /// Handle to the queue; cheap to clone.
 #[derive(Clone)]
 pub struct ClickLog {
-    /// Sending side of the bounded click queue. The writer only ever
-    /// `try_recv`s it, so a send never has a parked task to wake: a click
-    /// costs no syscall on the redirect path.
-    tx: mpsc::Sender<Click>,
+    /// The bounded click queue. The writer takes from it on its own
+    /// schedule, so a push never has a parked task to wake: a click costs
+    /// no syscall on the redirect path.
+    queue: Arc<Queue>,
     /// Barriers and stop.
     control: mpsc::UnboundedSender<Control>,
     /// Wakes the writer early when a full batch is waiting.
@@ -102,12 +170,13 @@ impl ClickLog {
         cfg: &ClickLogConfig,
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+        let queue = Arc::new(Queue::new(cfg.queue_capacity));
         let (control, control_rx) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
         let batch_ready = Arc::new(Notify::new());
         let writer = Writer {
-            rx,
+            queue: queue.clone(),
+            spare: Vec::new(),
             control: control_rx,
             batch_ready: batch_ready.clone(),
             store,
@@ -120,7 +189,7 @@ impl ClickLog {
         let handle = tokio::spawn(writer.run());
         (
             Self {
-                tx,
+                queue,
                 control,
                 batch_ready,
                 batch_max: cfg.batch_max,
@@ -134,23 +203,22 @@ impl ClickLog {
     /// Queues a click without waiting. Returns false (and counts the drop)
     /// when the queue is full or the writer has stopped.
     pub fn enqueue(&self, click: Click) -> bool {
-        match self.tx.try_send(click) {
-            Ok(()) => {
+        match self.queue.push(click) {
+            Ok(depth) => {
                 self.metrics.click_queue_depth.inc();
-                let depth = self.tx.max_capacity() - self.tx.capacity();
                 if depth == self.batch_max {
                     self.batch_ready.notify_one();
                 }
                 true
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 self.metrics
                     .clicks_dropped
                     .with_label_values(&["queue_full"])
                     .inc();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(Refused::Closed) => {
                 self.metrics
                     .clicks_dropped
                     .with_label_values(&["stopped"])
@@ -170,7 +238,7 @@ impl ClickLog {
 
     /// Whether the writer is running and its last batch succeeded.
     pub fn healthy(&self) -> bool {
-        !self.control.is_closed() && self.healthy.load(Ordering::Relaxed)
+        !self.control.is_closed() && !self.queue.is_closed() && self.healthy.load(Ordering::Relaxed)
     }
 
     /// Asks the writer to write everything queued and stop.
@@ -180,7 +248,9 @@ impl ClickLog {
 }
 
 struct Writer {
-    rx: mpsc::Receiver<Click>,
+    queue: Arc<Queue>,
+    /// The last batch's emptied vector, to swap in for the next.
+    spare: Vec<Click>,
     control: mpsc::UnboundedReceiver<Control>,
     batch_ready: Arc<Notify>,
     store: Store,
@@ -214,7 +284,7 @@ impl Writer {
             }
             if stopping {
                 // Nothing new can arrive once the queue is closed.
-                self.rx.close();
+                self.queue.close();
             }
             self.drain().await;
             for b in barriers {
@@ -230,64 +300,82 @@ impl Writer {
 
     /// Writes everything queued right now, `batch_max` clicks at a time.
     async fn drain(&mut self) {
-        loop {
-            let waiting = self.rx.len().min(self.batch_max);
-            if waiting == 0 {
-                return;
-            }
-            // The clicks are there: `recv_many` takes them in one go
-            // (one semaphore update), without waiting.
-            let mut batch = Vec::with_capacity(waiting);
-            self.rx.recv_many(&mut batch, waiting).await;
-            self.metrics.click_queue_depth.sub(batch.len() as i64);
-            let full = batch.len() == self.batch_max;
-            self.write(batch).await;
-            if !full {
-                return;
-            }
+        let mut waiting = self.queue.take(std::mem::take(&mut self.spare));
+        self.metrics.click_queue_depth.sub(waiting.len() as i64);
+        // More than a batch (the writer fell behind): the oldest first, a
+        // batch at a time, each in a vector of its own.
+        while waiting.len() > self.batch_max {
+            let rest = waiting.split_off(self.batch_max);
+            self.write(std::mem::replace(&mut waiting, rest)).await;
         }
+        if !waiting.is_empty() {
+            waiting = self.write(waiting).await;
+        }
+        self.spare = waiting;
     }
     /// Writes one batch, retrying a failing disk a few times before giving
-    /// the batch up (counted as dropped, reason `write_failed`).
-    async fn write(&self, clicks: Vec<Click>) {
+    /// the batch up (counted as dropped, reason `write_failed`). Returns
+    /// the batch's vector, emptied.
+    async fn write(&self, mut clicks: Vec<Click>) -> Vec<Click> {
+        const ATTEMPTS: u32 = 5;
         let n = clicks.len();
         let started = std::time::Instant::now();
-        // One trip to the blocking pool per batch: anonymise, write, and
-        // free the clicks there; they come back only for a retry.
-        let mut failed = self.write_blocking(clicks).await;
         let mut backoff = Duration::from_millis(50);
-        for attempt in 1..=5 {
-            let Some((clicks, e)) = failed else {
-                self.metrics
-                    .batch_flush_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                self.metrics.batch_size.observe(n as f64);
-                self.metrics.clicks_written.inc_by(n as u64);
-                self.healthy.store(true, Ordering::Relaxed);
-                return;
-            };
-            self.metrics.batch_errors.inc();
-            self.healthy.store(false, Ordering::Relaxed);
-            tracing::error!(error = %e, attempt, clicks = n, "click batch write failed");
-            if attempt == 5 {
-                break;
+        for attempt in 1..=ATTEMPTS {
+            // One trip to the blocking pool per attempt: anonymise, write,
+            // and free the clicks there; they come back only for a retry.
+            match self.write_blocking(clicks).await {
+                Ok(emptied) => {
+                    self.metrics
+                        .batch_flush_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.batch_size.observe(n as f64);
+                    self.metrics.clicks_written.inc_by(n as u64);
+                    self.healthy.store(true, Ordering::Relaxed);
+                    return emptied;
+                }
+                Err((back, e)) => {
+                    self.metrics.batch_errors.inc();
+                    self.healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(error = %e, attempt, clicks = n, "click batch write failed");
+                    clicks = back;
+                }
             }
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
-            failed = self.write_blocking(clicks).await;
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
         }
         self.metrics
             .clicks_dropped
             .with_label_values(&["write_failed"])
             .inc_by(n as u64);
+        Vec::new()
     }
 
-    /// Writes a batch on the blocking pool; on failure hands the clicks
-    /// back for a retry (on success they are freed there).
-    async fn write_blocking(&self, clicks: Vec<Click>) -> Option<(Vec<Click>, StoreError)> {
+    /// Writes a batch on the blocking pool; on success the clicks are
+    /// freed there and their vector comes back empty, on failure the clicks
+    /// come back for a retry.
+    async fn write_blocking(
+        &self,
+        mut clicks: Vec<Click>,
+    ) -> Result<Vec<Click>, (Vec<Click>, StoreError)> {
         let (store, anon) = (self.store.clone(), self.anon.clone());
-        tokio::task::spawn_blocking(move || anon.write(&store, &clicks).err().map(|e| (clicks, e)))
-            .await
-            .expect("anonymiser and store do not panic")
+        tokio::task::spawn_blocking(move || match anon.write(&store, &clicks) {
+            Ok(()) => {
+                clicks.clear();
+                Ok(clicks)
+            }
+            Err(e) => Err((clicks, e)),
+        })
+        .await
+        .expect("anonymiser and store do not panic")
+    }
+}
+
+impl Drop for Writer {
+    /// However the writer ends, the redirect stops queueing for it.
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }

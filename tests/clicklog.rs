@@ -89,3 +89,42 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
         1
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_backlog_is_written_oldest_first_a_batch_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let mut cfg = Config::defaults(dir.path()).clicks;
+    cfg.batch_max = 3;
+    let metrics = Arc::new(Metrics::new());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[1; 32]);
+    let (log, writer) = ClickLog::start(store.clone(), key, &cfg, metrics.clone());
+    let ids = ClickIdGen::new(None);
+    // Ten clicks before the writer can run, then the same again: batches
+    // of 3, 3, 3 and 1 each time, the vectors reused between rounds.
+    for round in 0..2 {
+        for n in 0..10 {
+            assert!(log.enqueue(click(&ids, round * 10 + n)));
+        }
+        log.barrier().await;
+        assert_eq!(metrics.click_queue_depth.get(), 0);
+    }
+    assert_eq!(metrics.batch_size.get_sample_count(), 8);
+    assert_eq!(metrics.batch_size.get_sample_sum(), 20.0);
+    assert_eq!(store.click_count("queue-test"), 20);
+    let page = store
+        .clicks(&ClickQuery {
+            limit: 100,
+            ..ClickQuery::default()
+        })
+        .unwrap();
+    let queries: Vec<String> = page
+        .clicks
+        .iter()
+        .map(|c| c.query.clone().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..20).map(|n| format!("sub1={n}")).collect();
+    assert_eq!(queries, expected, "stored in the order served");
+    log.stop().await;
+    writer.await.unwrap();
+}
