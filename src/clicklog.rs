@@ -311,7 +311,10 @@ impl Writer {
         if !waiting.is_empty() {
             waiting = self.write(waiting).await;
         }
-        self.spare = waiting;
+        // A vector grown by a backlog is not kept for the next batch.
+        if waiting.capacity() <= self.batch_max {
+            self.spare = waiting;
+        }
     }
     /// Writes one batch, retrying a failing disk a few times before giving
     /// the batch up (counted as dropped, reason `write_failed`). Returns
