@@ -81,10 +81,6 @@ impl Queue {
     fn close(&self) {
         self.lock().closed = true;
     }
-
-    fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
 }
 
 /// Requests to the writer that must not wait behind the commit window.
@@ -239,7 +235,7 @@ impl ClickLog {
 
     /// Whether the writer is running and its last batch succeeded.
     pub fn healthy(&self) -> bool {
-        !self.control.is_closed() && !self.queue.is_closed() && self.healthy.load(Ordering::Relaxed)
+        !self.control.is_closed() && self.healthy.load(Ordering::Relaxed)
     }
 
     /// Asks the writer to write everything queued and stop.
