@@ -258,14 +258,11 @@ impl ClickCounts {
     /// Adds a batch's clicks (once the batch is on disk), locking each
     /// page once.
     pub(super) fn add_all(&self, deltas: &Deltas<'_>) {
-        let mut rest = &deltas.0[..];
-        while let Some(&(page, _, _)) = rest.first() {
-            let (here, after) = rest.split_at(rest.partition_point(|d| d.0 == page));
-            let mut bucket = self.pages[page as usize].lock().expect("counts lock");
-            for &(_, code, n) in here {
+        for run in deltas.0.chunk_by(|a, b| a.0 == b.0) {
+            let mut bucket = self.pages[run[0].0 as usize].lock().expect("counts lock");
+            for &(_, code, n) in run {
                 *bucket.entry(code) += n;
             }
-            rest = after;
         }
     }
 
