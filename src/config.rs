@@ -40,10 +40,10 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// A connection that in this long neither begins a request nor writes
-    /// a byte, with no request in progress, is closed (after one to two
-    /// such periods): idle keep-alive connections and clients that never
-    /// finish a request head.
+    /// A connection that in this long begins or finishes no request and
+    /// writes no byte, with no request in progress, is closed (one to two
+    /// such periods after it went quiet): idle keep-alive connections and
+    /// clients that never finish a request head.
     pub idle_timeout_ms: u64,
     /// Attribution cookie settings.
     pub cookie: CookieConfig,

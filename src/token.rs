@@ -185,7 +185,11 @@ impl Keyring {
         // `encode_string`'s chunked encoder (a zeroed scratch buffer and a
         // sink per call) took 1,512 instructions a token, this 921
         // (callgrind; `token/sign` 288 -> 255 ns).
-        let mut token = [0u8; PAYLOAD_MAX.div_ceil(3) * 4 + 1 + 44];
+        /// Base64 characters for `n` bytes, at most.
+        const fn b64_len(n: usize) -> usize {
+            n.div_ceil(3) * 4
+        }
+        let mut token = [0u8; b64_len(PAYLOAD_MAX) + 1 + b64_len(32)];
         let n = B64
             .encode_slice(&payload[..len], &mut token)
             .expect("room for the payload");

@@ -6,8 +6,8 @@
 //! boxed sleep, a clock read, a timer-wheel insertion and removal under
 //! the timer's lock — ~1.3% of the load test's samples. Here one timer per
 //! connection fires once every `limit`; a connection that in a whole
-//! period neither began a request nor wrote a byte, and has no request in
-//! progress, is closed. So an idle or stalled connection goes after one to
+//! period began or finished no request and wrote no byte, and has no
+//! request in progress, is closed. So an idle or stalled connection goes after one to
 //! two periods, while a slow upload (its request is in progress) or a slow
 //! reader of a long answer (its bytes are being written) stays.
 
