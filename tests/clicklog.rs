@@ -2,10 +2,10 @@
 //! (never blocks), a barrier sees everything queued before it.
 
 use refedge::clicklog::ClickLog;
-use refedge::config::Config;
+use refedge::config::{ClickLogConfig, Config};
 use refedge::id::ClickIdGen;
 use refedge::metrics::Metrics;
-use refedge::model::{Click, CookieOutcome, Evidence, EvidenceField};
+use refedge::model::{Click, ClickRecord, CookieOutcome, Evidence, EvidenceField};
 use refedge::store::{ClickQuery, Store};
 use std::sync::Arc;
 
@@ -35,16 +35,55 @@ fn click(ids: &ClickIdGen, n: i64) -> Click {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_full_queue_drops_and_counts_without_waiting() {
+/// A click log on a fresh store, with the click settings `tweak` leaves.
+struct Log {
+    _dir: tempfile::TempDir,
+    store: Store,
+    metrics: Arc<Metrics>,
+    log: ClickLog,
+    writer: tokio::task::JoinHandle<()>,
+    ids: ClickIdGen,
+}
+
+fn start(tweak: impl FnOnce(&mut ClickLogConfig)) -> Log {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db")).unwrap();
     let mut cfg = Config::defaults(dir.path()).clicks;
-    cfg.queue_capacity = 4;
+    tweak(&mut cfg);
     let metrics = Arc::new(Metrics::new());
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[1; 32]);
     let (log, writer) = ClickLog::start(store.clone(), key, &cfg, metrics.clone());
-    let ids = ClickIdGen::new(None);
+    Log {
+        _dir: dir,
+        store,
+        metrics,
+        log,
+        writer,
+        ids: ClickIdGen::new(None),
+    }
+}
+
+/// The first 100 clicks on disk, oldest first.
+fn stored(store: &Store) -> Vec<ClickRecord> {
+    store
+        .clicks(&ClickQuery {
+            limit: 100,
+            ..ClickQuery::default()
+        })
+        .unwrap()
+        .clicks
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_queue_drops_and_counts_without_waiting() {
+    let Log {
+        _dir,
+        store,
+        metrics,
+        log,
+        writer,
+        ids,
+    } = start(|c| c.queue_capacity = 4);
     // On a current-thread runtime the writer cannot run until we yield, so
     // exactly four fit and the rest are dropped.
     let accepted = (0..10).filter(|&n| log.enqueue(click(&ids, n))).count();
@@ -61,14 +100,9 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
     log.barrier().await;
     assert_eq!(store.click_count("queue-test"), 4);
     assert_eq!(metrics.click_queue_depth.get(), 0);
-    let page = store
-        .clicks(&ClickQuery {
-            limit: 100,
-            ..ClickQuery::default()
-        })
-        .unwrap();
-    assert_eq!(page.clicks.len(), 4);
-    let first = &page.clicks[0];
+    let clicks = stored(&store);
+    assert_eq!(clicks.len(), 4);
+    let first = &clicks[0];
     assert_eq!(first.ip_prefix, "198.51.100.0/24");
     assert_eq!(first.ip_hash.len(), 32);
     // The evidence reaches disk field by field, each in its place.
@@ -92,14 +126,14 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_backlog_is_written_oldest_first_a_batch_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("db")).unwrap();
-    let mut cfg = Config::defaults(dir.path()).clicks;
-    cfg.batch_max = 3;
-    let metrics = Arc::new(Metrics::new());
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[1; 32]);
-    let (log, writer) = ClickLog::start(store.clone(), key, &cfg, metrics.clone());
-    let ids = ClickIdGen::new(None);
+    let Log {
+        _dir,
+        store,
+        metrics,
+        log,
+        writer,
+        ids,
+    } = start(|c| c.batch_max = 3);
     // Ten clicks before the writer can run, then the same again: batches
     // of 3, 3, 3 and 1 each time, the vectors reused between rounds.
     for round in 0..2 {
@@ -112,14 +146,7 @@ async fn a_backlog_is_written_oldest_first_a_batch_at_a_time() {
     assert_eq!(metrics.batch_size.get_sample_count(), 8);
     assert_eq!(metrics.batch_size.get_sample_sum(), 20.0);
     assert_eq!(store.click_count("queue-test"), 20);
-    let page = store
-        .clicks(&ClickQuery {
-            limit: 100,
-            ..ClickQuery::default()
-        })
-        .unwrap();
-    let queries: Vec<String> = page
-        .clicks
+    let queries: Vec<String> = stored(&store)
         .iter()
         .map(|c| c.query.clone().unwrap())
         .collect();

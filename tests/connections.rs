@@ -29,13 +29,23 @@ async fn read_to_close(s: &mut TcpStream) -> (String, Duration) {
     )
 }
 
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+/// A new connection to `srv` that has sent `bytes`.
+async fn connected(srv: &TestServer, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(srv.addr()).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
 #[tokio::test]
 async fn a_request_head_never_finished_is_cut_off() {
     let srv = server().await;
-    let mut s = TcpStream::connect(srv.addr()).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slo")
-        .await
-        .unwrap();
+    let mut s = connected(
+        &srv,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slo",
+    )
+    .await;
     let (answer, after) = read_to_close(&mut s).await;
     assert_eq!(answer, "", "nothing is answered to half a request");
     assert!(
@@ -47,10 +57,7 @@ async fn a_request_head_never_finished_is_cut_off() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_its_answer() {
     let srv = server().await;
-    let mut s = TcpStream::connect(srv.addr()).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
+    let mut s = connected(&srv, HEALTHZ).await;
     let (answer, after) = read_to_close(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with("ok\n"), "{answer}");
@@ -61,13 +68,12 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_answer() {
 async fn a_slow_upload_is_not_cut_off() {
     let srv = server().await;
     let body = br#"{"program":"krispcall","name":"Slow Sam","email":"sam@slow.example","website":"https://slow.example"}"#;
-    let mut s = TcpStream::connect(srv.addr()).await.unwrap();
     let head = format!(
         "POST /api/v1/partners HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {ADMIN}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).await.unwrap();
+    let mut s = connected(&srv, head.as_bytes()).await;
     // The body over three idle periods, in pieces.
     let started = Instant::now();
     for piece in body.chunks(body.len().div_ceil(6)) {
@@ -83,13 +89,11 @@ async fn a_slow_upload_is_not_cut_off() {
 #[tokio::test]
 async fn a_connection_in_use_stays_open() {
     let srv = server().await;
-    let mut s = TcpStream::connect(srv.addr()).await.unwrap();
+    let mut s = connected(&srv, b"").await;
     let mut buf = vec![0u8; 4096];
     // A request every half period for four periods, on one connection.
     for _ in 0..8 {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(HEALTHZ).await.unwrap();
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
             .await
             .expect("answered")
