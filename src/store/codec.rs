@@ -19,8 +19,8 @@
 //!
 //! Links, partners, user agents and most evidence headers repeat from one
 //! click to the next, so a typical record is its id, a one-byte mask, the
-//! link code, the IP hash's 16 bytes and the network's 6: about 45 bytes,
-//! half of format 1's (which spent a tag byte on every field, and stored
+//! link code, the IP hash's 16 bytes and the network's 6: 48 bytes with
+//! a 10-character code (the `a_typical_record_…` test), half of format 1's (which spent a tag byte on every field, and stored
 //! the hash as 32 hex characters and the network as text). The record's
 //! time is not stored: it is the click id's timestamp.
 //!
