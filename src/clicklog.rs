@@ -7,6 +7,7 @@
 //! redirected all the same. The raw visitor IP stops here: the writer turns
 //! it into a keyed hash and a network prefix before anything reaches disk.
 
+use crate::background;
 use crate::config::ClickLogConfig;
 use crate::metrics::Metrics;
 use crate::model::{Click, ClickRow, StoredVisitor};
@@ -160,13 +161,14 @@ impl Anonymiser {
 }
 
 impl ClickLog {
-    /// Starts the writer task on the current runtime.
+    /// Starts the writer task on the current runtime, and the thread its
+    /// batches are written on.
     pub fn start(
         store: Store,
         ip_key: hmac::Key,
         cfg: &ClickLogConfig,
         metrics: Arc<Metrics>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
+    ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let queue = Arc::new(Queue::new(cfg.queue_capacity));
         let (control, control_rx) = mpsc::unbounded_channel();
         let healthy = Arc::new(AtomicBool::new(true));
@@ -176,6 +178,7 @@ impl ClickLog {
             spare: Vec::new(),
             control: control_rx,
             batch_ready: batch_ready.clone(),
+            thread: background::Thread::spawn("click-writer")?,
             store,
             anon: Arc::new(Anonymiser::new(ip_key, cfg.ip_prefix_v4, cfg.ip_prefix_v6)),
             batch_max: cfg.batch_max,
@@ -184,7 +187,7 @@ impl ClickLog {
             healthy: healthy.clone(),
         };
         let handle = tokio::spawn(writer.run());
-        (
+        Ok((
             Self {
                 queue,
                 control,
@@ -194,7 +197,7 @@ impl ClickLog {
                 healthy,
             },
             handle,
-        )
+        ))
     }
 
     /// Queues a click without waiting. Returns false (and counts the drop)
@@ -250,6 +253,9 @@ struct Writer {
     spare: Vec<Click>,
     control: mpsc::UnboundedReceiver<Control>,
     batch_ready: Arc<Notify>,
+    /// Where batches are written: a thread of the writer's own, scheduled
+    /// not to preempt the redirects (see `background`).
+    thread: background::Thread,
     store: Store,
     anon: Arc<Anonymiser>,
     batch_max: usize,
@@ -322,8 +328,9 @@ impl Writer {
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=ATTEMPTS {
-            // One trip to the blocking pool per attempt: anonymise, write,
-            // and free the clicks there; they come back only for a retry.
+            // One trip to the writer's thread per attempt: anonymise,
+            // write, and free the clicks there; they come back only for a
+            // retry.
             match self.write_blocking(clicks).await {
                 Ok(emptied) => {
                     self.metrics
@@ -353,7 +360,7 @@ impl Writer {
         Vec::new()
     }
 
-    /// Writes a batch on the blocking pool; on success the clicks are
+    /// Writes a batch on the writer's thread; on success the clicks are
     /// freed there and their vector comes back empty, on failure the clicks
     /// come back for a retry.
     async fn write_blocking(
@@ -361,15 +368,15 @@ impl Writer {
         mut clicks: Vec<Click>,
     ) -> Result<Vec<Click>, (Vec<Click>, StoreError)> {
         let (store, anon) = (self.store.clone(), self.anon.clone());
-        tokio::task::spawn_blocking(move || match anon.write(&store, &clicks) {
-            Ok(()) => {
-                clicks.clear();
-                Ok(clicks)
-            }
-            Err(e) => Err((clicks, e)),
-        })
-        .await
-        .expect("anonymiser and store do not panic")
+        self.thread
+            .run(move || match anon.write(&store, &clicks) {
+                Ok(()) => {
+                    clicks.clear();
+                    Ok(clicks)
+                }
+                Err(e) => Err((clicks, e)),
+            })
+            .await
     }
 }
 

@@ -16,11 +16,13 @@
 //! - [`model`]: the records kept: partners, links, clicks.
 //! - [`store`]: sled, key layout, group-committed click batches; nothing else imports sled.
 //! - [`clicklog`]: the bounded click queue and the group-committing writer task.
+//! - [`background`]: threads for background work that never preempt the request path.
 //! - [`directory`]: partners and links, validated, with the in-memory index the redirect reads.
 //! - [`metrics`]: the Prometheus registry and typed metric families.
 //! - [`token`]: the signed attribution token and its keyring.
 //! - [`secrets`]: admin token, keyring and IP-hash key files (mode 0600).
 
+pub mod background;
 pub mod clicklog;
 pub mod clock;
 pub mod code;

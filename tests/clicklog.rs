@@ -52,7 +52,7 @@ fn start(tweak: impl FnOnce(&mut ClickLogConfig)) -> Log {
     tweak(&mut cfg);
     let metrics = Arc::new(Metrics::new());
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[1; 32]);
-    let (log, writer) = ClickLog::start(store.clone(), key, &cfg, metrics.clone());
+    let (log, writer) = ClickLog::start(store.clone(), key, &cfg, metrics.clone()).unwrap();
     Log {
         _dir: dir,
         store,

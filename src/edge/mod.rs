@@ -10,6 +10,7 @@ mod idle;
 pub mod money;
 pub mod redirect;
 
+use crate::background;
 use crate::clicklog::ClickLog;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -130,6 +131,11 @@ pub enum StartError {
     Secret(#[from] SecretError),
     #[error("opening the database: {0}")]
     Store(#[from] StoreError),
+    #[error("starting thread {name}: {source}")]
+    Thread {
+        name: &'static str,
+        source: std::io::Error,
+    },
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -181,10 +187,15 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         secrets::keyring(&config.signing_keys, &dir, &rng, clock.now_ms() / 1000)?;
     let ip_key = secrets::ip_hash_key(&dir, &rng)?;
     let store = {
+        // Opened on a background thread: sled's IO and flusher threads,
+        // started by the open, inherit its scheduling (see `background`).
         let path = dir.join("db");
-        tokio::task::spawn_blocking(move || Store::open(&path))
-            .await
-            .expect("store open does not panic")?
+        let opener =
+            background::Thread::spawn("store-open").map_err(|source| StartError::Thread {
+                name: "store-open",
+                source,
+            })?;
+        opener.run(move || Store::open(&path)).await?
     };
     let (directory, newest) = {
         let store = store.clone();
@@ -212,7 +223,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         ip_key.clone(),
         &config.clicks,
         metrics.clone(),
-    );
+    )
+    .map_err(|source| StartError::Thread {
+        name: "click-writer",
+        source,
+    })?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
