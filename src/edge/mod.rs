@@ -306,20 +306,26 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         ip_key,
     });
     // Idle visitors' state is swept once a sweep period, a sixteenth at a
-    // time: small sweeps, short pauses.
+    // time: small sweeps, short pauses, on a background thread.
     let pruner = {
         let app = app.clone();
+        let thread =
+            background::Thread::spawn("visitor-pruner").map_err(|source| StartError::Thread {
+                name: "visitor-pruner",
+                source,
+            })?;
         tokio::spawn(async move {
             let mut tick =
                 tokio::time::interval(app.guard.sweep_period() / crate::fraud::PRUNE_PARTS as u32);
             loop {
                 tick.tick().await;
                 let a = app.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    a.guard.prune_step();
-                    a.metrics.limiter_keys.set(a.guard.key_count() as i64);
-                })
-                .await;
+                thread
+                    .run(move || {
+                        a.guard.prune_step();
+                        a.metrics.limiter_keys.set(a.guard.key_count() as i64);
+                    })
+                    .await;
             }
         })
     };
