@@ -277,11 +277,16 @@ enum Value<'h> {
 /// A header's value as text when it is ASCII: what `HeaderValue::to_str`
 /// accepts, since a `HeaderValue` never holds control characters other
 /// than tab, but checked a word at a time (`to_str` goes byte by byte: ~10%
-/// of the in-process redirect's samples).
+/// of the in-process redirect's samples) and once: a UTF-8 check before
+/// the ASCII one went byte by byte over each value's unaligned ends, 1,400
+/// of a redirect's ~19,000 instructions (callgrind).
 fn header_text(v: &HeaderValue) -> Option<&str> {
-    std::str::from_utf8(v.as_bytes())
-        .ok()
-        .filter(|t| t.is_ascii())
+    let bytes = v.as_bytes();
+    if !bytes.is_ascii() {
+        return None;
+    }
+    // SAFETY: every ASCII byte sequence is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
 impl<'h> Value<'h> {
