@@ -305,19 +305,22 @@ impl Writer {
     async fn drain(&mut self) {
         let mut waiting = self.queue.take(std::mem::take(&mut self.spare));
         self.metrics.click_queue_depth.sub(waiting.len() as i64);
-        // More than a batch (the writer fell behind): the oldest first, a
-        // batch at a time, each in a vector of its own.
-        while waiting.len() > self.batch_max {
-            let rest = waiting.split_off(self.batch_max);
-            self.write(std::mem::replace(&mut waiting, rest)).await;
-        }
-        if !waiting.is_empty() {
+        if waiting.len() > self.batch_max {
+            // The writer fell behind: the oldest first, a batch at a time,
+            // each click moved once into a vector of its own batch; the
+            // backlog's grown vector is not kept.
+            let mut backlog = std::mem::take(&mut waiting).into_iter();
+            loop {
+                let batch: Vec<Click> = backlog.by_ref().take(self.batch_max).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                waiting = self.write(batch).await;
+            }
+        } else if !waiting.is_empty() {
             waiting = self.write(waiting).await;
         }
-        // A vector grown by a backlog is not kept for the next batch.
-        if waiting.capacity() <= self.batch_max {
-            self.spare = waiting;
-        }
+        self.spare = waiting;
     }
     /// Writes one batch, retrying a failing disk a few times before giving
     /// the batch up (counted as dropped, reason `write_failed`). Returns
