@@ -185,9 +185,8 @@ impl Keyring {
         // `encode_string`'s chunked encoder (a zeroed scratch buffer and a
         // sink per call) took 1,512 instructions a token, this 921
         // (callgrind; `token/sign` 288 -> 255 ns).
-        /// Base64 characters for `n` bytes, at most.
         const fn b64_len(n: usize) -> usize {
-            n.div_ceil(3) * 4
+            base64::encoded_len(n, false).expect("a short input")
         }
         let mut token = [0u8; b64_len(PAYLOAD_MAX) + 1 + b64_len(32)];
         let n = B64
