@@ -96,7 +96,7 @@ struct Rotation {
 }
 
 /// Seeded fast hashing for the counts (codes come from requests).
-pub(super) type FastHash = foldhash::fast::RandomState;
+type FastHash = foldhash::fast::RandomState;
 
 /// One page's counts: link code → clicks on disk; codes inline as in the
 /// directory (16 bytes up to 15 characters, 24 beyond).
