@@ -76,31 +76,24 @@ fn stored(store: &Store) -> Vec<ClickRecord> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_queue_drops_and_counts_without_waiting() {
-    let Log {
-        _dir,
-        store,
-        metrics,
-        log,
-        writer,
-        ids,
-    } = start(|c| c.queue_capacity = 4);
+    let t = start(|c| c.queue_capacity = 4);
     // On a current-thread runtime the writer cannot run until we yield, so
     // exactly four fit and the rest are dropped.
-    let accepted = (0..10).filter(|&n| log.enqueue(click(&ids, n))).count();
+    let accepted = (0..10).filter(|&n| t.log.enqueue(click(&t.ids, n))).count();
     assert_eq!(accepted, 4);
     assert_eq!(
-        metrics
+        t.metrics
             .clicks_dropped
             .with_label_values(&["queue_full"])
             .get(),
         6
     );
-    assert_eq!(metrics.click_queue_depth.get(), 4);
+    assert_eq!(t.metrics.click_queue_depth.get(), 4);
 
-    log.barrier().await;
-    assert_eq!(store.click_count("queue-test"), 4);
-    assert_eq!(metrics.click_queue_depth.get(), 0);
-    let clicks = stored(&store);
+    t.log.barrier().await;
+    assert_eq!(t.store.click_count("queue-test"), 4);
+    assert_eq!(t.metrics.click_queue_depth.get(), 0);
+    let clicks = stored(&t.store);
     assert_eq!(clicks.len(), 4);
     let first = &clicks[0];
     assert_eq!(first.ip_prefix, "198.51.100.0/24");
@@ -115,43 +108,39 @@ async fn a_full_queue_drops_and_counts_without_waiting() {
     assert_eq!(first.referer, None);
     assert_eq!(first.headers.accept, None);
 
-    log.stop().await;
-    writer.await.unwrap();
-    assert!(!log.enqueue(click(&ids, 99)));
+    t.log.stop().await;
+    t.writer.await.unwrap();
+    assert!(!t.log.enqueue(click(&t.ids, 99)));
     assert_eq!(
-        metrics.clicks_dropped.with_label_values(&["stopped"]).get(),
+        t.metrics
+            .clicks_dropped
+            .with_label_values(&["stopped"])
+            .get(),
         1
     );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_backlog_is_written_oldest_first_a_batch_at_a_time() {
-    let Log {
-        _dir,
-        store,
-        metrics,
-        log,
-        writer,
-        ids,
-    } = start(|c| c.batch_max = 3);
+    let t = start(|c| c.batch_max = 3);
     // Ten clicks before the writer can run, then the same again: batches
     // of 3, 3, 3 and 1 each time, the vectors reused between rounds.
     for round in 0..2 {
         for n in 0..10 {
-            assert!(log.enqueue(click(&ids, round * 10 + n)));
+            assert!(t.log.enqueue(click(&t.ids, round * 10 + n)));
         }
-        log.barrier().await;
-        assert_eq!(metrics.click_queue_depth.get(), 0);
+        t.log.barrier().await;
+        assert_eq!(t.metrics.click_queue_depth.get(), 0);
     }
-    assert_eq!(metrics.batch_size.get_sample_count(), 8);
-    assert_eq!(metrics.batch_size.get_sample_sum(), 20.0);
-    assert_eq!(store.click_count("queue-test"), 20);
-    let queries: Vec<String> = stored(&store)
+    assert_eq!(t.metrics.batch_size.get_sample_count(), 8);
+    assert_eq!(t.metrics.batch_size.get_sample_sum(), 20.0);
+    assert_eq!(t.store.click_count("queue-test"), 20);
+    let queries: Vec<String> = stored(&t.store)
         .iter()
         .map(|c| c.query.clone().unwrap())
         .collect();
     let expected: Vec<String> = (0..20).map(|n| format!("sub1={n}")).collect();
     assert_eq!(queries, expected, "stored in the order served");
-    log.stop().await;
-    writer.await.unwrap();
+    t.log.stop().await;
+    t.writer.await.unwrap();
 }
