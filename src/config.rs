@@ -34,6 +34,14 @@ pub struct Config {
     pub workers: usize,
     /// `tracing` filter (`info`, `refedge=debug`, ...).
     pub log: String,
+    /// How log lines are written: `text` (colour only on a terminal) or
+    /// `json` (one object a line, for log shippers).
+    pub log_format: LogFormat,
+    /// The listening socket's accept backlog: connections the kernel
+    /// holds complete while the server is busy (a burst of connects beyond
+    /// it waits for SYN retries, a second or more). Capped by the kernel's
+    /// `net.core.somaxconn`.
+    pub listen_backlog: u32,
     /// Admin bearer token; generated into the data dir when unset.
     pub admin_token: Option<String>,
     /// Peers whose `Forwarded` / `X-Forwarded-For` headers are believed.
@@ -52,11 +60,26 @@ pub struct Config {
     /// Calculator snapshots: after this many applied events (and every 5 s
     /// when anything changed). Bounds the replay after a crash.
     pub snapshot_every_events: u64,
+    /// `/readyz` answers 503 when the calculator is more than this many
+    /// events behind the log.
+    pub calculator_max_lag_events: u64,
+    /// `/readyz` answers 503 when events wait and the calculator has
+    /// applied none for this long.
+    pub calculator_stall_seconds: u64,
     /// Signing keys given in config; when empty the keyring lives in the
     /// data dir and is generated on first start.
     pub signing_keys: Vec<ConfiguredKey>,
     /// Programs by key.
     pub programs: BTreeMap<String, Program>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// The attribution cookie.
@@ -383,6 +406,18 @@ impl Reader {
         let log = self
             .string(&mut root, "", "log")
             .unwrap_or_else(|| "info".into());
+        let log_format = match self.string(&mut root, "", "log_format").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.bad(
+                    "log_format".into(),
+                    format!("{other:?} is not a log format; use text or json"),
+                );
+                LogFormat::Text
+            }
+        };
+        let listen_backlog = self.uint(&mut root, "", "listen_backlog", 4096, 1, 65_535) as u32;
         let admin_token = self.string(&mut root, "", "admin_token");
         if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             self.bad("admin_token".into(), "must be at least 16 characters");
@@ -455,6 +490,16 @@ impl Reader {
             1,
             10_000_000,
         );
+        let calculator_max_lag_events = self.uint(
+            &mut calc,
+            "calculator",
+            "max_lag_events",
+            100_000,
+            1,
+            u64::from(u32::MAX),
+        );
+        let calculator_stall_seconds =
+            self.uint(&mut calc, "calculator", "stall_seconds", 30, 1, 86_400);
         self.finish(calc, "calculator");
 
         let programs_table = self.table(&mut root, "", "programs");
@@ -487,6 +532,8 @@ impl Reader {
             public_url,
             workers,
             log,
+            log_format,
+            listen_backlog,
             admin_token,
             trusted_proxies,
             max_body_bytes,
@@ -494,6 +541,8 @@ impl Reader {
             cookie,
             clicks,
             snapshot_every_events,
+            calculator_max_lag_events,
+            calculator_stall_seconds,
             signing_keys,
             programs,
         }

@@ -6,18 +6,24 @@
 //! value; on start the snapshot is loaded and the events after it applied,
 //! so a restart (or `kill -9`) resumes exactly and never applies an event
 //! twice.
+//!
+//! One event can never stop the others: an event the calculator fails on
+//! is quarantined (recorded durably, listed by `GET /api/v1/problems`,
+//! counted), the state is rebuilt without it from the snapshot and the log,
+//! and the next event is applied. A restart skips quarantined events.
 
 use crate::clock::ms_to_datetime;
 use crate::commission::calculator::State;
 use crate::commission::event::{ClickSeen, Resolved, Signup};
+use crate::commission::quarantine::{try_apply, Quarantined};
 use crate::commission::{Calculator, Event, ProgramBook};
 use crate::id::ClickId;
-use crate::store::events::{Appended, NewEvent};
+use crate::store::events::{Appended, NewEvent, StoredEvent};
 use crate::store::{Store, StoreError};
 use crate::token::Keyring;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
@@ -49,6 +55,26 @@ pub struct Conversions {
     snapshot_events: u64,
     /// Where rejected signups are counted.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The programs, to rebuild a fresh calculator after a failed event.
+    books: Vec<ProgramBook>,
+    /// Events set aside, oldest first; their seqs are skipped on replay.
+    quarantined: RwLock<Vec<Quarantined>>,
+    /// When the calculator last finished a batch or found nothing to do;
+    /// readiness calls it stalled when events wait and this grows old.
+    progress: Mutex<Instant>,
+    /// The last event-log write's error, while it is the last word.
+    write_failure: Mutex<Option<String>>,
+}
+
+/// Why the calculator is not ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("the calculator is {lag} events behind the log (bound {bound})")]
+    Behind { lag: u64, bound: u64 },
+    #[error("the calculator has applied nothing for {seconds} s with {lag} events waiting")]
+    Stalled { seconds: u64, lag: u64 },
+    #[error("the event log cannot be read: {0}")]
+    Log(String),
 }
 
 impl Conversions {
@@ -59,17 +85,8 @@ impl Conversions {
         snapshot_events: u64,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Arc<Self>, StoreError> {
-        let mut calc = Calculator::new(books);
-        let mut cursor = 0;
-        if let Some(bytes) = store.calc_snapshot()? {
-            let snap: Snapshot =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                    key: "calc/snapshot".into(),
-                    reason: e.to_string(),
-                })?;
-            cursor = snap.cursor;
-            calc = calc.with_state(snap.state);
-        }
+        let (calc, cursor) = from_snapshot(&store, &books)?;
+        let quarantined = store.quarantined()?;
         Ok(Arc::new(Self {
             store,
             calc: RwLock::new(calc),
@@ -78,6 +95,10 @@ impl Conversions {
             stop: watch::channel(false).0,
             snapshot_events,
             metrics,
+            books,
+            quarantined: RwLock::new(quarantined),
+            progress: Mutex::new(Instant::now()),
+            write_failure: Mutex::new(None),
         }))
     }
 
@@ -86,19 +107,74 @@ impl Conversions {
         tokio::spawn(self.clone().run())
     }
 
-    /// Reads the calculator.
+    /// Reads the calculator. The writer catches every failure inside its
+    /// lock, so the state behind a poisoned lock (a reader's own panic) is
+    /// still whole and is read as it is.
     pub fn read<R>(&self, f: impl FnOnce(&Calculator) -> R) -> R {
-        f(&self.calc.read().expect("calculator lock"))
+        f(&self.calc.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Runs `f` with the calculator mutable (dry-run payouts).
     pub fn with_mut<R>(&self, f: impl FnOnce(&mut Calculator) -> R) -> R {
-        f(&mut self.calc.write().expect("calculator lock"))
+        f(&mut self.calc.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The error of the last event-log write, when it failed.
+    pub fn write_failure(&self) -> Option<String> {
+        self.write_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Events the calculator failed on and set aside, oldest first.
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.quarantined
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the calculator keeps up: behind the log by at most
+    /// `max_lag` events, and not stalled (events waiting, none applied for
+    /// `stall_after`).
+    pub fn readiness(&self, max_lag: u64, stall_after: Duration) -> Result<(), NotReady> {
+        let last = self
+            .store
+            .last_event_seq()
+            .map_err(|e| NotReady::Log(e.to_string()))?;
+        let lag = last.saturating_sub(self.applied());
+        if let Some(m) = &self.metrics {
+            m.calculator_lag.set(lag as i64);
+        }
+        if lag > max_lag {
+            return Err(NotReady::Behind {
+                lag,
+                bound: max_lag,
+            });
+        }
+        let idle = self
+            .progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        if lag > 0 && idle > stall_after {
+            return Err(NotReady::Stalled {
+                seconds: idle.as_secs(),
+                lag,
+            });
+        }
+        Ok(())
     }
 
     /// Highest seq applied so far.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// The newest seq in the event log.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        self.store.last_event_seq()
     }
 
     /// Waits until `seq` is applied; false on timeout.
@@ -114,7 +190,18 @@ impl Conversions {
         items: Vec<NewEvent>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Appended>, StoreError> {
-        let out = self.store.append_events(items, now)?;
+        let result = self.store.append_events(items, now);
+        *self
+            .write_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            result.as_ref().err().map(ToString::to_string);
+        if result.is_err() {
+            if let Some(m) = &self.metrics {
+                m.store_write_failures.with_label_values(&["events"]).inc();
+            }
+        }
+        let out = result?;
         self.appended.notify_one();
         Ok(out)
     }
@@ -181,7 +268,7 @@ impl Conversions {
 
     fn snapshot(&self) -> Result<(), StoreError> {
         let bytes = {
-            let calc = self.calc.read().expect("calculator lock");
+            let calc = self.calc.read().unwrap_or_else(PoisonError::into_inner);
             serde_json::to_vec(&SnapshotRef {
                 cursor: self.applied(),
                 state: &calc.state,
@@ -215,28 +302,20 @@ impl Conversions {
             if let Some(last) = batch.last().map(|e| e.seq) {
                 let me = self.clone();
                 let n = batch.len() as u64;
-                tokio::task::spawn_blocking(move || {
-                    let mut calc = me.calc.write().expect("calculator lock");
-                    let before = calc.state.rejections.len();
-                    for e in &batch {
-                        calc.apply(&e.id, &e.event);
+                match tokio::task::spawn_blocking(move || me.apply_batch(&batch)).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        // apply_batch catches the calculator's failures; a
+                        // panic here is refedge's own bookkeeping failing.
+                        tracing::error!(error = %e, "calculator batch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
                     }
-                    if let Some(m) = &me.metrics {
-                        for r in &calc.state.rejections[before..] {
-                            let reason = serde_json::to_value(r.reason).ok();
-                            let reason =
-                                reason.as_ref().and_then(|v| v.as_str()).unwrap_or("other");
-                            m.conversions_rejected
-                                .with_label_values(&[&r.program, reason])
-                                .inc();
-                        }
-                    }
-                })
-                .await
-                .expect("calculator does not panic");
+                }
                 self.applied.send_replace(last);
                 since_snapshot += n;
             }
+            *self.progress.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
             let stopping = *stop.borrow();
             let due = since_snapshot >= self.snapshot_events
                 || (since_snapshot > 0 && last_snapshot.elapsed() >= SNAPSHOT_EVERY);
@@ -265,8 +344,122 @@ impl Conversions {
         }
     }
 
+    /// Applies a batch under the write lock. An event the calculator fails
+    /// on is quarantined and the state rebuilt without it; the batch goes on.
+    fn apply_batch(&self, batch: &[StoredEvent]) {
+        let mut calc = self.calc.write().unwrap_or_else(PoisonError::into_inner);
+        let before = calc.state.rejections.len();
+        for e in batch {
+            if self.is_quarantined(e.seq) {
+                continue;
+            }
+            let Err(error) = try_apply(&mut calc, &e.id, &e.event) else {
+                continue;
+            };
+            let q = Quarantined {
+                seq: Some(e.seq),
+                event_id: e.id.clone(),
+                program: e.event.program().map(String::from),
+                error,
+                at: e.received_at,
+            };
+            tracing::error!(
+                seq = e.seq,
+                event_id = %q.event_id,
+                program = q.program.as_deref().unwrap_or("-"),
+                error = %q.error,
+                "event quarantined: the calculator failed on it; the others go on"
+            );
+            if let Some(m) = &self.metrics {
+                m.events_quarantined
+                    .with_label_values(&[q.program.as_deref().unwrap_or("none")])
+                    .inc();
+            }
+            if let Err(err) = self.store.quarantine(&q) {
+                // Still skipped in this process; after a restart it fails
+                // again and is quarantined again.
+                tracing::error!(error = %err, seq = e.seq, "saving the quarantine record failed");
+            }
+            self.quarantined
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(q);
+            *calc = self.rebuild_before(e.seq);
+        }
+        if let Some(m) = &self.metrics {
+            for r in &calc.state.rejections[before.min(calc.state.rejections.len())..] {
+                let reason = serde_json::to_value(r.reason).ok();
+                let reason = reason.as_ref().and_then(|v| v.as_str()).unwrap_or("other");
+                m.conversions_rejected
+                    .with_label_values(&[&r.program, reason])
+                    .inc();
+            }
+        }
+    }
+
+    fn is_quarantined(&self, seq: u64) -> bool {
+        self.quarantined
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|q| q.seq == Some(seq))
+    }
+
+    /// The calculator as it stood just before event `seq`: the snapshot
+    /// plus the log up to it, quarantined events skipped. Retries until the
+    /// store answers (the calculator must not go on from a half-applied
+    /// event; readiness reports the stall meanwhile).
+    fn rebuild_before(&self, seq: u64) -> Calculator {
+        loop {
+            match self.try_rebuild_before(seq) {
+                Ok(c) => return c,
+                Err(e) => {
+                    tracing::error!(error = %e, "rebuilding the calculator failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    fn try_rebuild_before(&self, seq: u64) -> Result<Calculator, StoreError> {
+        let (mut calc, mut cursor) = from_snapshot(&self.store, &self.books)?;
+        while cursor + 1 < seq {
+            let batch = self
+                .store
+                .events_after(cursor, BATCH.min((seq - cursor - 1) as usize))?;
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch.iter().filter(|e| e.seq < seq) {
+                if !self.is_quarantined(e.seq) {
+                    // Applied once before without failing: deterministic.
+                    let _ = try_apply(&mut calc, &e.id, &e.event);
+                }
+                cursor = e.seq;
+            }
+        }
+        Ok(calc)
+    }
+
     fn store_last_seq(&self) -> u64 {
         self.store.last_event_seq().unwrap_or(0)
+    }
+}
+
+/// A calculator from the saved snapshot (or a fresh one), and the seq it
+/// covers.
+fn from_snapshot(store: &Store, books: &[ProgramBook]) -> Result<(Calculator, u64), StoreError> {
+    let calc = Calculator::new(books.to_vec());
+    match store.calc_snapshot()? {
+        None => Ok((calc, 0)),
+        Some(bytes) => {
+            let snap: Snapshot =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    key: "calc/snapshot".into(),
+                    reason: e.to_string(),
+                })?;
+            Ok((calc.with_state(snap.state), snap.cursor))
+        }
     }
 }
 

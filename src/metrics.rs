@@ -38,6 +38,12 @@ pub struct Metrics {
     pub conversions_rejected: IntCounterVec,
     /// Keys held by the fraud limiters and windows.
     pub limiter_keys: IntGauge,
+    /// Events the calculator failed on and set aside, by program.
+    pub events_quarantined: IntCounterVec,
+    /// Events in the log not yet applied by the calculator.
+    pub calculator_lag: IntGauge,
+    /// Durable writes refused because the store could not write, by log.
+    pub store_write_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -137,6 +143,27 @@ impl Metrics {
                 "Keys held by the fraud limiters and windows",
             )
             .expect("valid metric"),
+            events_quarantined: IntCounterVec::new(
+                Opts::new(
+                    "refedge_events_quarantined_total",
+                    "Events the calculator failed on and set aside (GET /api/v1/problems), by program",
+                ),
+                &["program"],
+            )
+            .expect("valid metric"),
+            calculator_lag: IntGauge::new(
+                "refedge_calculator_lag_events",
+                "Events in the log not yet applied by the calculator",
+            )
+            .expect("valid metric"),
+            store_write_failures: IntCounterVec::new(
+                Opts::new(
+                    "refedge_store_write_failures_total",
+                    "Durable writes that failed (disk full, I/O error), by log",
+                ),
+                &["log"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -153,6 +180,9 @@ impl Metrics {
             Box::new(m.clicks_by_verdict.clone()),
             Box::new(m.conversions_rejected.clone()),
             Box::new(m.limiter_keys.clone()),
+            Box::new(m.events_quarantined.clone()),
+            Box::new(m.calculator_lag.clone()),
+            Box::new(m.store_write_failures.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -5,6 +5,7 @@
 
 use crate::commission::calculator::{PayoutBatch, Referral, Rejection};
 use crate::commission::ledger::{Balance, Line};
+use crate::commission::quarantine::{try_apply, Quarantined};
 use crate::commission::{Calculator, Event, ProgramBook};
 use crate::program::Program;
 use chrono::{DateTime, Utc};
@@ -29,6 +30,8 @@ pub struct Outcome {
     pub partners: BTreeMap<String, PartnerOutcome>,
     pub payouts: Vec<PayoutBatch>,
     pub problems: Vec<crate::commission::calculator::Problem>,
+    /// Events the calculator failed on, set aside as the server would.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// One partner's result.
@@ -55,20 +58,6 @@ pub fn books(programs: &BTreeMap<String, Program>) -> Vec<ProgramBook> {
         .collect()
 }
 
-fn event_time(e: &Event) -> Option<DateTime<Utc>> {
-    Some(match e {
-        Event::Signup(x) => x.occurred_at,
-        Event::Payment(x) => x.occurred_at,
-        Event::Refund(x) | Event::Chargeback(x) => x.occurred_at,
-        Event::Cancellation(x) => x.occurred_at,
-        Event::PlanChange(x) => x.occurred_at,
-        Event::FxRates(x) => x.at,
-        Event::Click(x) => x.occurred_at,
-        Event::PayoutRun(x) => x.as_of,
-        _ => return None,
-    })
-}
-
 /// Parses every line; on any error returns all of them and applies nothing.
 pub fn parse(
     text: &str,
@@ -81,9 +70,16 @@ pub fn parse(
         if raw.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = match serde_json::from_str(raw) {
+        let value = match crate::json::parse_strict(raw.as_bytes()) {
             Ok(v) => v,
-            Err(e) => {
+            Err(Ok(f)) => {
+                errors.push(LineError {
+                    line,
+                    message: format!("{}: {}", f.field, f.reason),
+                });
+                continue;
+            }
+            Err(Err(e)) => {
                 errors.push(LineError {
                     line,
                     message: format!("malformed JSON: {e}"),
@@ -131,17 +127,41 @@ pub fn run(
     programs: &BTreeMap<String, Program>,
     as_of: Option<DateTime<Utc>>,
 ) -> Outcome {
-    let mut calc = Calculator::new(books(programs));
-    calc.auto_confirm = true;
+    let fresh = || {
+        let mut c = Calculator::new(books(programs));
+        c.auto_confirm = true;
+        c
+    };
+    let mut calc = fresh();
     let mut seen = std::collections::HashSet::new();
-    for (id, e) in events {
+    // Indices applied so far, to rebuild without an event that failed.
+    let mut applied: Vec<usize> = Vec::new();
+    let mut quarantined = Vec::new();
+    for (i, (id, e)) in events.iter().enumerate() {
         // Replays honour idempotency like the server: a repeated id is a no-op.
         if e.id().is_some() && !seen.insert(id.clone()) {
             continue;
         }
-        calc.apply(id, e);
+        match try_apply(&mut calc, id, e) {
+            Ok(()) => applied.push(i),
+            Err(error) => {
+                quarantined.push(Quarantined {
+                    seq: None,
+                    event_id: id.clone(),
+                    program: e.program().map(String::from),
+                    error,
+                    at: e.occurred_at().unwrap_or_default(),
+                });
+                // The calculator may be half-way through the event: start
+                // again without it (each event applied before did not fail).
+                calc = fresh();
+                for &j in &applied {
+                    let _ = try_apply(&mut calc, &events[j].0, &events[j].1);
+                }
+            }
+        }
     }
-    let as_of = as_of.or_else(|| events.iter().filter_map(|(_, e)| event_time(e)).max());
+    let as_of = as_of.or_else(|| events.iter().filter_map(|(_, e)| e.occurred_at()).max());
     let mut partners = BTreeMap::new();
     let ids: Vec<String> = calc.partner_ids().cloned().collect();
     for pid in ids {
@@ -158,5 +178,6 @@ pub fn run(
         partners,
         payouts: calc.state.payouts.values().cloned().collect(),
         problems: calc.state.problems.clone(),
+        quarantined,
     }
 }

@@ -117,6 +117,12 @@ pub struct Rejection {
 pub struct Problem {
     pub event_id: String,
     pub detail: String,
+    /// The event's program, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// The event's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// One item of a payout batch.
@@ -242,6 +248,8 @@ pub struct Calculator {
     pub state: State,
     /// Confirm payout batches as soon as they are made (replay).
     pub auto_confirm: bool,
+    /// Program and time of the event being applied, for its problems.
+    current: (Option<String>, Option<DateTime<Utc>>),
 }
 
 fn customer_key(program: &str, customer: &str) -> String {
@@ -285,6 +293,13 @@ fn add_months(at: DateTime<Utc>, months: u32) -> DateTime<Utc> {
     at.checked_add_months(Months::new(months)).unwrap_or(at)
 }
 
+/// Sum that reports an overflow instead of panicking.
+fn checked_sum(values: impl IntoIterator<Item = Decimal>) -> Option<Decimal> {
+    values
+        .into_iter()
+        .try_fold(Decimal::ZERO, |acc, v| acc.checked_add(v))
+}
+
 fn fmt2(d: Decimal) -> String {
     format!("{:.2}", d)
 }
@@ -296,6 +311,7 @@ impl Calculator {
             programs: programs.into_iter().map(|p| (p.key.clone(), p)).collect(),
             state: State::default(),
             auto_confirm: false,
+            current: (None, None),
         }
     }
 
@@ -309,6 +325,7 @@ impl Calculator {
     /// rejection or a problem.
     pub fn apply(&mut self, event_id: &str, e: &Event) {
         self.state.applied += 1;
+        self.current = (e.program().map(String::from), e.occurred_at());
         match e {
             Event::Partner(p) => self.upsert_partner(p),
             Event::PartnerStatus(s) => self.partner_status(event_id, s),
@@ -359,6 +376,8 @@ impl Calculator {
         self.state.problems.push(Problem {
             event_id: event_id.to_string(),
             detail,
+            program: self.current.0.clone(),
+            at: self.current.1,
         });
     }
 
@@ -690,13 +709,33 @@ impl Calculator {
                 format!("invoice {} was already paid", p.invoice_id),
             );
         }
-        let total: Decimal = p.lines.iter().map(|l| l.amount).sum();
-        let subscription: Decimal = p
-            .lines
-            .iter()
-            .filter(|l| l.kind == InvoiceKind::Subscription)
-            .map(|l| l.amount)
-            .sum();
+        // Checked before anything changes: an overflow is a problem on this
+        // event, never a half-applied payment.
+        let total = checked_sum(p.lines.iter().map(|l| l.amount));
+        let subscription = checked_sum(
+            p.lines
+                .iter()
+                .filter(|l| l.kind == InvoiceKind::Subscription)
+                .map(|l| l.amount),
+        );
+        let caps_fit = p.lines.iter().all(|l| {
+            l.unit_price.is_none_or(|u| {
+                u.checked_mul(Decimal::from(l.quantity.unwrap_or(1)))
+                    .is_some()
+            })
+        });
+        let (Some(total), Some(subscription), true) = (total, subscription, caps_fit) else {
+            return self.problem(
+                event_id,
+                format!(
+                    "invoice {}: amounts overflow; payment not applied",
+                    p.invoice_id
+                ),
+            );
+        };
+        let Some(cust) = self.state.customers.get_mut(&key) else {
+            return;
+        };
         cust.paid_invoices += 1;
         let invoice_no = cust.paid_invoices;
         cust.invoices.insert(
@@ -766,7 +805,7 @@ impl Calculator {
             match (c.cap, l.kind, &initial) {
                 (Cap::InitialPlan, InvoiceKind::Subscription, Some((plan, price))) => {
                     let qty = Decimal::from(l.quantity.unwrap_or(1));
-                    let cap = *price * qty;
+                    let cap = price.checked_mul(qty).unwrap_or(Decimal::MAX);
                     let counted = l.amount.min(cap);
                     base += counted;
                     let seats = l.quantity.unwrap_or(1);
@@ -1060,7 +1099,19 @@ impl Calculator {
         let pivot = &rules.commission.pivot;
         match self.cross_rate(pivot, from, &to, at) {
             Some((from_rate, to_rate, rates_at)) => {
-                let converted = cents(amount / from_rate * to_rate);
+                let Some(converted) = amount
+                    .checked_div(from_rate)
+                    .and_then(|v| v.checked_mul(to_rate))
+                    .map(cents)
+                else {
+                    self.problem(
+                        event_id,
+                        format!(
+                            "converting {amount} {from} to {to} overflows; commission not recorded"
+                        ),
+                    );
+                    return None;
+                };
                 Some((
                     converted,
                     to.clone(),

@@ -294,6 +294,44 @@ fn ser_opt_decimal<S: serde::Serializer>(d: &Option<Decimal>, s: S) -> Result<S:
     }
 }
 
+/// Largest amount (invoice line, unit price, refund) accepted: a
+/// billion in the invoice's currency. With at most [`MAX_LINES`] lines an
+/// invoice and rates bounded by [`MAX_RATE`], every product, conversion and
+/// sum the calculator makes stays many orders of magnitude inside
+/// `Decimal`'s 7.9 × 10^28.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// Most seats (quantity) on one invoice line.
+pub const MAX_QUANTITY: u32 = 1_000_000;
+/// Most lines on one invoice.
+pub const MAX_LINES: usize = 100;
+/// Largest exchange rate (units of a currency per one base unit).
+pub const MAX_RATE: Decimal = Decimal::from_parts(10_000_000, 0, 0, false, 0);
+/// Most rates in one table.
+pub const MAX_RATES: usize = 200;
+
+fn amount_ok(field: &str, d: Decimal, zero_ok: bool) -> Result<(), (String, String)> {
+    let low_ok = if zero_ok {
+        d >= Decimal::ZERO
+    } else {
+        d > Decimal::ZERO
+    };
+    if !low_ok {
+        let what = if zero_ok {
+            "must not be negative"
+        } else {
+            "must be more than 0"
+        };
+        return Err((field.to_string(), what.to_string()));
+    }
+    if d > MAX_AMOUNT {
+        return Err((
+            field.to_string(),
+            format!("must be at most {MAX_AMOUNT} (refedge's bound on one amount)"),
+        ));
+    }
+    Ok(())
+}
+
 impl Event {
     /// The program a merchant event belongs to.
     pub fn program(&self) -> Option<&str> {
@@ -346,15 +384,22 @@ impl Event {
                 if e.lines.is_empty() {
                     return bad("lines", "needs at least one line");
                 }
+                if e.lines.len() > MAX_LINES {
+                    return bad("lines", &format!("holds at most {MAX_LINES} lines"));
+                }
                 for (i, l) in e.lines.iter().enumerate() {
-                    if l.amount < Decimal::ZERO {
-                        return bad(&format!("lines[{i}].amount"), "must not be negative");
-                    }
-                    if l.unit_price.is_some_and(|p| p < Decimal::ZERO) {
-                        return bad(&format!("lines[{i}].unit_price"), "must not be negative");
+                    amount_ok(&format!("lines[{i}].amount"), l.amount, true)?;
+                    if let Some(p) = l.unit_price {
+                        amount_ok(&format!("lines[{i}].unit_price"), p, true)?;
                     }
                     if l.quantity == Some(0) {
                         return bad(&format!("lines[{i}].quantity"), "must be at least 1");
+                    }
+                    if l.quantity.is_some_and(|q| q > MAX_QUANTITY) {
+                        return bad(
+                            &format!("lines[{i}].quantity"),
+                            &format!("must be at most {MAX_QUANTITY}"),
+                        );
                     }
                 }
             }
@@ -362,16 +407,37 @@ impl Event {
                 if !id_ok(&e.id) {
                     return bad("id", "must be 1 to 200 characters");
                 }
-                if e.amount <= Decimal::ZERO {
-                    return bad("amount", "must be more than 0");
+                if !id_ok(&e.customer_id) {
+                    return bad("customer_id", "must be 1 to 200 characters");
+                }
+                if !id_ok(&e.invoice_id) {
+                    return bad("invoice_id", "must be 1 to 200 characters");
+                }
+                amount_ok("amount", e.amount, false)?;
+            }
+            Event::Cancellation(e) => {
+                if !id_ok(&e.id) {
+                    return bad("id", "must be 1 to 200 characters");
+                }
+                if !id_ok(&e.customer_id) {
+                    return bad("customer_id", "must be 1 to 200 characters");
                 }
             }
-            Event::PlanChange(e) if e.unit_price < Decimal::ZERO => {
-                return bad("unit_price", "must not be negative");
+            Event::PlanChange(e) => {
+                if !id_ok(&e.id) {
+                    return bad("id", "must be 1 to 200 characters");
+                }
+                if !id_ok(&e.customer_id) {
+                    return bad("customer_id", "must be 1 to 200 characters");
+                }
+                amount_ok("unit_price", e.unit_price, true)?
             }
             Event::FxRates(e) => {
                 if !cur_ok(&e.base) {
                     return bad("base", "must be a 3-letter ISO 4217 code");
+                }
+                if e.rates.len() > MAX_RATES {
+                    return bad("rates", &format!("holds at most {MAX_RATES} currencies"));
                 }
                 for (c, r) in &e.rates {
                     if !cur_ok(c) {
@@ -380,8 +446,11 @@ impl Event {
                             "keys must be 3-letter ISO 4217 codes",
                         );
                     }
-                    if r.0 <= Decimal::ZERO {
-                        return bad(&format!("rates.{c}"), "must be more than 0");
+                    if r.0 <= Decimal::ZERO || r.0 > MAX_RATE {
+                        return bad(
+                            &format!("rates.{c}"),
+                            &format!("must be more than 0 and at most {MAX_RATE}"),
+                        );
                     }
                 }
             }
@@ -438,7 +507,7 @@ impl Event {
         };
         let body = serde_json::Value::Object(map);
         fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, EventError> {
-            crate::json::decode(v).map_err(|e| match e {
+            crate::json::decode(crate::json::Strict(v)).map_err(|e| match e {
                 Ok(f) => EventError {
                     field: f.field,
                     reason: f.reason,
@@ -486,6 +555,23 @@ impl Event {
             .check()
             .map_err(|(field, reason)| EventError { field, reason })?;
         Ok(event)
+    }
+
+    /// When the event happened (the time money is computed at).
+    pub fn occurred_at(&self) -> Option<DateTime<Utc>> {
+        Some(match self {
+            Event::Signup(x) => x.occurred_at,
+            Event::Payment(x) => x.occurred_at,
+            Event::Refund(x) | Event::Chargeback(x) => x.occurred_at,
+            Event::Cancellation(x) => x.occurred_at,
+            Event::PlanChange(x) => x.occurred_at,
+            Event::FxRates(x) => x.at,
+            Event::Click(x) => x.occurred_at,
+            Event::PayoutRun(x) => x.as_of,
+            Event::PartnerStatus(x) => x.occurred_at,
+            Event::PayoutConfirm(x) => x.occurred_at,
+            Event::Partner(_) | Event::Coupon(_) => return None,
+        })
     }
 
     /// The event's own id, for events that carry one.

@@ -6,6 +6,7 @@ pub mod calculator;
 pub mod event;
 pub mod ledger;
 pub mod money;
+pub mod quarantine;
 pub mod rules;
 
 pub use calculator::{Calculator, ProgramBook};

@@ -336,6 +336,9 @@ pub async fn change_keys(
     ))
 }
 
+/// Longest reason for a standing change (it goes to the audit log).
+const MAX_REASON_CHARS: usize = 500;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StandingIn {
@@ -360,6 +363,19 @@ pub async fn patch_partner(
             "reason",
             "say why: it goes to the audit log",
         ));
+    }
+    if input.reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("is longer than {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    if input
+        .actor
+        .as_ref()
+        .is_some_and(|a| a.trim().is_empty() || a.chars().count() > 200)
+    {
+        return Err(ApiError::invalid("actor", "must be 1 to 200 characters"));
     }
     let status = input.status;
     let a = app.clone();

@@ -28,7 +28,7 @@ struct Params {
     cursor: Option<ClickId>,
 }
 
-fn params(req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, ApiError> {
+fn params(app: &App, req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, ApiError> {
     let mut p = Params {
         program: None,
         partner: None,
@@ -46,7 +46,10 @@ fn params(req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, ApiError>
             ));
         }
         match k.as_str() {
-            "program" => p.program = Some(v),
+            "program" => {
+                super::money::known_program(app, &v)?;
+                p.program = Some(v)
+            }
             "partner" => p.partner = Some(v),
             "reason" => {
                 if !crate::fraud::Reason::ALL.iter().any(|r| r.label() == v) {
@@ -89,7 +92,7 @@ fn scan(
 
 /// `GET /api/v1/fraud/summary?program=&from=&to=`
 pub async fn summary(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let p = params(&req, &["program", "from", "to"])?;
+    let p = params(&app, &req, &["program", "from", "to"])?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
     let store = app.store.clone();
     let q = ClickQuery {
@@ -144,6 +147,7 @@ pub async fn summary(app: Arc<App>, req: Request<Incoming>) -> Result<Response<B
 /// flagged clicks with the rule that fired and on which value.
 pub async fn clicks(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let p = params(
+        &app,
         &req,
         &["partner", "reason", "from", "to", "limit", "cursor"],
     )?;

@@ -11,6 +11,9 @@ use hyper::{Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// Seconds a client is asked to wait after a 503 (store not writable).
+pub const RETRY_AFTER_S: &str = "5";
+
 /// Response body type used everywhere.
 pub type Body = Full<Bytes>;
 
@@ -35,6 +38,13 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The store cannot make writes durable now (disk full, I/O error):
+    /// nothing was acknowledged; retry after a few seconds.
+    #[error("{0}; nothing was recorded, retry shortly")]
+    Unavailable(String),
+    /// A wait ran out: the request is fine, the answer was not ready.
+    #[error("{0}")]
+    Timeout(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -59,6 +69,8 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +89,10 @@ impl ApiError {
                 tracing::error!(%detail, "request failed");
                 self.to_string()
             }
+            Self::Unavailable(detail) => {
+                tracing::warn!(%detail, "a durable write failed; answered 503");
+                self.to_string()
+            }
             other => other.to_string(),
         };
         let mut resp = json(
@@ -89,6 +105,10 @@ impl ApiError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from_static(RETRY_AFTER_S));
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut()
@@ -113,14 +133,18 @@ impl From<DirectoryError> for ApiError {
             DirectoryError::CodeTaken(code) => {
                 Self::Conflict(format!("link code {code:?} is already taken"))
             }
-            DirectoryError::Store(e) => Self::Internal(e.to_string()),
+            DirectoryError::Store(e) => e.into(),
         }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
+        if e.is_io() {
+            Self::Unavailable(format!("the store cannot write: {e}"))
+        } else {
+            Self::Internal(e.to_string())
+        }
     }
 }
 
@@ -146,7 +170,16 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response<Bod
 
 /// A plain-text response.
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    text_bytes(status, Bytes::from_static(body.as_bytes()))
+}
+
+/// A plain-text response built at run time.
+pub fn text_owned(status: StatusCode, body: String) -> Response<Body> {
+    text_bytes(status, Bytes::from(body))
+}
+
+fn text_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -198,10 +231,21 @@ pub async fn read_json<T: DeserializeOwned>(
     parse_json(&read_body(req, limit).await?)
 }
 
-/// Parses JSON into `T`; syntax errors are 400, shape errors 422 naming the
-/// field (`customer.email`, `lines[2].amount`).
+/// Parses JSON into `T` strictly (see [`crate::json::parse_strict`]);
+/// syntax errors are 400, shape errors 422 naming the field
+/// (`customer.email`, `lines[2].amount`).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    crate::json::decode(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| match e {
+    let value = parse_value(body)?;
+    crate::json::decode(crate::json::Strict(value)).map_err(field_error)
+}
+
+/// Parses a body strictly into a JSON value.
+pub fn parse_value(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    crate::json::parse_strict(body).map_err(field_error)
+}
+
+fn field_error(e: Result<crate::json::FieldError, String>) -> ApiError {
+    match e {
         Ok(f) => ApiError::Invalid {
             field: if f.field.is_empty() {
                 ".".into()
@@ -211,7 +255,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             reason: f.reason,
         },
         Err(syntax) => ApiError::MalformedJson(syntax),
-    })
+    }
 }
 
 /// A query time: RFC 3339, or a `YYYY-MM-DD` date meaning its midnight UTC.

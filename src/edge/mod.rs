@@ -421,6 +421,43 @@ async fn serve(
     Ok(())
 }
 
+/// `/readyz`: 200 when the store reads and its last writes of both logs
+/// succeeded and the calculator keeps up; otherwise 503 naming each reason.
+async fn readiness(app: &Arc<App>) -> Response<Body> {
+    let a = app.clone();
+    let mut reasons: Vec<String> = http::blocking(move || {
+        let mut r = Vec::new();
+        if let Err(e) = a.store.check() {
+            r.push(format!("store: {e}"));
+        }
+        if let Err(e) = a.conversions.readiness(
+            a.config.calculator_max_lag_events,
+            Duration::from_secs(a.config.calculator_stall_seconds),
+        ) {
+            r.push(format!("calculator: {e}"));
+        }
+        r
+    })
+    .await
+    .unwrap_or_else(|e| vec![e.to_string()]);
+    if !app.clicklog.healthy() {
+        reasons.push("click log: the last click batch could not be written".into());
+    }
+    if let Some(e) = app.conversions.write_failure() {
+        reasons.push(format!("event log: the last write failed: {e}"));
+    }
+    if reasons.is_empty() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        let mut body = String::from("not ready\n");
+        for r in reasons {
+            body.push_str(&r);
+            body.push('\n');
+        }
+        http::text_owned(StatusCode::SERVICE_UNAVAILABLE, body)
+    }
+}
+
 /// Route patterns used as metric labels.
 fn route_label(method: &Method, segments: &[&str]) -> &'static str {
     match (method, segments) {
@@ -447,6 +484,7 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "partners", _, "audit"]) => "/api/v1/partners/{id}/audit",
         (_, ["api", "v1", "partners", _, "statement"]) => "/api/v1/partners/{id}/statement",
         (_, ["api", "v1", "referrals"]) => "/api/v1/referrals",
+        (_, ["api", "v1", "problems"]) => "/api/v1/problems",
         (_, ["api", "v1", "customers", _]) => "/api/v1/customers/{id}",
         (_, ["api", "v1", "payouts", "run"]) => "/api/v1/payouts/run",
         (_, ["api", "v1", "payouts", _]) => "/api/v1/payouts/{id}",
@@ -489,15 +527,7 @@ async fn dispatch(
     let method = req.method().clone();
     match (&method, segments) {
         (&Method::GET, ["healthz"]) => return Ok(text(StatusCode::OK, "ok\n")),
-        (&Method::GET, ["readyz"]) => {
-            let store = app.store.clone();
-            let store_ok = http::blocking(move || store.check()).await?.is_ok();
-            return Ok(if store_ok && app.clicklog.healthy() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-            });
-        }
+        (&Method::GET, ["readyz"]) => return Ok(readiness(app).await),
         (&Method::GET, ["metrics"]) => {
             let mut r = Response::new(http_body_util::Full::new(app.metrics.render().into()));
             r.headers_mut().insert(
@@ -558,6 +588,7 @@ async fn dispatch(
             money::statement(app.clone(), req, &id).await
         }
         (&Method::GET, ["referrals"]) => money::referrals(app.clone(), req).await,
+        (&Method::GET, ["problems"]) => money::problems(app, &req),
         (&Method::GET, ["customers", id]) => {
             let id = id.to_string();
             money::customer(app.clone(), req, &id).await
@@ -617,10 +648,13 @@ pub(crate) fn partner_event(p: &crate::model::Partner) -> crate::store::events::
     }
 }
 
+/// The admin token from `Authorization: Bearer <token>`; the scheme name
+/// is case-insensitive (RFC 7235 §2.1).
 fn authorised(app: &App, req: &Request<Incoming>) -> bool {
     req.headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| app.admin.check(t.trim()))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, t)| app.admin.check(t.trim()))
 }

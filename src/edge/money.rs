@@ -2,7 +2,9 @@
 //! exchange rates, coupons, balances, statements, referrals, customers and
 //! payouts. Reads accept `wait_for=<seq>` to see a given event applied.
 
-use super::http::{blocking, json, parse_json, parse_time, query_pairs, read_body, ApiError, Body};
+use super::http::{
+    blocking, json, parse_json, parse_time, parse_value, query_pairs, read_body, ApiError, Body,
+};
 use super::App;
 use crate::commission::calculator::PayoutBatch;
 use crate::commission::event::{CouponRecord, FxRates, PayoutConfirm, PayoutRun};
@@ -130,8 +132,7 @@ pub async fn post_events(
         verify_signature(secret, sig, &body, app.clock.now_s())
             .map_err(|_| ApiError::Unauthorized)?;
     }
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let value = parse_value(&body)?;
     let (items, single) = match value {
         Value::Array(items) => (items, false),
         v @ Value::Object(_) => (vec![v], true),
@@ -294,9 +295,10 @@ async fn append_internal(
         }
     };
     if !app.conversions.wait_for(seq, WAIT).await {
-        return Err(ApiError::Internal(
-            "the calculator did not catch up in time".into(),
-        ));
+        return Err(ApiError::Timeout(format!(
+            "recorded as event seq {seq}, but the calculator has not applied it within {} s; read again shortly",
+            WAIT.as_secs()
+        )));
     }
     Ok((outcome, seq))
 }
@@ -317,8 +319,7 @@ pub async fn post_fx_rates(
     let rates: FxRates = parse_json(&body)?;
     let event = Event::FxRates(rates);
     event.check().map_err(|(f, r)| ApiError::invalid(f, r))?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let value = parse_value(&body)?;
     let (outcome, seq) = append_internal(&app, event, &value).await?;
     Ok(json(
         status_of(outcome),
@@ -393,18 +394,77 @@ pub async fn get_coupon(
 }
 
 /// Honours `wait_for=<seq>`.
-async fn wait(app: &App, pairs: &[(String, String)]) -> Result<(), ApiError> {
+/// Waits for `wait_for=<seq>` to be applied. A seq beyond the log's head
+/// can never be reached: a client error, answered at once. A real timeout
+/// is a 504 saying how far the calculator got.
+async fn wait(app: &Arc<App>, pairs: &[(String, String)]) -> Result<(), ApiError> {
     if let Some((_, v)) = pairs.iter().find(|(k, _)| k == "wait_for") {
         let seq: u64 = v
             .parse()
             .map_err(|_| ApiError::invalid("wait_for", "must be an event seq number"))?;
+        if seq <= app.conversions.applied() {
+            return Ok(());
+        }
+        let a = app.clone();
+        let head = blocking(move || a.conversions.last_seq()).await??;
+        if seq > head {
+            return Err(ApiError::invalid(
+                "wait_for",
+                format!("seq {seq} is beyond the event log, whose last seq is {head}"),
+            ));
+        }
         if !app.conversions.wait_for(seq, WAIT).await {
-            return Err(ApiError::Internal(format!(
-                "seq {seq} was not applied within {WAIT:?}"
+            return Err(ApiError::Timeout(format!(
+                "seq {seq} was not applied within {} s (the calculator has applied up to {}); retry",
+                WAIT.as_secs(),
+                app.conversions.applied()
             )));
         }
     }
     Ok(())
+}
+
+/// `GET /api/v1/problems?program=`: events the calculator failed on and
+/// set aside (`quarantined`), and events applied with something they could
+/// not do (`problems`: an unknown invoice, a missing exchange rate).
+pub fn problems(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(req);
+    only(&pairs, &["program"])?;
+    let program = param(&pairs, "program");
+    if let Some(p) = program {
+        known_program(app, p)?;
+    }
+    let wanted = |p: Option<&str>| program.is_none_or(|w| p == Some(w));
+    let quarantined: Vec<_> = app
+        .conversions
+        .quarantined()
+        .into_iter()
+        .filter(|q| wanted(q.program.as_deref()))
+        .collect();
+    let problems = app.conversions.read(|c| {
+        c.state
+            .problems
+            .iter()
+            .filter(|p| wanted(p.program.as_deref()))
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    Ok(json(
+        StatusCode::OK,
+        &j!({"quarantined": quarantined, "problems": problems}),
+    ))
+}
+
+/// A program key that must name a configured program.
+pub fn known_program(app: &App, program: &str) -> Result<(), ApiError> {
+    if app.config.programs.contains_key(program) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "program",
+            format!("unknown program {program:?}"),
+        ))
+    }
 }
 
 fn only(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {

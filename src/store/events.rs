@@ -5,9 +5,12 @@
 //! - `e` + seq (`u64` BE) → JSON [`StoredEvent`]
 //! - `i` + event id → seq (`u64` BE) + SHA-256 of the event's canonical JSON
 //!
-//! and in the `calc` tree: `snapshot` → `{cursor, state}` JSON.
+//! and in the `calc` tree: `snapshot` → `{cursor, state}` JSON, and
+//! `q` + seq (`u64` BE) → JSON [`Quarantined`] for each event the calculator
+//! failed on and set aside.
 
 use super::{Store, StoreError};
+use crate::commission::quarantine::Quarantined;
 use crate::commission::Event;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,6 +18,7 @@ use serde::{Deserialize, Serialize};
 const EVENT: u8 = b'e';
 const ID: u8 = b'i';
 const SNAPSHOT: &[u8] = b"snapshot";
+const QUARANTINE: u8 = b'q';
 
 /// An event as kept in the log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,5 +159,29 @@ impl Store {
     /// The saved calculator snapshot, if any.
     pub fn calc_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.calc.get(SNAPSHOT)?.map(|v| v.to_vec()))
+    }
+
+    /// Records an event the calculator set aside, durably.
+    pub fn quarantine(&self, q: &Quarantined) -> Result<(), StoreError> {
+        let seq = q.seq.unwrap_or_default();
+        let mut k = vec![QUARANTINE];
+        k.extend_from_slice(&seq.to_be_bytes());
+        self.calc
+            .insert(k, serde_json::to_vec(q).expect("quarantine serialises"))?;
+        self.flush()
+    }
+
+    /// Every event set aside, oldest first.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        self.calc
+            .scan_prefix([QUARANTINE])
+            .map(|kv| {
+                let (k, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    key: format!("{k:?}"),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
     }
 }

@@ -30,6 +30,14 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
+impl StoreError {
+    /// An I/O failure (disk full, device error): the store may heal once
+    /// the cause is gone, unlike corruption.
+    pub fn is_io(&self) -> bool {
+        matches!(self, Self::Db(sled::Error::Io(_)))
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
