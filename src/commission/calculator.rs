@@ -193,6 +193,10 @@ struct CustomerAcct {
     referred_at: Option<DateTime<Utc>>,
     cancelled: bool,
     paid_invoices: u32,
+    /// Calendar months (`YYYY-MM`, UTC) in which the customer paid, in
+    /// order: its billing months.
+    #[serde(default)]
+    paid_months: Vec<String>,
     /// Initial plan name and unit price (the KrispCall cap).
     initial: Option<(String, Decimal)>,
     current_plan: Option<(String, Decimal)>,
@@ -236,6 +240,9 @@ pub struct State {
     pub rejections: Vec<Rejection>,
     pub payouts: BTreeMap<String, PayoutBatch>,
     pub problems: Vec<Problem>,
+    /// Ledger lines whose commission was forfeited.
+    #[serde(default)]
+    forfeited: std::collections::HashSet<usize>,
     /// Events applied.
     pub applied: u64,
 }
@@ -738,6 +745,15 @@ impl Calculator {
         };
         cust.paid_invoices += 1;
         let invoice_no = cust.paid_invoices;
+        let billing_month = format!("{:04}-{:02}", p.occurred_at.year(), p.occurred_at.month());
+        let (month_no, new_month) = match cust.paid_months.iter().position(|m| *m == billing_month)
+        {
+            Some(i) => (i as u32 + 1, false),
+            None => {
+                cust.paid_months.push(billing_month);
+                (cust.paid_months.len() as u32, true)
+            }
+        };
         cust.invoices.insert(
             p.invoice_id.clone(),
             InvoiceAcct {
@@ -762,6 +778,7 @@ impl Calculator {
             Duration::Lifetime => true,
             Duration::WhileSubscribed => !cust.cancelled,
             Duration::FirstInvoices { count } => invoice_no <= count,
+            Duration::FirstMonths { count } => month_no <= count,
         };
         let referred_at = cust.referred_at.unwrap_or(p.occurred_at);
         let initial = cust.initial.clone();
@@ -866,6 +883,7 @@ impl Calculator {
         let available_at = match c.payable {
             Payable::OnPayment => Some(p.occurred_at),
             Payable::AfterInvoices { count } => (invoice_no >= count).then_some(p.occurred_at),
+            Payable::AfterMonths { count } => (month_no >= count).then_some(p.occurred_at),
             Payable::MonthsAfterClose { months } => {
                 Some(p.occurred_at.max(add_months(referred_at, months)))
             }
@@ -927,7 +945,7 @@ impl Calculator {
             let mut kept = Vec::with_capacity(priced.len() + 1);
             for (line_idx, line_base, applied) in priced {
                 if applied < percent {
-                    self.tier_adjustment(event_id, line_idx, line_base, percent - applied, percent);
+                    self.tier_adjustment(event_id, line_idx, line_base, applied, percent);
                 }
                 kept.push((line_idx, line_base, applied.max(percent)));
             }
@@ -939,18 +957,25 @@ impl Calculator {
                 .priced = kept;
         }
 
-        if let Payable::AfterInvoices { count } = c.payable {
-            if invoice_no == count {
-                self.release(
-                    event_id,
-                    &key,
-                    &partner_id,
-                    &p.program,
-                    &p.customer_id,
-                    p.occurred_at,
-                    count,
-                );
+        let reached = match c.payable {
+            Payable::AfterInvoices { count } if invoice_no == count => {
+                Some(format!("paid invoice #{count} reached"))
             }
+            Payable::AfterMonths { count } if new_month && month_no == count => {
+                Some(format!("billing month #{count} paid"))
+            }
+            _ => None,
+        };
+        if let Some(reached) = reached {
+            self.release(
+                event_id,
+                &key,
+                &partner_id,
+                &p.program,
+                &p.customer_id,
+                p.occurred_at,
+                &reached,
+            );
         }
     }
 
@@ -971,11 +996,14 @@ impl Calculator {
         event_id: &str,
         line_idx: usize,
         base: Decimal,
-        delta_pct: Decimal,
+        old_pct: Decimal,
         new_pct: Decimal,
     ) {
         let orig = self.state.ledger[line_idx].clone();
-        let delta = percent_of(base, delta_pct);
+        // Rounded once overall: the line and its top-ups add up to the new
+        // percentage of the base rounded to cents.
+        let delta = percent_of(base, new_pct) - percent_of(base, old_pct);
+        let delta_pct = new_pct - old_pct;
         if delta.is_zero() {
             return;
         }
@@ -1012,10 +1040,28 @@ impl Calculator {
         });
         if let (Some(c), Some(inv)) = (&orig.customer_id, &orig.invoice_id) {
             let key = customer_key(&orig.program, c);
-            if let Some(acct) = self.state.customers.get_mut(&key) {
-                if let Some(i) = acct.invoices.get_mut(inv) {
+            let refunded = self
+                .state
+                .customers
+                .get_mut(&key)
+                .and_then(|acct| acct.invoices.get_mut(inv))
+                .map(|i| {
                     i.lines.push(idx);
-                }
+                    (i.refunded, i.total)
+                });
+            // A top-up is commission on its invoice: what of the invoice
+            // was already refunded or charged back takes its share of the
+            // top-up with it.
+            if let Some((refunded, total)) = refunded.filter(|(r, _)| !r.is_zero()) {
+                let why =
+                    format!(
+                    "invoice {inv} was already {}% refunded or charged back ({} of {}): that share",
+                    (refunded * Decimal::ONE_HUNDRED / total).round_dp(2).normalize(),
+                    fmt2(refunded),
+                    fmt2(total)
+                );
+                let at = self.state.ledger[idx].at;
+                self.reverse_line(event_id, &key, inv, idx, at, &why);
             }
         }
     }
@@ -1029,7 +1075,7 @@ impl Calculator {
         program: &str,
         customer: &str,
         at: DateTime<Utc>,
-        count: u32,
+        reached: &str,
     ) {
         let mut held: BTreeMap<String, Decimal> = BTreeMap::new();
         if let Some(p) = self.state.partners.get(partner_id) {
@@ -1064,7 +1110,7 @@ impl Calculator {
                     customer_id: Some(customer.to_string()),
                     invoice_id: None,
                     explanation: format!(
-                        "held commission {} {} payable now: paid invoice #{count} reached",
+                        "held commission {} {} payable now: {reached}",
                         fmt2(amount),
                         currency
                     ),
@@ -1166,7 +1212,6 @@ impl Calculator {
         let Some(cust) = self.state.customers.get_mut(&key) else {
             return;
         };
-        let released_at = cust.released_at;
         let Some(inv) = cust.invoices.get_mut(&r.invoice_id) else {
             if cust.partner_id.is_some() {
                 self.problem(
@@ -1182,64 +1227,82 @@ impl Calculator {
             return;
         }
         inv.refunded += amount;
-        let share = amount / inv.total;
-        let cumulative = inv.refunded / inv.total;
+        let share = (amount * Decimal::ONE_HUNDRED / inv.total)
+            .round_dp(2)
+            .normalize();
         let lines = inv.lines.clone();
-        let already = inv.reversed.clone();
+        let why = format!(
+            "{what} of {} of {} on invoice {}: {share}%",
+            fmt2(amount),
+            fmt2(inv.total),
+            r.invoice_id
+        );
         for idx in lines {
-            let orig = self.state.ledger[idx].clone();
-            let done = already.get(&idx).copied().unwrap_or_default();
-            let reverse = cents(orig.amount * cumulative) - done;
-            if reverse.is_zero() {
-                continue;
-            }
-            if let Some(inv) = self
-                .state
-                .customers
-                .get_mut(&key)
-                .and_then(|c| c.invoices.get_mut(&r.invoice_id))
-            {
-                inv.reversed.insert(idx, done + reverse);
-            }
-            let effective = orig.available_at.or(released_at);
-            let paid_through = self
-                .state
-                .paid_through
-                .get(&format!("{}\u{1f}{}", orig.partner_id, orig.currency))
-                .copied();
-            let paid = effective.is_some_and(|a| paid_through.is_some_and(|p| a <= p));
-            let (kind, available_at, verb) = if paid {
-                (
-                    LineKind::Clawback,
-                    Some(r.occurred_at),
-                    "withheld from future payouts",
-                )
-            } else {
-                (LineKind::Void, effective, "voided")
-            };
-            self.push_line(Line {
-                seq: 0,
-                event_id: event_id.to_string(),
-                at: r.occurred_at,
-                kind,
-                partner_id: orig.partner_id.clone(),
-                program: orig.program.clone(),
-                amount: -reverse,
-                currency: orig.currency.clone(),
-                available_at,
-                customer_id: orig.customer_id.clone(),
-                invoice_id: orig.invoice_id.clone(),
-                explanation: format!(
-                    "{what} of {} of {} on invoice {}: {}% of line {} {verb}",
-                    fmt2(amount),
-                    fmt2(inv_total(&self.state, &key, &r.invoice_id)),
-                    r.invoice_id,
-                    (share * Decimal::ONE_HUNDRED).round_dp(2).normalize(),
-                    orig.seq
-                ),
-                fx: orig.fx.clone(),
-            });
+            self.reverse_line(event_id, &key, &r.invoice_id, idx, r.occurred_at, &why);
         }
+    }
+
+    /// Reverses invoice line `idx` down to the invoice's refunded share
+    /// (cumulative, so rounding never adds up to more than was earned):
+    /// the exact product `amount × refunded / total` rounded once. What
+    /// was not yet paid is voided; what was paid is withheld from future
+    /// payouts. A line already forfeited is gone and is not taken twice.
+    fn reverse_line(
+        &mut self,
+        event_id: &str,
+        key: &str,
+        invoice: &str,
+        idx: usize,
+        at: DateTime<Utc>,
+        why: &str,
+    ) {
+        if self.state.forfeited.contains(&idx) {
+            return;
+        }
+        let Some(cust) = self.state.customers.get_mut(key) else {
+            return;
+        };
+        let released_at = cust.released_at;
+        let Some(inv) = cust.invoices.get_mut(invoice) else {
+            return;
+        };
+        if inv.total.is_zero() {
+            return;
+        }
+        let orig = self.state.ledger[idx].clone();
+        let done = inv.reversed.get(&idx).copied().unwrap_or_default();
+        let reverse = cents(orig.amount * inv.refunded / inv.total) - done;
+        if reverse.is_zero() {
+            return;
+        }
+        inv.reversed.insert(idx, done + reverse);
+        let effective = orig.available_at.or(released_at);
+        let paid_through = self
+            .state
+            .paid_through
+            .get(&format!("{}\u{1f}{}", orig.partner_id, orig.currency))
+            .copied();
+        let paid = effective.is_some_and(|a| paid_through.is_some_and(|p| a <= p));
+        let (kind, available_at, verb) = if paid {
+            (LineKind::Clawback, Some(at), "withheld from future payouts")
+        } else {
+            (LineKind::Void, effective, "voided")
+        };
+        self.push_line(Line {
+            seq: 0,
+            event_id: event_id.to_string(),
+            at,
+            kind,
+            partner_id: orig.partner_id.clone(),
+            program: orig.program.clone(),
+            amount: -reverse,
+            currency: orig.currency.clone(),
+            available_at,
+            customer_id: orig.customer_id.clone(),
+            invoice_id: orig.invoice_id.clone(),
+            explanation: format!("{why} of line {} {verb}", orig.seq),
+            fx: orig.fx.clone(),
+        });
     }
 
     // ---- payouts --------------------------------------------------------
@@ -1266,6 +1329,7 @@ impl Calculator {
         let mut items = Vec::new();
         let mut deactivated = Vec::new();
         let mut new_lines: Vec<Line> = Vec::new();
+        let mut forfeited: Vec<usize> = Vec::new();
         for pid in partner_ids {
             if let Some(t) = r.last_clicks.get(&pid) {
                 if !r.dry_run {
@@ -1282,10 +1346,12 @@ impl Calculator {
                     let total = self.total_in(&bals, &rule.currency, as_of);
                     if dormant && total.is_some_and(|t| t < rule.balance_below) {
                         deactivated.push(pid.clone());
-                        new_lines.extend(self.forfeit_lines(event_id, &pid, &r.program, as_of, &format!(
+                        let (lines, taken) = self.forfeit_lines(event_id, &pid, &r.program, as_of, &format!(
                             "inactive for {} months with a balance below {} {}: account deactivated, balance forfeited",
                             rule.months, fmt2(rule.balance_below), rule.currency
-                        )));
+                        ));
+                        new_lines.extend(lines);
+                        forfeited.extend(taken);
                         continue;
                     }
                 }
@@ -1375,6 +1441,7 @@ impl Calculator {
         if r.dry_run {
             return Some(batch);
         }
+        self.state.forfeited.extend(forfeited);
         for l in new_lines {
             if matches!(l.kind, LineKind::Payout | LineKind::Credit) {
                 self.state
@@ -1393,7 +1460,8 @@ impl Calculator {
     }
 
     /// Lines that zero a partner's balances (pending per availability date,
-    /// and available).
+    /// and available), and the lines they forfeit (a later refund of one
+    /// of those cannot take its commission a second time).
     fn forfeit_lines(
         &self,
         event_id: &str,
@@ -1401,13 +1469,15 @@ impl Calculator {
         program: &str,
         as_of: DateTime<Utc>,
         why: &str,
-    ) -> Vec<Line> {
+    ) -> (Vec<Line>, Vec<usize>) {
         let mut groups: BTreeMap<(String, Option<DateTime<Utc>>), Decimal> = BTreeMap::new();
+        let mut taken = Vec::new();
         for &i in &self.state.partners[pid].lines {
             let l = &self.state.ledger[i];
             if l.at > as_of {
                 continue;
             }
+            taken.push(i);
             let when = if l.available_by(as_of) {
                 Some(as_of)
             } else {
@@ -1415,7 +1485,7 @@ impl Calculator {
             };
             *groups.entry((l.currency.clone(), when)).or_default() += l.amount;
         }
-        groups
+        let lines = groups
             .into_iter()
             .filter(|(_, amount)| !amount.is_zero())
             .map(|((currency, available_at), amount)| Line {
@@ -1433,7 +1503,8 @@ impl Calculator {
                 explanation: why.to_string(),
                 fx: None,
             })
-            .collect()
+            .collect();
+        (lines, taken)
     }
 
     /// Sum of pending + available over currencies, in `currency`.
@@ -1462,7 +1533,9 @@ impl Calculator {
             return;
         };
         let program = p.record.program.clone();
-        for l in self.forfeit_lines(event_id, pid, &program, as_of, why) {
+        let (lines, taken) = self.forfeit_lines(event_id, pid, &program, as_of, why);
+        self.state.forfeited.extend(taken);
+        for l in lines {
             self.push_line(l);
         }
     }
@@ -1556,14 +1629,6 @@ impl Calculator {
             .collect();
         (referral, rejections)
     }
-}
-
-fn inv_total(state: &State, key: &str, invoice: &str) -> Decimal {
-    state
-        .customers
-        .get(key)
-        .and_then(|c| c.invoices.get(invoice))
-        .map_or(Decimal::ZERO, |i| i.total)
 }
 
 /// Self-referral: the customer's e-mail is the partner's, or the customer's

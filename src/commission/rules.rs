@@ -143,6 +143,11 @@ pub enum Duration {
     WhileSubscribed,
     /// Only the first `count` paid invoices.
     FirstInvoices { count: u32 },
+    /// Only payments in the customer's first `count` billing months: the
+    /// calendar months (UTC) in which it paid, counted from its first
+    /// payment. Two invoices in one month (a proration when seats change)
+    /// are one month.
+    FirstMonths { count: u32 },
 }
 
 /// When an earned commission becomes payable.
@@ -154,6 +159,10 @@ pub enum Payable {
     OnPayment,
     /// Held until the customer's `count`-th paid invoice, then all at once.
     AfterInvoices { count: u32 },
+    /// Held until the customer has paid in `count` billing months (see
+    /// [`Duration::FirstMonths`]), then all at once, at the first payment
+    /// of the `count`-th month.
+    AfterMonths { count: u32 },
     /// Not before `months` after the referral closed.
     MonthsAfterClose { months: u32 },
     /// On day `day` of the month after the payment.
@@ -290,12 +299,14 @@ impl Rules {
             Payable::NextMonthDay { day } if !(1..=28).contains(&day) => {
                 bad("commission.payable.day", "must be from 1 to 28")
             }
-            Payable::AfterInvoices { count: 0 } => {
+            Payable::AfterInvoices { count: 0 } | Payable::AfterMonths { count: 0 } => {
                 bad("commission.payable.count", "must be at least 1")
             }
             _ => {}
         }
-        if let Duration::FirstInvoices { count: 0 } = self.commission.duration {
+        if let Duration::FirstInvoices { count: 0 } | Duration::FirstMonths { count: 0 } =
+            self.commission.duration
+        {
             bad("commission.duration.count", "must be at least 1");
         }
         if !crate::config::is_currency(&self.commission.pivot) {
