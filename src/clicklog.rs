@@ -241,6 +241,12 @@ impl ClickLog {
         !self.control.is_closed() && self.healthy.load(Ordering::Relaxed)
     }
 
+    /// The store was reopened and took a write: the last failure no longer
+    /// speaks for the click log.
+    pub fn store_healed(&self) {
+        self.healthy.store(true, Ordering::Relaxed);
+    }
+
     /// Asks the writer to write everything queued and stop.
     pub async fn stop(&self) {
         let _ = self.control.send(Control::Stop);

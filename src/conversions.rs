@@ -119,6 +119,15 @@ impl Conversions {
         f(&mut self.calc.write().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The store was reopened and took a write: the last failure no longer
+    /// speaks for the event log.
+    pub fn store_healed(&self) {
+        *self
+            .write_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// The error of the last event-log write, when it failed.
     pub fn write_failure(&self) -> Option<String> {
         self.write_failure
@@ -289,6 +298,15 @@ impl Conversions {
                 .await
             {
                 Ok(Ok(b)) => b,
+                Ok(Err(e)) if *stop.borrow() => {
+                    tracing::error!(error = %e, "stopping with the event log unreadable; the calculator resumes from its snapshot at the next start");
+                    return;
+                }
+                Ok(Err(e)) if e.is_io() => {
+                    tracing::warn!(error = %e, "the event log cannot be read now; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "reading the event log failed");
                     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -329,11 +329,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             }
         })
     };
+    let healer = tokio::spawn(heal_store(app.clone()));
     let app_for_serve = app.clone();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         let result = serve(listener, app_for_serve, rx, writer, calculator).await;
         pruner.abort();
+        healer.abort();
         result
     });
     Ok(Running {
@@ -344,6 +346,43 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         shutdown: tx,
         task,
     })
+}
+
+/// How often a store that failed a write is reopened and tried again.
+const HEAL_EVERY: Duration = Duration::from_secs(1);
+
+/// Reopens the store after an I/O failure (a full disk), once a second
+/// until a durable write succeeds again; no restart needed.
+async fn heal_store(app: Arc<App>) {
+    let mut tick = tokio::time::interval(HEAL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if app.store.needs_heal() {
+            try_heal(&app).await;
+        }
+    }
+}
+
+/// One attempt to reopen the store; true when it takes writes again.
+async fn try_heal(app: &Arc<App>) -> bool {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.heal()).await {
+        Ok(Ok(())) => {
+            app.clicklog.store_healed();
+            app.conversions.store_healed();
+            tracing::info!("store reopened after a write failure; writes are durable again");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "store still cannot write; trying again in a second");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reopening the store failed");
+            false
+        }
+    }
 }
 
 async fn serve(
@@ -407,15 +446,39 @@ async fn serve(
     {
         tracing::warn!("some connections did not finish in time");
     }
+    // A store that failed a write gets one more chance before the drain.
+    if app.store.needs_heal() {
+        try_heal(&app).await;
+    }
     app.clicklog.stop().await;
     let _ = writer.await;
     app.conversions.stop(calculator).await;
     let store = app.store.clone();
-    tokio::task::spawn_blocking(move || store.snapshot_click_counts())
+    let counts = tokio::task::spawn_blocking(move || store.snapshot_click_counts())
         .await
-        .expect("flush does not panic")?;
+        .expect("flush does not panic");
+    let dropped = app
+        .metrics
+        .clicks_dropped
+        .with_label_values(&["write_failed"])
+        .get();
+    if let Err(e) = counts.and_then(|()| {
+        if app.store.needs_heal() {
+            Err(StoreError::Unwritable("the last writes failed".into()))
+        } else {
+            Ok(())
+        }
+    }) {
+        tracing::error!(
+            error = %e,
+            clicks_lost_to_write_failures = dropped,
+            "stopped, but the store cannot write: {dropped} click(s) were not recorded; the calculator's last snapshot and the per-link click counts are rebuilt from the logs at the next start; acknowledged events were already durable"
+        );
+        return Err(e);
+    }
     tracing::info!(
         clicks_written = app.metrics.clicks_written.get(),
+        clicks_lost_to_write_failures = dropped,
         "stopped; click queue drained and flushed"
     );
     Ok(())

@@ -79,22 +79,24 @@ fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<ClickRecord>, StoreError
 impl Store {
     /// Replays the chunks newer than the loaded count pages.
     pub(super) fn replay_clicks(&self, marks: &Marks) -> Result<(), StoreError> {
-        let replay = match marks.replay_after() {
-            Some(m) => self.clicks.range::<&[u8], _>((
-                std::ops::Bound::Excluded(&m[..]),
-                std::ops::Bound::Excluded(&[CHUNK_TAG + 1][..]),
-            )),
-            None => self.clicks.scan_prefix([CHUNK_TAG]),
-        };
-        for kv in replay {
-            let (k, v) = kv?;
-            for r in decode_chunk(&k, &v)? {
-                if marks.counts(&r.link, &k) {
-                    self.counts.add(&r.link, 1);
+        self.with(|t| {
+            let replay = match marks.replay_after() {
+                Some(m) => t.clicks.range::<&[u8], _>((
+                    std::ops::Bound::Excluded(&m[..]),
+                    std::ops::Bound::Excluded(&[CHUNK_TAG + 1][..]),
+                )),
+                None => t.clicks.scan_prefix([CHUNK_TAG]),
+            };
+            for kv in replay {
+                let (k, v) = kv?;
+                for r in decode_chunk(&k, &v)? {
+                    if marks.counts(&r.link, &k) {
+                        self.counts.add(&r.link, 1);
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Writes a batch of clicks (in id order) as one atomic sled batch, then
@@ -130,10 +132,12 @@ impl Store {
             return Ok(());
         };
         let deltas = Deltas::count(batch.iter().map(|r| r.link));
-        self.counts
-            .rotate_into(&self.clicks, &mut b, mark, &deltas)?;
-        self.clicks.apply_batch(b)?;
-        self.flush()?;
+        self.with(|t| {
+            self.counts.rotate_into(&t.clicks, &mut b, mark, &deltas)?;
+            t.clicks.apply_batch(b)?;
+            t.db.flush()?;
+            Ok(())
+        })?;
         self.counts.add_all(&deltas);
         Ok(())
     }
@@ -141,16 +145,19 @@ impl Store {
     /// Writes every link's count at once (at shutdown: the next start
     /// replays nothing).
     pub fn snapshot_click_counts(&self) -> Result<(), StoreError> {
-        let Some(newest) = self.clicks.scan_prefix([CHUNK_TAG]).keys().next_back() else {
-            return Ok(());
-        };
-        let newest = newest?;
-        let mark =
-            ChunkKey::try_from(&newest[..]).map_err(|_| corrupt(&newest, "not a chunk key"))?;
-        let mut b = sled::Batch::default();
-        self.counts.snapshot_into(&self.clicks, &mut b, mark)?;
-        self.clicks.apply_batch(b)?;
-        self.flush()
+        self.with(|t| {
+            let Some(newest) = t.clicks.scan_prefix([CHUNK_TAG]).keys().next_back() else {
+                return Ok(());
+            };
+            let newest = newest?;
+            let mark =
+                ChunkKey::try_from(&newest[..]).map_err(|_| corrupt(&newest, "not a chunk key"))?;
+            let mut b = sled::Batch::default();
+            self.counts.snapshot_into(&t.clicks, &mut b, mark)?;
+            t.clicks.apply_batch(b)?;
+            t.db.flush()?;
+            Ok(())
+        })
     }
 
     /// How many clicks a link has on disk.
@@ -160,15 +167,12 @@ impl Store {
 
     /// The newest stored click id, to seed the id generator after a restart.
     pub fn newest_click_id(&self) -> Result<Option<ClickId>, StoreError> {
-        let Some((k, v)) = self
-            .clicks
-            .scan_prefix([CHUNK_TAG])
-            .next_back()
-            .transpose()?
-        else {
-            return Ok(None);
-        };
-        Ok(decode_chunk(&k, &v)?.iter().map(|r| r.id).max())
+        self.with(|t| {
+            let Some((k, v)) = t.clicks.scan_prefix([CHUNK_TAG]).next_back().transpose()? else {
+                return Ok(None);
+            };
+            Ok(decode_chunk(&k, &v)?.iter().map(|r| r.id).max())
+        })
     }
 
     /// One page of clicks matching `q`, oldest first.
@@ -180,7 +184,7 @@ impl Store {
         let hi = q.to_ms.map_or(ClickId(u128::MAX), |t| {
             ClickId(ClickId::lower_bound(t).0.saturating_sub(1))
         });
-        let mut page = ClickPage {
+        let page = ClickPage {
             clicks: Vec::new(),
             next: None,
         };
@@ -193,68 +197,82 @@ impl Store {
             Some(p) => partner_prefix(p),
             None => vec![CHUNK_TAG],
         };
-        let key = |id: ClickId| {
-            let mut k = prefix.clone();
-            k.extend_from_slice(&id.to_bytes());
-            k
-        };
-        let start = self
-            .clicks
-            .range(prefix.clone()..=key(lo))
-            .next_back()
-            .transpose()?
-            .map_or_else(|| key(lo), |(k, _)| k.to_vec());
-        for kv in self.clicks.range(start..=key(hi)) {
-            let (k, v) = kv?;
-            let first = <[u8; 16]>::try_from(&k[prefix.len()..])
-                .map(ClickId::from_bytes)
-                .map_err(|_| corrupt(&k, "key has no click id"))?;
-            let records = if q.partner.is_some() {
-                match self.clicks.get(chunk_key(first))? {
-                    Some(bytes) => decode_chunk(&k, &bytes)?,
-                    None => continue,
-                }
-            } else {
-                decode_chunk(&k, &v)?
-            };
-            for r in records {
-                let wanted = r.id >= lo
-                    && r.id <= hi
-                    && q.partner.as_ref().is_none_or(|p| &r.partner_id == p)
-                    && q.link.as_ref().is_none_or(|l| &r.link == l);
-                if !wanted {
-                    continue;
-                }
-                if page.clicks.len() == q.limit {
-                    page.next = page.clicks.last().map(|c| c.id);
-                    return Ok(page);
-                }
-                page.clicks.push(r);
-            }
-        }
-        Ok(page)
+        self.with(|t| page_from(t, q, &prefix, lo, hi, page))
     }
+}
+
+/// The page of `q` between `lo` and `hi` from the chunks under `prefix`.
+fn page_from(
+    t: &super::Trees,
+    q: &ClickQuery,
+    prefix: &[u8],
+    lo: ClickId,
+    hi: ClickId,
+    mut page: ClickPage,
+) -> Result<ClickPage, StoreError> {
+    let key = |id: ClickId| {
+        let mut k = prefix.to_vec();
+        k.extend_from_slice(&id.to_bytes());
+        k
+    };
+    let start = t
+        .clicks
+        .range(prefix.to_vec()..=key(lo))
+        .next_back()
+        .transpose()?
+        .map_or_else(|| key(lo), |(k, _)| k.to_vec());
+    for kv in t.clicks.range(start..=key(hi)) {
+        let (k, v) = kv?;
+        let first = <[u8; 16]>::try_from(&k[prefix.len()..])
+            .map(ClickId::from_bytes)
+            .map_err(|_| corrupt(&k, "key has no click id"))?;
+        let records = if q.partner.is_some() {
+            match t.clicks.get(chunk_key(first))? {
+                Some(bytes) => decode_chunk(&k, &bytes)?,
+                None => continue,
+            }
+        } else {
+            decode_chunk(&k, &v)?
+        };
+        for r in records {
+            let wanted = r.id >= lo
+                && r.id <= hi
+                && q.partner.as_ref().is_none_or(|p| &r.partner_id == p)
+                && q.link.as_ref().is_none_or(|l| &r.link == l);
+            if !wanted {
+                continue;
+            }
+            if page.clicks.len() == q.limit {
+                page.next = page.clicks.last().map(|c| c.id);
+                return Ok(page);
+            }
+            page.clicks.push(r);
+        }
+    }
+    Ok(page)
 }
 
 impl Store {
     /// A click by id (reads the one chunk that can hold it).
     pub fn find_click(&self, id: ClickId) -> Result<Option<ClickRecord>, StoreError> {
-        let Some((k, v)) = self
-            .clicks
-            .range([CHUNK_TAG].to_vec()..=chunk_key(id).to_vec())
-            .next_back()
-            .transpose()?
-        else {
-            return Ok(None);
-        };
-        Ok(decode_chunk(&k, &v)?.into_iter().find(|r| r.id == id))
+        self.with(|t| {
+            let Some((k, v)) = t
+                .clicks
+                .range([CHUNK_TAG].to_vec()..=chunk_key(id).to_vec())
+                .next_back()
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            Ok(decode_chunk(&k, &v)?.into_iter().find(|r| r.id == id))
+        })
     }
 
     /// Roughly when a partner last had a click: the start of the newest
     /// chunk holding one (chunks span milliseconds).
     pub fn last_click_of(&self, partner: &str) -> Result<Option<ClickId>, StoreError> {
         let prefix = partner_prefix(partner);
-        let last = self.clicks.scan_prefix(&prefix).next_back().transpose()?;
+        let last = self.with(|t| Ok(t.clicks.scan_prefix(&prefix).next_back().transpose()?))?;
         Ok(last.and_then(|(k, _)| {
             <[u8; 16]>::try_from(&k[prefix.len()..])
                 .ok()
@@ -297,7 +315,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let json = serde_json::to_vec(&[&old]).unwrap();
-            store.clicks.insert(chunk_key(old.id), json).unwrap();
+            store.clicks_tree().insert(chunk_key(old.id), json).unwrap();
             store.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
@@ -326,7 +344,7 @@ mod tests {
             .collect();
         store.write_clicks(&rows(&batch)).unwrap();
         let mut chunks = 0;
-        for kv in store.clicks.scan_prefix([CHUNK_TAG]) {
+        for kv in store.clicks_tree().scan_prefix([CHUNK_TAG]) {
             let (_, v) = kv.unwrap();
             // One record may cross the bound: it is checked before a push.
             assert!(v.len() < CHUNK_BYTES + 512, "chunk of {} bytes", v.len());
@@ -371,18 +389,21 @@ mod tests {
                 enc.push(&r.row());
             }
             let key = chunk_key(old[0].id);
-            store.clicks.insert(key, enc.finish()).unwrap();
+            store.clicks_tree().insert(key, enc.finish()).unwrap();
             let mut legacy = vec![LEGACY_COUNT];
             legacy.extend_from_slice(b"link-3");
             store
-                .clicks
+                .clicks_tree()
                 .insert(legacy, &1u64.to_be_bytes()[..])
                 .unwrap();
-            store.clicks.insert(LEGACY_MARK, &key[..]).unwrap();
+            store.clicks_tree().insert(LEGACY_MARK, &key[..]).unwrap();
             // A legacy count with no chunk behind it (older, compacted).
             let mut gone = vec![LEGACY_COUNT];
             gone.extend_from_slice(b"gone");
-            store.clicks.insert(gone, &5u64.to_be_bytes()[..]).unwrap();
+            store
+                .clicks_tree()
+                .insert(gone, &5u64.to_be_bytes()[..])
+                .unwrap();
             store.flush().unwrap();
         }
         let mut expected: HashMap<String, u64> = HashMap::new();
@@ -406,11 +427,11 @@ mod tests {
                 store.write_clicks(&rows(&b)).unwrap();
             }
             assert_eq!(
-                store.clicks.scan_prefix([LEGACY_COUNT]).count(),
+                store.clicks_tree().scan_prefix([LEGACY_COUNT]).count(),
                 0,
                 "legacy counts go once every page is written"
             );
-            assert!(store.clicks.get(LEGACY_MARK).unwrap().is_none());
+            assert!(store.clicks_tree().get(LEGACY_MARK).unwrap().is_none());
         }
         let store = Store::open(dir.path()).unwrap();
         for (code, n) in &expected {

@@ -76,89 +76,95 @@ impl Store {
         received_at: DateTime<Utc>,
     ) -> Result<Vec<Appended>, StoreError> {
         let mut next = self.next_event_seq.lock().expect("event seq lock");
-        let mut out = Vec::with_capacity(items.len());
-        let mut batch = sled::Batch::default();
-        let mut in_batch: std::collections::HashMap<String, (u64, [u8; 32])> = Default::default();
-        let mut seq = *next;
-        for item in items {
-            let known = match in_batch.get(&item.id) {
-                Some(&(s, d)) => Some((s, d)),
-                None => self.events.get(id_key(&item.id))?.map(|v| {
-                    let s = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-                    let mut d = [0u8; 32];
-                    d.copy_from_slice(&v[8..40]);
-                    (s, d)
-                }),
-            };
-            if let Some((s, d)) = known {
-                out.push(if d == item.digest {
-                    Appended::Duplicate(s)
-                } else {
-                    Appended::Conflict(s)
-                });
-                continue;
+        self.with(|t| {
+            let mut out = Vec::with_capacity(items.len());
+            let mut batch = sled::Batch::default();
+            let mut in_batch: std::collections::HashMap<String, (u64, [u8; 32])> =
+                Default::default();
+            let mut seq = *next;
+            for item in items {
+                let known = match in_batch.get(&item.id) {
+                    Some(&(s, d)) => Some((s, d)),
+                    None => t.events.get(id_key(&item.id))?.map(|v| {
+                        let s = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                        let mut d = [0u8; 32];
+                        d.copy_from_slice(&v[8..40]);
+                        (s, d)
+                    }),
+                };
+                if let Some((s, d)) = known {
+                    out.push(if d == item.digest {
+                        Appended::Duplicate(s)
+                    } else {
+                        Appended::Conflict(s)
+                    });
+                    continue;
+                }
+                let stored = StoredEvent {
+                    seq,
+                    id: item.id.clone(),
+                    received_at,
+                    event: item.event,
+                };
+                batch.insert(
+                    &event_key(seq)[..],
+                    serde_json::to_vec(&stored).expect("events serialise"),
+                );
+                let mut v = seq.to_be_bytes().to_vec();
+                v.extend_from_slice(&item.digest);
+                batch.insert(id_key(&item.id), v);
+                in_batch.insert(item.id, (seq, item.digest));
+                out.push(Appended::Accepted(seq));
+                seq += 1;
             }
-            let stored = StoredEvent {
-                seq,
-                id: item.id.clone(),
-                received_at,
-                event: item.event,
-            };
-            batch.insert(
-                &event_key(seq)[..],
-                serde_json::to_vec(&stored).expect("events serialise"),
-            );
-            let mut v = seq.to_be_bytes().to_vec();
-            v.extend_from_slice(&item.digest);
-            batch.insert(id_key(&item.id), v);
-            in_batch.insert(item.id, (seq, item.digest));
-            out.push(Appended::Accepted(seq));
-            seq += 1;
-        }
-        if seq != *next {
-            self.events.apply_batch(batch)?;
-            self.flush()?;
-            *next = seq;
-        }
-        Ok(out)
+            if seq != *next {
+                t.events.apply_batch(batch)?;
+                t.db.flush()?;
+                *next = seq;
+            }
+            Ok(out)
+        })
     }
 
-    /// Up to `limit` events after `cursor`, in order.
+    /// Up to `limit` durable events after `cursor`, in order (an append
+    /// whose flush has not returned is not read).
     pub fn events_after(&self, cursor: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.events
-            .range(event_key(cursor + 1)..event_key(u64::MAX))
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: format!("{k:?}"),
-                    reason: e.to_string(),
+        let head = *self.next_event_seq.lock().expect("event seq lock");
+        self.with(|t| {
+            t.events
+                .range(event_key(cursor + 1)..event_key(head))
+                .take(limit)
+                .map(|kv| {
+                    let (k, v) = kv?;
+                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                        key: format!("{k:?}"),
+                        reason: e.to_string(),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
-    /// The newest seq in the log (0 when empty).
+    /// The newest durable seq in the log (0 when empty).
     pub fn last_event_seq(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .events
-            .scan_prefix([EVENT])
-            .next_back()
-            .transpose()?
-            .map_or(0, |(k, _)| {
-                u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"))
-            }))
+        let next = *self.next_event_seq.lock().expect("event seq lock");
+        if next > 0 {
+            return Ok(next - 1);
+        }
+        self.with(|t| last_seq(&t.events))
     }
 
     /// Saves the calculator's state and the seq it covers.
     pub fn save_calc_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.calc.insert(SNAPSHOT, bytes)?;
-        self.flush()
+        self.with(|t| {
+            t.calc.insert(SNAPSHOT, bytes)?;
+            Ok(t.db.flush().map(|_| ())?)
+        })
     }
 
     /// The saved calculator snapshot, if any.
     pub fn calc_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.calc.get(SNAPSHOT)?.map(|v| v.to_vec()))
+        self.with(|t| Ok(t.calc.get(SNAPSHOT)?.map(|v| v.to_vec())))
     }
 
     /// Records an event the calculator set aside, durably.
@@ -166,22 +172,37 @@ impl Store {
         let seq = q.seq.unwrap_or_default();
         let mut k = vec![QUARANTINE];
         k.extend_from_slice(&seq.to_be_bytes());
-        self.calc
-            .insert(k, serde_json::to_vec(q).expect("quarantine serialises"))?;
-        self.flush()
+        self.with(|t| {
+            t.calc
+                .insert(k, serde_json::to_vec(q).expect("quarantine serialises"))?;
+            Ok(t.db.flush().map(|_| ())?)
+        })
     }
 
     /// Every event set aside, oldest first.
     pub fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
-        self.calc
-            .scan_prefix([QUARANTINE])
-            .map(|kv| {
-                let (k, v) = kv?;
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    key: format!("{k:?}"),
-                    reason: e.to_string(),
+        self.with(|t| {
+            t.calc
+                .scan_prefix([QUARANTINE])
+                .map(|kv| {
+                    let (k, v) = kv?;
+                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                        key: format!("{k:?}"),
+                        reason: e.to_string(),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
+}
+
+/// The newest seq in an event tree (0 when empty).
+pub(super) fn last_seq(events: &sled::Tree) -> Result<u64, StoreError> {
+    Ok(events
+        .scan_prefix([EVENT])
+        .next_back()
+        .transpose()?
+        .map_or(0, |(k, _)| {
+            u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"))
+        }))
 }

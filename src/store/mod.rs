@@ -28,19 +28,50 @@ pub enum StoreError {
     Db(#[from] sled::Error),
     #[error("stored record under {key:?} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Writes could not be made durable (reported on shutdown).
+    #[error("the store cannot write: {0}")]
+    Unwritable(String),
+    /// The database is being reopened after an I/O failure.
+    #[error("the database is being reopened after a write failure")]
+    Reopening,
 }
 
 impl StoreError {
     /// An I/O failure (disk full, device error): the store may heal once
     /// the cause is gone, unlike corruption.
     pub fn is_io(&self) -> bool {
-        matches!(self, Self::Db(sled::Error::Io(_)))
+        matches!(
+            self,
+            Self::Db(sled::Error::Io(_)) | Self::Reopening | Self::Unwritable(_)
+        )
     }
 }
 
 /// Handle to the database; cheap to clone.
+///
+/// sled 0.34 keeps the first I/O error it meets (a full disk) and fails
+/// every later call with it, for the life of the `Db`. So the handle can
+/// be reopened in place: [`Store::heal`] drops the broken `Db` and opens
+/// the files again once they can be written, while every clone keeps
+/// working through the shared slot. Nothing acknowledged is lost: an
+/// acknowledged write was flushed before the acknowledgement.
 #[derive(Clone)]
 pub struct Store {
+    /// The open database, `None` while it is being reopened.
+    trees: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<Trees>>>>,
+    /// Where it lives, to reopen it.
+    path: std::sync::Arc<std::path::PathBuf>,
+    /// Set when a call failed with an I/O error: the `Db` needs reopening.
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Next event seq; the lock serialises appends. Everything before it
+    /// is durable: the calculator reads no further.
+    next_event_seq: std::sync::Arc<std::sync::Mutex<u64>>,
+    /// Per-link click counts (see [`clicks`]); kept across a reopen.
+    counts: std::sync::Arc<counts::ClickCounts>,
+}
+
+/// The trees of one open `Db`.
+struct Trees {
     /// The sled database (for flushes).
     db: sled::Db,
     /// Partners by id.
@@ -51,29 +82,14 @@ pub struct Store {
     clicks: sled::Tree,
     /// The event log and idempotency index (see [`events`]).
     events: sled::Tree,
-    /// The calculator's snapshot.
+    /// The calculator's snapshot and quarantined events.
     calc: sled::Tree,
-    /// Next event seq; the lock serialises appends.
-    next_event_seq: std::sync::Arc<std::sync::Mutex<u64>>,
-    /// Per-link click counts (see [`clicks`]).
-    counts: std::sync::Arc<counts::ClickCounts>,
 }
 
-/// sled's page cache. Nothing on the redirect path reads sled (links and
-/// counts are in memory), so the cache only speeds up API reads, which the
-/// OS page cache serves well too. sled counts serialized sizes: the pages
-/// it holds take about twice this in memory (measured with massif: a 64 MiB
-/// cache held ~90 MB after loading 200,000 links), and it fills with the
-/// click log's pages as they are written — ~40 MB of a 10,000-link
-/// server's RSS after a million clicks with 16 MiB.
-const CACHE_BYTES: u64 = 4 << 20;
-
-impl Store {
-    /// Opens (or creates) the database in `dir`. A handle dropped in this
-    /// process keeps the file lock until sled's background flusher lets go,
-    /// a moment later: the open waits up to 2 s for it (another process
-    /// holding the database still fails, after that wait).
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+impl Trees {
+    /// Opens the database in `dir`, waiting up to 2 s for a handle dropped
+    /// in this process to let go of the file lock.
+    fn open(dir: &Path) -> Result<Self, StoreError> {
         let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
         let mut waited = 0;
         let db = loop {
@@ -87,82 +103,189 @@ impl Store {
                 other => break other?,
             }
         };
-        let clicks = db.open_tree("clicks")?;
-        let (counts, marks) = counts::ClickCounts::load(&clicks)?;
-        let store = Self {
+        Ok(Self {
             partners: db.open_tree("partners")?,
             links: db.open_tree("links")?,
-            clicks,
+            clicks: db.open_tree("clicks")?,
             events: db.open_tree("events")?,
             calc: db.open_tree("calc")?,
+            db,
+        })
+    }
+}
+
+/// sled's page cache. Nothing on the redirect path reads sled (links and
+/// counts are in memory), so the cache only speeds up API reads, which the
+/// OS page cache serves well too. sled counts serialized sizes: the pages
+/// it holds take about twice this in memory (measured with massif: a 64 MiB
+/// cache held ~90 MB after loading 200,000 links), and it fills with the
+/// click log's pages as they are written — ~40 MB of a 10,000-link
+/// server's RSS after a million clicks with 16 MiB.
+const CACHE_BYTES: u64 = 4 << 20;
+
+/// The key a heal writes to prove the store takes writes again.
+const PROBE: &[u8] = b"probe";
+
+impl Store {
+    /// Opens (or creates) the database in `dir`. A handle dropped in this
+    /// process keeps the file lock until sled's background flusher lets go,
+    /// a moment later: the open waits up to 2 s for it (another process
+    /// holding the database still fails, after that wait).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let trees = Trees::open(dir)?;
+        let (counts, marks) = counts::ClickCounts::load(&trees.clicks)?;
+        let store = Self {
+            trees: std::sync::Arc::new(std::sync::RwLock::new(Some(std::sync::Arc::new(trees)))),
+            path: std::sync::Arc::new(dir.to_path_buf()),
+            failed: Default::default(),
             next_event_seq: Default::default(),
             counts: std::sync::Arc::new(counts),
-            db,
         };
         store.replay_clicks(&marks)?;
-        *store.next_event_seq.lock().expect("event seq lock") = store.last_event_seq()? + 1;
+        let head = store.with(|t| events::last_seq(&t.events))?;
+        *store.next_event_seq.lock().expect("event seq lock") = head + 1;
         Ok(store)
+    }
+
+    /// Runs `f` on the open trees; an I/O failure marks the store for
+    /// [`Store::heal`].
+    fn with<R>(&self, f: impl FnOnce(&Trees) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let trees = self
+            .trees
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Reopening)?;
+        let r = f(&trees);
+        if r.as_ref().is_err_and(StoreError::is_io) {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// The click tree itself, for tests that write old formats.
+    #[cfg(test)]
+    fn clicks_tree(&self) -> sled::Tree {
+        self.with(|t| Ok(t.clicks.clone())).expect("store is open")
+    }
+
+    /// Whether a call failed with an I/O error since the last heal.
+    pub fn needs_heal(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reopens the database and proves it takes a durable write. On
+    /// failure (the disk is still full) the store stays marked and the
+    /// caller tries again later; calls meanwhile fail with
+    /// [`StoreError::Reopening`]. Blocking: call from a blocking thread.
+    pub fn heal(&self) -> Result<(), StoreError> {
+        // Not while the disk still refuses a write: the broken Db keeps
+        // serving reads meanwhile.
+        probe_disk(self.path.parent().unwrap_or(&self.path)).map_err(sled::Error::Io)?;
+        // Drop the broken Db first: it holds the file lock.
+        let old = self
+            .trees
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(old);
+        let trees = Trees::open(&self.path)?;
+        trees.calc.insert(PROBE, &[1u8][..])?;
+        trees.db.flush()?;
+        let head = events::last_seq(&trees.events)?;
+        // Appends are held while the seq is reset to what is on disk.
+        let mut next = self.next_event_seq.lock().expect("event seq lock");
+        *next = head + 1;
+        *self
+            .trees
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::sync::Arc::new(trees));
+        drop(next);
+        self.failed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.with(|t| Ok(t.db.flush().map(|_| ())?))
     }
 
     /// A cheap read that fails if the database is unusable.
     pub fn check(&self) -> Result<(), StoreError> {
-        self.partners.first()?;
-        Ok(())
+        self.with(|t| Ok(t.partners.first().map(|_| ())?))
     }
 
     /// Stores a partner durably.
     pub fn put_partner(&self, p: &Partner) -> Result<(), StoreError> {
-        self.partners.insert(p.id.as_bytes(), to_json(p))?;
-        self.flush()
+        self.with(|t| {
+            t.partners.insert(p.id.as_bytes(), to_json(p))?;
+            Ok(t.db.flush().map(|_| ())?)
+        })
     }
 
     /// A partner by id.
     pub fn partner(&self, id: &str) -> Result<Option<Partner>, StoreError> {
-        get_json(&self.partners, id)
+        self.with(|t| get_json(&t.partners, id))
     }
 
     /// Every partner.
     pub fn partners(&self) -> Result<Vec<Partner>, StoreError> {
-        all_json(&self.partners)
+        self.with(|t| all_json(&t.partners))
     }
 
     /// Stores a new link durably; `false` if the code is already taken.
     pub fn insert_link(&self, l: &Link) -> Result<bool, StoreError> {
-        let swapped =
-            self.links
-                .compare_and_swap(l.code.as_bytes(), None::<&[u8]>, Some(to_json(l)))?;
-        if swapped.is_err() {
-            return Ok(false);
-        }
-        self.flush()?;
-        Ok(true)
+        self.with(|t| {
+            let swapped =
+                t.links
+                    .compare_and_swap(l.code.as_bytes(), None::<&[u8]>, Some(to_json(l)))?;
+            if swapped.is_err() {
+                return Ok(false);
+            }
+            t.db.flush()?;
+            Ok(true)
+        })
     }
 
     /// Replaces an existing link durably.
     pub fn put_link(&self, l: &Link) -> Result<(), StoreError> {
-        self.links.insert(l.code.as_bytes(), to_json(l))?;
-        self.flush()
+        self.with(|t| {
+            t.links.insert(l.code.as_bytes(), to_json(l))?;
+            Ok(t.db.flush().map(|_| ())?)
+        })
     }
 
     /// A link by code.
     pub fn link(&self, code: &str) -> Result<Option<Link>, StoreError> {
-        get_json(&self.links, code)
+        self.with(|t| get_json(&t.links, code))
     }
 
     /// Every link, one at a time (a million links never sit in one `Vec`).
     pub fn for_each_link(&self, mut f: impl FnMut(Link)) -> Result<(), StoreError> {
-        for kv in self.links.iter() {
-            let (k, v) = kv?;
-            f(from_json(&k, &v)?);
-        }
-        Ok(())
+        self.with(|t| {
+            for kv in t.links.iter() {
+                let (k, v) = kv?;
+                f(from_json(&k, &v)?);
+            }
+            Ok(())
+        })
     }
+}
+
+/// Writes, syncs and removes a 64 KiB file in `dir`: whether the disk
+/// takes a durable write of about what a batch needs.
+fn probe_disk(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".refedge-write-probe");
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&[0u8; 64 * 1024])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
