@@ -38,9 +38,16 @@ struct Cli {
 enum Command {
     /// Run the server (defaults: 127.0.0.1:8080, data in ./refedge-data).
     Serve {
-        /// TOML settings file; REFEDGE_* environment variables override it.
+        /// TOML settings file; REFEDGE_* environment variables override it,
+        /// and the flags below override both.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Address to listen on (setting `listen`), e.g. 0.0.0.0:8080.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Folder for the database, keys and admin token (setting `data_dir`).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Run a JSON-lines file of events through a fresh calculator and print
     /// the outcome as JSON.
@@ -85,7 +92,19 @@ enum Command {
 }
 
 fn load(config: Option<&PathBuf>) -> Config {
-    match Config::load(config.map(PathBuf::as_path), std::env::vars()) {
+    load_with(config, Vec::new())
+}
+
+/// Settings from the file, then the environment, then `flags` (setting
+/// name, value), later winning.
+fn load_with(config: Option<&PathBuf>, flags: Vec<(&str, String)>) -> Config {
+    let flags = flags.into_iter().map(|(k, v)| {
+        (
+            format!("{}{}", refedge::config::ENV_PREFIX, k.to_uppercase()),
+            v,
+        )
+    });
+    match Config::load(config.map(PathBuf::as_path), std::env::vars().chain(flags)) {
         Ok(c) => c,
         Err(errors) => {
             eprint!("refedge: {errors}");
@@ -172,11 +191,6 @@ fn main() -> anyhow::Result<()> {
             config,
         } => {
             let c = load(config.as_ref());
-            let as_of = if as_of.len() == 10 {
-                format!("{as_of}T00:00:00Z")
-            } else {
-                as_of
-            };
             let token = match &c.admin_token {
                 Some(t) => t.clone(),
                 None => std::fs::read_to_string(c.data_dir.join("admin-token"))
@@ -213,15 +227,20 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&batch)?);
             Ok(())
         }
-        Command::Serve { config } => {
-            let config = load(config.as_ref());
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_new(&config.log)
-                        .context("invalid log filter in setting `log`")?,
-                )
-                .with_writer(std::io::stderr)
-                .init();
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let mut flags = Vec::new();
+            if let Some(l) = listen {
+                flags.push(("listen", l));
+            }
+            if let Some(d) = data_dir {
+                flags.push(("data_dir", d.display().to_string()));
+            }
+            let config = load_with(config.as_ref(), flags);
+            init_logging(&config)?;
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if config.workers > 0 {
                 rt.worker_threads(config.workers);
@@ -229,6 +248,24 @@ fn main() -> anyhow::Result<()> {
             rt.enable_all().build()?.block_on(serve(config))
         }
     }
+}
+
+/// Logs to stderr: text (colours only on a terminal) or one JSON object a
+/// line, filtered by the `log` setting.
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .context("invalid log filter in setting `log`")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        refedge::config::LogFormat::Json => builder.json().init(),
+        refedge::config::LogFormat::Text => {
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -362,3 +362,158 @@ async fn the_bearer_scheme_is_case_insensitive() {
     .await;
     assert_eq!(r.status, 401);
 }
+
+/// Runs the binary with `args` and no environment; returns its first
+/// stdout line's address and the child.
+fn serve_with_args(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_refedge"));
+    cmd.args(args)
+        .env_clear()
+        .env("REFEDGE_ADMIN_TOKEN", ADMIN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("refedge listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+fn stop(mut child: std::process::Child) -> String {
+    use std::io::Read;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    err
+}
+
+#[tokio::test]
+async fn serve_takes_listen_and_data_dir_flags_and_logs_plainly_or_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("flagged");
+    let (child, addr) = serve_with_args(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("REFEDGE_LISTEN", "127.0.0.1:1")],
+    );
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    assert_ne!(addr.port(), 1, "the flag wins over the environment");
+    assert_eq!(send(addr, "GET", "/healthz", &[], None).await.status, 200);
+    assert!(data.join("db").is_dir(), "data went where --data-dir said");
+    let log = stop(child);
+    assert!(log.contains("state loaded"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes in a pipe: {log:?}"
+    );
+
+    let (child, _) = serve_with_args(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("REFEDGE_LOG_FORMAT", "json")],
+    );
+    let log = stop(child);
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "state loaded"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn the_listen_backlog_is_a_setting() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    for (setting, expected) in [(None, 4096.min(somaxconn)), (Some("200"), 200)] {
+        let s = TestServer::start_with(|c| {
+            if let Some(b) = setting {
+                c.listen_backlog = b.parse().unwrap();
+            }
+        })
+        .await;
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{}", s.addr().port())])
+            .output();
+        let Ok(out) = out else {
+            eprintln!("SKIPPED: no ss here to read the backlog");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // LISTEN Recv-Q Send-Q ...: Send-Q is the backlog.
+        let backlog: u32 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("ss said {text:?}"));
+        assert_eq!(backlog, expected, "{text}");
+    }
+}
+
+#[tokio::test]
+async fn payout_dates_may_be_plain_dates() {
+    let s = TestServer::start().await;
+    let r = api(
+        s.addr(),
+        "POST",
+        "/api/v1/payouts/run",
+        Some(json!({"program": "krispcall", "as_of": "2026-04-13", "dry_run": true})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["as_of"], "2026-04-13T00:00:00Z");
+    let r = api(
+        s.addr(),
+        "POST",
+        "/api/v1/payouts/run",
+        Some(json!({"program": "krispcall", "as_of": "13/04/2026"})),
+    )
+    .await;
+    assert_eq!((r.status, r.json()["field"].clone()), (422, json!("as_of")));
+    let p = s.partner("krispcall", "ann@blog.example").await;
+    let r = api(
+        s.addr(),
+        "GET",
+        &format!("/api/v1/partners/{p}/balance?as_of=2026-04-13"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["as_of"], "2026-04-13T00:00:00Z");
+}

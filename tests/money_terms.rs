@@ -85,8 +85,9 @@ fn aloware_a_tier_top_up_on_a_charged_back_invoice_is_reversed_with_it() {
                    "occurred_at": "2026-03-02T00:00:00Z", "customer_id": "c1",
                    "invoice_id": "A-1", "amount": "3000.00"}),
             pay("aloware", "B-1", "c2", "2026-03-03", "USD", "2500.00"),
-            // Aloware pays a month after close: well past it.
-            payout_run("aloware", "2026-06-15"),
+            // Aloware pays a month after close: well past it. A plain date
+            // is that day's midnight UTC.
+            json!({"type": "payout_run", "program": "aloware", "as_of": "2026-06-15"}),
         ],
     );
     // The month's MRR counts what was paid (5,500: the 30% tier, as

@@ -260,6 +260,8 @@ pub struct FxRate(
 #[serde(deny_unknown_fields)]
 pub struct PayoutRun {
     pub program: String,
+    /// The payout date; a plain `YYYY-MM-DD` means midnight UTC.
+    #[serde(deserialize_with = "instant")]
     pub as_of: DateTime<Utc>,
     /// Last click per partner up to `as_of` (filled in by the server from
     /// the click log; replay files send `click` records instead).
@@ -276,6 +278,28 @@ pub struct PayoutRun {
 pub struct PayoutConfirm {
     pub payout_id: String,
     pub occurred_at: DateTime<Utc>,
+}
+
+/// An instant given as RFC 3339 (`2026-12-13T00:00:00Z`) or as a plain
+/// date (`2026-12-13`), which means that day's first instant, midnight UTC.
+pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+/// Serde: [`parse_instant`].
+pub fn instant<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_instant(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not an RFC 3339 time or a YYYY-MM-DD date"
+        ))
+    })
 }
 
 fn opt_decimal_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {

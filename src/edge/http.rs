@@ -260,13 +260,8 @@ fn field_error(e: Result<crate::json::FieldError, String>) -> ApiError {
 
 /// A query time: RFC 3339, or a `YYYY-MM-DD` date meaning its midnight UTC.
 pub fn parse_time(field: &str, v: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
-    use chrono::{NaiveDate, TimeZone, Utc};
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(v, "%Y-%m-%d")
-        .map(|d| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")))
-        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time or a YYYY-MM-DD date"))
+    crate::commission::event::parse_instant(v)
+        .ok_or_else(|| ApiError::invalid(field, "must be an RFC 3339 time or a YYYY-MM-DD date"))
 }
 
 /// [`parse_time`] as epoch milliseconds.

@@ -228,9 +228,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         name: "click-writer",
         source,
     })?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
+    let listener =
+        bind(config.listen, config.listen_backlog).map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -346,6 +345,19 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         shutdown: tx,
         task,
     })
+}
+
+/// The listening socket, with the configured accept backlog (a burst of
+/// connects beyond the backlog waits for SYN retries, a second or more).
+fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// How often a store that failed a write is reopened and tried again.

@@ -628,6 +628,7 @@ pub async fn customer(
 #[serde(deny_unknown_fields)]
 struct RunIn {
     program: String,
+    #[serde(deserialize_with = "crate::commission::event::instant")]
     as_of: DateTime<Utc>,
     #[serde(default)]
     dry_run: bool,
