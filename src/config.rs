@@ -169,14 +169,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
-        let mut root = Table::new();
-        let mut programs = Table::new();
-        for (key, text) in PRESETS {
-            let t: Table = text.parse().expect("presets are valid TOML");
-            programs.insert((*key).to_string(), Value::Table(t));
-        }
-        root.insert("programs".into(), Value::Table(programs));
-
+        let mut root = Self::preset_root();
         if let Some(path) = file {
             match std::fs::read_to_string(path) {
                 Ok(text) => match text.parse::<Table>() {
@@ -186,6 +179,38 @@ impl Config {
                 Err(e) => errors.push(err("--config", format!("{}: {e}", path.display()))),
             }
         }
+        Self::finish_load(root, errors, env)
+    }
+
+    /// Settings from TOML text (as a `--config` file holds) over the
+    /// defaults, with no environment.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigErrors> {
+        let mut root = Self::preset_root();
+        let mut errors = Vec::new();
+        match text.parse::<Table>() {
+            Ok(t) => merge(&mut root, t),
+            Err(e) => errors.push(err("--config", e.to_string())),
+        }
+        Self::finish_load(root, errors, std::iter::empty())
+    }
+
+    /// The presets as a settings table.
+    fn preset_root() -> Table {
+        let mut root = Table::new();
+        let mut programs = Table::new();
+        for (key, text) in PRESETS {
+            let t: Table = text.parse().expect("presets are valid TOML");
+            programs.insert((*key).to_string(), Value::Table(t));
+        }
+        root.insert("programs".into(), Value::Table(programs));
+        root
+    }
+
+    fn finish_load(
+        mut root: Table,
+        mut errors: Vec<ConfigError>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
         for (name, value) in env {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;

@@ -3,7 +3,7 @@
 
 mod api;
 pub mod client;
-mod client_ip;
+pub mod client_ip;
 mod fraud_api;
 pub mod http;
 mod idle;
