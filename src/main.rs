@@ -82,7 +82,11 @@ enum Command {
     },
     /// Classify user agents read from standard input, one per line: prints
     /// `bot` or `human` for each, in order.
-    CheckUa,
+    CheckUa {
+        /// Also print why, after a tab (`bot\t<reason>`).
+        #[arg(long)]
+        why: bool,
+    },
     /// Validate settings and print the programs they define, then exit.
     CheckConfig {
         /// TOML settings file; REFEDGE_* environment variables override it.
@@ -139,7 +143,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::CheckUa => {
+        Command::CheckUa { why } => {
             use std::io::{BufRead, Write};
             let mut input = std::io::stdin().lock();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -149,12 +153,11 @@ fn main() -> anyhow::Result<()> {
             while input.read_until(b'\n', &mut line)? > 0 {
                 let text = String::from_utf8_lossy(&line);
                 let ua = text.trim_end_matches(['\n', '\r']);
-                let verdict = if refedge::fraud::ua::is_bot(ua) {
-                    "bot"
-                } else {
-                    "human"
-                };
-                writeln!(out, "{verdict}")?;
+                match refedge::fraud::ua::bot_reason(ua) {
+                    Some(reason) if why => writeln!(out, "bot\t{reason}")?,
+                    Some(_) => writeln!(out, "bot")?,
+                    None => writeln!(out, "human")?,
+                }
                 line.clear();
             }
             out.flush()?;

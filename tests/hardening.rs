@@ -517,3 +517,39 @@ async fn payout_dates_may_be_plain_dates() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["as_of"], "2026-04-13T00:00:00Z");
 }
+
+#[tokio::test]
+async fn app_clients_are_flagged_unless_the_program_says_otherwise() {
+    let dalvik = "Dalvik/2.1.0 (Linux; U; Android 13; SM-S911B Build/TP1A.220624.014)";
+    for (flag, expected) in [(true, "flagged"), (false, "valid")] {
+        let s = TestServer::start_with(|c| {
+            c.programs
+                .get_mut("krispcall")
+                .unwrap()
+                .fraud
+                .flag_app_clients = flag;
+        })
+        .await;
+        let p = s.partner("krispcall", "ann@blog.example").await;
+        s.link(&p, "https://krispcall.com/", Some("app-link")).await;
+        let visitor = next_visitor();
+        let r = send(
+            s.addr(),
+            "GET",
+            "/r/app-link",
+            &[
+                ("x-forwarded-for", &visitor),
+                ("user-agent", dalvik),
+                ("accept", "text/html"),
+                ("accept-language", "en"),
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 302);
+        let clicks = api(s.addr(), "GET", "/api/v1/clicks?link=app-link", None)
+            .await
+            .json();
+        assert_eq!(clicks["clicks"][0]["verdict"], expected, "{clicks}");
+    }
+}

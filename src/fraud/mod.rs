@@ -146,6 +146,10 @@ pub struct FraudRules {
     pub require_browser_headers: bool,
     /// Clicks from data-centre networks are `bot`.
     pub datacenter_is_bot: bool,
+    /// Clicks whose user agent is an app's own HTTP client (Android's
+    /// `Dalvik/…`: an app fetching the link, not a person navigating) are
+    /// `bot`. In-app browsers (web views) are browsers either way.
+    pub flag_app_clients: bool,
     /// Signups sooner than this after their click are scripted leads.
     pub min_click_to_signup_seconds: u64,
 }
@@ -167,6 +171,7 @@ impl Default for FraudRules {
             brand_terms: Vec::new(),
             require_browser_headers: true,
             datacenter_is_bot: true,
+            flag_app_clients: true,
             min_click_to_signup_seconds: 5,
         }
     }
@@ -646,7 +651,7 @@ impl Guard {
         match f.user_agent {
             None => flag(Reason::Bot, "no user-agent".into()),
             Some(ua) => {
-                if let Some(why) = self.user_agent_reason(ua) {
+                if let Some(why) = self.user_agent_reason(ua, r.flag_app_clients) {
                     flag(Reason::Bot, why);
                 }
             }
@@ -853,18 +858,21 @@ impl Guard {
     /// repeats a few thousand browser strings: their seeded 64-bit hashes
     /// sit in a small direct-mapped table, and a hit skips the classifier's
     /// scan (a bot's string is classified every time, for its evidence).
-    fn user_agent_reason(&self, agent: &str) -> Option<String> {
+    fn user_agent_reason(&self, agent: &str, flag_app_clients: bool) -> Option<String> {
         // Low bit set: 0 marks an empty slot.
         let h = self.hasher.hash_one(agent) | 1;
         let slot = &self.human_agents[(h >> 32) as usize % HUMAN_AGENT_SLOTS];
         if slot.load(Ordering::Relaxed) == h {
             return None;
         }
-        let reason = ua::bot_reason(agent);
-        if reason.is_none() {
-            slot.store(h, Ordering::Relaxed);
+        match ua::classify(agent) {
+            ua::Class::Human => {
+                slot.store(h, Ordering::Relaxed);
+                None
+            }
+            ua::Class::AppClient(why) => flag_app_clients.then_some(why),
+            ua::Class::Bot(why) => Some(why),
         }
-        reason
     }
 
     /// Drops idle visitors' limiter state and expired window entries, all
@@ -1067,8 +1075,8 @@ mod tests {
         let g = guard(&clock());
         let bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
         for _ in 0..3 {
-            assert_eq!(g.user_agent_reason(FIREFOX), None);
-            assert!(g.user_agent_reason(bot).is_some());
+            assert_eq!(g.user_agent_reason(FIREFOX, true), None);
+            assert!(g.user_agent_reason(bot, true).is_some());
         }
     }
 

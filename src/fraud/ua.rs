@@ -1,11 +1,15 @@
-//! The user-agent classifier: `bot` or `human`, from the string alone.
+//! The user-agent classifier: a person's browser, an app's HTTP client or
+//! a bot, from the string alone.
 //!
-//! Real browsers all send `Mozilla/5.0 (…)`; crawlers, link-preview
-//! fetchers, monitors, HTTP libraries and headless browsers give themselves
-//! away with a token (`bot`, `crawl`, `python-requests`, `HeadlessChrome`…),
-//! a contact URL, or a `compatible;` product that is not Internet Explorer.
-//! One precompiled case-insensitive Aho-Corasick automaton scans the string
-//! once; nothing is allocated.
+//! Crawlers, link-preview fetchers, monitors, scanners, HTTP libraries and
+//! headless browsers give themselves away with a token (`bot`, `crawler`,
+//! `python-requests`, `HeadlessChrome`…), a contact address, a
+//! `compatible;` product that is not a browser, or by naming no browser at
+//! all. Tokens count only as tokens (see [`classify`]); browsers need not
+//! lead with `Mozilla/5.0` (feature phones, TVs, Opera Mini and UC Browser
+//! do not). One precompiled case-insensitive Aho-Corasick automaton scans
+//! the string once; nothing is allocated for a browser. Measured on a
+//! public corpus by `tests/ua_corpus.rs`.
 
 use aho_corasick::AhoCorasick;
 use std::sync::LazyLock;
@@ -178,6 +182,43 @@ const BOT_TOKENS: &[&str] = &[
     "ptst/",
     "chrome-lighthouse",
     "speedcurve",
+    // generic words crawlers, scrapers and scanners call themselves
+    "crawler",
+    "scraper",
+    "robots",
+    "scan",
+    // crawlers, monitors and audit tools that append their name to a
+    // browser's string (crawler-user-agents' list: tests/fixtures/ua-corpus)
+    "hotjar",
+    "ghost inspector",
+    "silktide",
+    "securityheaders",
+    "hardenize",
+    "thousandeyes",
+    "watchtowr",
+    "collapsify",
+    "readable/",
+    "printfriendly",
+    "linktiger",
+    "marketgoo",
+    "netshelter",
+    "imageproxy",
+    "foregenix",
+    "sindup",
+    "scope3",
+    "testlocally",
+    "-google",
+    "pwabuilder",
+    "manus-user",
+    "newsai/",
+    "geedoshop",
+    "miniature.io",
+    "openvas",
+    "xmco",
+    "turingos",
+    "nitro-optimizer",
+    "newsnow",
+    "rigor",
     // crawlers that put their name in an otherwise browser-like string
     "ips-agent",
     "appinsights",
@@ -190,6 +231,85 @@ const BOT_TOKENS: &[&str] = &[
 /// Browsers whose names contain a bot token (`CUBOT` phones).
 const HUMAN_EXCEPTIONS: &[&str] = &["cubot"];
 
+/// Browsers and devices that do not lead with `Mozilla/` or `Opera/`:
+/// feature-phone and TV browsers (UC Browser, Opera Mini, NetFront,
+/// Openwave, Obigo, Teleca, BlackBerry, MAUI, HbbTV…), phone makers'
+/// product strings and J2ME profiles, and apps' web views naming their
+/// platform. A string with none of these and no `Mozilla/` names no
+/// browser.
+const BROWSER_MARKS: &[&str] = &[
+    "mozilla/",
+    "opera",
+    "ucweb",
+    "ucbrowser",
+    "uc browser",
+    "juc ",
+    "netfront",
+    "up.browser",
+    "up.link",
+    "obigo",
+    "teleca",
+    "dolfin",
+    "blackberry",
+    "nokia",
+    "series40",
+    "series60",
+    "symbian",
+    "midp",
+    "cldc",
+    "semc-browser",
+    "polaris",
+    "jasmine",
+    "openwave",
+    "opwv",
+    "hbbtv",
+    "maui",
+    "mre/",
+    "konqueror",
+    "browser",
+    "wap",
+    "docomo",
+    "kddi",
+    "softbank",
+    "vodafone",
+    "samsung",
+    "sonyericsson",
+    "lg-",
+    "mot-",
+    "huawei",
+    "zte",
+    "alcatel",
+    "sharp",
+    "sanyo",
+    "htc",
+    "sie-",
+    "android",
+    "iphone",
+    "ipad",
+    "ipod",
+    "ios ",
+    "applewebkit",
+    "webkit",
+    "gecko",
+    "windows ce",
+    "windows phone",
+    "iemobile",
+    "palmos",
+    "webos",
+    "kindle",
+    "playstation",
+    "nintendo",
+    "xbox",
+    "smart-tv",
+    "smarttv",
+    "tizen",
+    "bada",
+    "links (",
+    "lynx/",
+    "elinks/",
+    "mosaic/",
+];
+
 /// Contact addresses: browsers never carry one.
 const MARKERS: &[&str] = &["http://", "https://", "www.", "+http", ".com/", "@"];
 
@@ -199,6 +319,7 @@ const COMPATIBLE: &str = "compatible;";
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Token,
+    BrowserMark,
     Exception,
     Marker,
     Compatible,
@@ -215,6 +336,7 @@ static CLASSIFIER: LazyLock<Classifier> = LazyLock::new(|| {
     for (list, kind) in [
         (BOT_TOKENS, Kind::Token),
         (HUMAN_EXCEPTIONS, Kind::Exception),
+        (BROWSER_MARKS, Kind::BrowserMark),
         (MARKERS, Kind::Marker),
         (&[COMPATIBLE][..], Kind::Compatible),
     ] {
@@ -230,91 +352,199 @@ static CLASSIFIER: LazyLock<Classifier> = LazyLock::new(|| {
     Classifier { automaton, kinds }
 });
 
-/// Why a user agent is not a person's browser; `None` if it looks like one.
-/// One pass of one automaton finds tokens, exceptions, contact markers and
-/// `compatible;` together.
-pub fn bot_reason(ua: &str) -> Option<String> {
+/// What a user agent says about its client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Class {
+    /// A person's browser (or an in-app browser, a web view).
+    Human,
+    /// An app's own HTTP client (Android's `Dalvik/…`): a fetch made by an
+    /// app, not a person navigating. Flagged or not by the program's
+    /// `fraud.flag_app_clients` setting.
+    AppClient(String),
+    /// A crawler, fetcher, monitor, library or headless browser, and why.
+    Bot(String),
+}
+
+/// Classifies a user agent from the string alone.
+///
+/// Tokens count as tokens: a match must begin or end a word (`Googlebot`,
+/// `python-requests`, not `robotics`), a token ending in `/` must be a
+/// product with a version (`Java/1.8`, not a phone's `Java/HWJa`), and the
+/// device model of an Android browser (`M bot 51`, `RUBY`) is not read for
+/// tokens at all. Browsers need not start with `Mozilla/5.0`: feature
+/// phones, TVs, Opera Mini and UC Browser send their own products.
+pub fn classify(ua: &str) -> Class {
     let ua = ua.trim();
     if ua.is_empty() {
-        return Some("empty user-agent".into());
+        return Class::Bot("empty user-agent".into());
     }
-    if ua.len() < 25 {
-        return Some(format!("user-agent {ua:?} is too short for a browser"));
+    if !ua.bytes().any(|b| b.is_ascii_alphabetic()) {
+        return Class::Bot(format!("user-agent {ua:?} names no product"));
     }
-    if let Some(why) = unlike_a_browser(ua) {
-        return Some(why.into());
+    let starts = |p: &str| ua.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
+    if starts("dalvik/") {
+        return Class::AppClient(
+            "user-agent is an Android app's HTTP client (Dalvik), not a browser".into(),
+        );
     }
+    let device = android_device(ua);
     let c = &*CLASSIFIER;
-    let mut exceptions = [(0usize, 0usize); 2];
-    let mut n_exc = 0;
-    let mut token = None;
     let mut marker = None;
     let mut compatible = None;
+    let mut browser_mark = starts("mozilla/") || starts("opera/");
+    let mut exceptions: [(usize, usize); 2] = [(0, 0); 2];
+    let mut n_exc = 0;
+    let mut tokens: [(usize, usize); 4] = [(0, 0); 4];
+    let mut n_tok = 0;
     for m in c.automaton.find_overlapping_iter(ua) {
+        let (s, e) = (m.start(), m.end());
+        if device.is_some_and(|(ds, de)| s >= ds && e <= de) {
+            continue;
+        }
         match c.kinds[m.pattern().as_usize()] {
             Kind::Exception if n_exc < exceptions.len() => {
-                exceptions[n_exc] = (m.start(), m.end());
+                exceptions[n_exc] = (s, e);
                 n_exc += 1;
             }
-            Kind::Token if token.is_none() => token = Some((m.start(), m.end())),
-            Kind::Token => {}
-            Kind::Marker if marker.is_none() => marker = Some((m.start(), m.end())),
-            Kind::Compatible if compatible.is_none() => compatible = Some(m.start()),
+            Kind::Token if n_tok < tokens.len() && is_token(ua.as_bytes(), s, e) => {
+                tokens[n_tok] = (s, e);
+                n_tok += 1;
+            }
+            Kind::Marker if marker.is_none() && is_contact(ua.as_bytes(), s, e) => {
+                marker = Some((s, e))
+            }
+            Kind::Compatible if compatible.is_none() => compatible = Some(s),
+            Kind::BrowserMark => browser_mark = true,
             _ => {}
         }
     }
-    // A token inside an exception (CUBOT) does not count; look for another.
-    if let Some((s, e)) = token {
-        let excepted = exceptions[..n_exc]
+    // A token inside an exception (CUBOT) does not count.
+    if let Some(&(s, e)) = tokens[..n_tok].iter().find(|&&(s, e)| {
+        !exceptions[..n_exc]
             .iter()
-            .any(|&(xs, xe)| s >= xs && e <= xe);
-        if !excepted {
-            return Some(format!("user-agent contains {:?}", &ua[s..e]));
-        }
-        for m in c.automaton.find_overlapping_iter(ua) {
-            if c.kinds[m.pattern().as_usize()] == Kind::Token
-                && !exceptions[..n_exc]
-                    .iter()
-                    .any(|&(xs, xe)| m.start() >= xs && m.end() <= xe)
-            {
-                return Some(format!("user-agent contains {:?}", &ua[m.start()..m.end()]));
-            }
-        }
+            .any(|&(xs, xe)| s >= xs && e <= xe)
+    }) {
+        return Class::Bot(format!("user-agent contains {:?}", &ua[s..e]));
     }
     if let Some((s, e)) = marker {
-        return Some(format!(
+        return Class::Bot(format!(
             "user-agent carries a contact address ({})",
             &ua[s..e]
         ));
     }
+    if !browser_mark {
+        return Class::Bot("user-agent names no browser, device or web view".into());
+    }
     if let Some(i) = compatible {
         let rest = &ua[i..];
-        if !(rest.contains("MSIE") || rest.contains("Trident")) {
-            return Some("user-agent is a compatible; product that is not a browser".into());
+        if !BROWSERS_SAYING_COMPATIBLE.iter().any(|b| rest.contains(b)) {
+            return Class::Bot("user-agent is a compatible; product that is not a browser".into());
         }
     }
-    None
+    if ancient_desktop_ie(ua) {
+        return Class::Bot(
+            "user-agent is desktop Internet Explorer 6 or older, which no one browses with; scripts send it"
+                .into(),
+        );
+    }
+    Class::Human
 }
 
-/// Why a user agent's leading product is not one a browser in use sends.
-///
-/// Every browser in use sends `Mozilla/5.0 (…)`, except two older families
-/// that still have real users: Presto-era Opera (`Opera/9.80`, which Opera
-/// Mini still sends) and Internet Explorer 7 and 8 (`Mozilla/4.0
-/// (compatible; MSIE 8.0; …; Trident/4.0…)`). Other `Mozilla/4` and older
-/// strings, and anything else, are scripts and crawlers.
-fn unlike_a_browser(ua: &str) -> Option<&'static str> {
-    let starts = |p: &str| ua.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
-    if starts("mozilla/5") || starts("opera/9.80 (") {
-        return None;
+/// `MSIE 1`–`6` on desktop Windows (phones' IE Mobile strings say
+/// `Windows CE`, `IEMobile`, `PPC` or a phone profile and are kept).
+fn ancient_desktop_ie(ua: &str) -> bool {
+    let Some(at) = ua.find("MSIE ") else {
+        return false;
+    };
+    let major: String = ua[at + 5..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let old = major.parse::<u32>().is_ok_and(|v| v <= 6);
+    let desktop = ua.contains("Windows NT") || ua.contains("Windows 9");
+    let phone = [
+        "Windows CE",
+        "IEMobile",
+        "PPC",
+        "Smartphone",
+        "MIDP",
+        "Symbian",
+        "Opera",
+    ]
+    .iter()
+    .any(|p| ua.contains(p));
+    old && desktop && !phone
+}
+
+/// Browsers that put `compatible;` in their comment.
+const BROWSERS_SAYING_COMPATIBLE: &[&str] = &[
+    "MSIE",
+    "Trident",
+    "Konqueror",
+    "IEMobile",
+    "Opera",
+    "UCWEB",
+    "UC Browser",
+    "NetFront",
+    "Polaris",
+    "Teleca",
+];
+
+/// Whether a pattern match at `s..e` stands as a token: it begins or ends a
+/// word; a product pattern (`java/`) begins one and is followed by a
+/// version digit (`Java/1.8`, not `HuaweiJava/1.0` or `Java/HWJa`).
+fn is_token(ua: &[u8], s: usize, e: usize) -> bool {
+    let word = |i: usize| ua.get(i).is_some_and(u8::is_ascii_alphanumeric);
+    let begins = s == 0 || !word(s - 1);
+    if ua[e - 1] == b'/' {
+        return begins && ua.get(e).is_some_and(u8::is_ascii_digit);
     }
-    if starts("mozilla/4.0 (compatible; msie ") && ua.contains("Trident/") {
-        return None;
+    let ends = !word(e);
+    begins || ends
+}
+
+/// Whether a marker match is a contact address: a URL start, or an e-mail
+/// address (`name@host.tld`, not `android@6.0.4`).
+fn is_contact(ua: &[u8], s: usize, e: usize) -> bool {
+    if ua[s] != b'@' {
+        return true;
     }
-    if starts("mozilla/") {
-        Some("user-agent claims a Mozilla version no browser in use sends")
-    } else {
-        Some("user-agent does not start with Mozilla/")
+    let local = s > 0 && (ua[s - 1].is_ascii_alphanumeric() || ua[s - 1] == b'.');
+    let host: Vec<u8> = ua[e..]
+        .iter()
+        .copied()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'.' || *b == b'-')
+        .collect();
+    let tld = host
+        .rsplit(|&b| b == b'.')
+        .next()
+        .filter(|_| host.contains(&b'.'))
+        .is_some_and(|t| t.len() >= 2 && t.iter().all(u8::is_ascii_alphabetic));
+    local && tld
+}
+
+/// The device part of an Android browser's first comment: what follows
+/// the `Android <version>` item up to the comment's end
+/// (`(Linux; Android 10; M bot 51 Build/QP1A; wv)` → ` M bot 51 Build/QP1A; wv`).
+/// A device's model is the maker's word, not a client's: it is not read for
+/// tokens.
+fn android_device(ua: &str) -> Option<(usize, usize)> {
+    let open = ua.find('(')?;
+    let close = open + ua[open..].find(')')?;
+    let comment = &ua.as_bytes()[open..close];
+    let at = comment
+        .windows(7)
+        .position(|w| w.eq_ignore_ascii_case(b"android"))?;
+    let item_end = comment[at..].iter().position(|&b| b == b';')? + at;
+    Some((open + item_end + 1, close))
+}
+
+/// Why a user agent is not a person's browser; `None` if it looks like one.
+/// App clients count as bots here (the default of `fraud.flag_app_clients`).
+pub fn bot_reason(ua: &str) -> Option<String> {
+    match classify(ua) {
+        Class::Human => None,
+        Class::AppClient(why) | Class::Bot(why) => Some(why),
     }
 }
 
@@ -358,6 +588,24 @@ mod tests {
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) obsidian/1.6.5 Chrome/124.0.6367.243 Electron/30.1.2 Safari/537.36",
             "Mozilla/5.0 (Linux; Android 12; Redmi Note 9 Pro Build/SKQ1.211019.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/126.0.6478.134 Mobile Safari/537.36",
             "Mozilla/5.0 (Linux; Android 8.0; Pixel 2 Build/OPD3.170816.012) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+            // Browsers that do not lead with Mozilla/5.0 (issue 14's list).
+            "UCWEB/2.0 (MIDP-2.0; U; Adr 4.0.4; en-US; ZTE_U795) U2/1.0.0 UCBrowser/10.7.6.805 U2/1.0.0 Mobile",
+            "Opera/9.80 (J2ME/MIDP; Opera Mini/5.1.21214/28.2725; U; en) Presto/2.8.119 Version/11.10",
+            "SAMSUNG-SGH-E250/1.0 Profile/MIDP-2.0 Configuration/CLDC-1.1 UP.Browser/6.2.3.3.c.1.101 (GUI) MMP/2.0",
+            "AMOI-V810 NetFront/3.2",
+            "BlackBerry8520/5.0.0.681 Profile/MIDP-2.1 Configuration/CLDC-1.1 VendorID/600",
+            "Nokia 1680 classic",
+            "HbbTV/1.1.1 (;Panasonic;VIERA 2011;3.101;0071-3103 2000-0000;)",
+            "Mozilla/5.0 (compatible; Konqueror/4.4; Linux) KHTML/4.4.5 (like Gecko)",
+            "Mozilla/4.0 (compatible; Polaris 6.2; Brew 3.1.5; en)/240X320 Samsung sam-r640",
+            "Huawei/1.0/0HuaweiU2800/B000 Browser/Obigo-Browser/Q05A HUAWEI-U2800 HuaweiJava/1.0 Profile/MIDP-2.0 Configuration/CLDC-1.1",
+            // Device models are the maker's words, not a client's.
+            "Mozilla/5.0 (Linux; Android 10; M bot 51 Build/QP1A.190711.020) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 11; B BOT 50) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/118.0.0.0 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 9; RUBY) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/110.0.0.0 Mobile Safari/537.36",
+            "Mozilla/5.0 (Linux; U; Android 4.4.2; rubyplus Build/KOT49H) AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 Mobile Safari/534.30",
+            // An Ecosia build tag is no contact address.
+            "Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36 (Ecosia android@120.0.6099.230)",
         ] {
             assert_eq!(bot_reason(ua), None, "{ua}");
         }
@@ -406,7 +654,13 @@ mod tests {
             // Old products no browser in use sends; scripts fake them.
             "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)",
             "Mozilla/4.5 (compatible; HTTrack 3.0x; Windows 98)",
-            "Opera/9.00 (Windows NT 5.1; U; en)",
+            // No leading product of a browser, and no browser named anywhere.
+            "AHC/2.0",
+            "Bitbucket-Webhooks/2.0",
+            "Java/1.8.0_392",
+            // Tokens as tokens: a generic word ending a product's name.
+            "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.0; Offline Explorer; MSIECrawler)",
+            "Mozilla/5.0 (Windows NT 6.2; WOW64) AppleWebKit/537.22 (KHTML, like Gecko) Chrome/25.0.1364.5 Safari/537.22 +awesomecrawler",
         ] {
             assert!(is_bot(ua), "{ua:?} passed as human");
         }
