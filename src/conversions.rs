@@ -512,3 +512,48 @@ pub fn internal_id(e: &Event) -> String {
         other => other.id().unwrap_or_default().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commission::event::{Cancellation, Event};
+
+    fn cancellation(id: &str) -> NewEvent {
+        NewEvent {
+            id: id.into(),
+            digest: [1; 32],
+            event: Event::Cancellation(Cancellation {
+                id: id.into(),
+                program: "krispcall".into(),
+                occurred_at: "2026-03-01T00:00:00Z".parse().unwrap(),
+                customer_id: "c1".into(),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn readiness_reports_a_calculator_behind_or_stalled_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let books = crate::replay::books(&crate::config::Config::defaults("unused").programs);
+        let conv = Conversions::open(store, books, 1000, None).unwrap();
+        assert_eq!(conv.readiness(10, Duration::ZERO), Ok(()));
+        let now = "2026-03-01T00:00:00Z".parse().unwrap();
+        conv.ingest(vec![cancellation("a"), cancellation("b")], now)
+            .unwrap();
+        // The calculator task is not running: two events wait.
+        assert_eq!(
+            conv.readiness(1, Duration::from_secs(3600)),
+            Err(NotReady::Behind { lag: 2, bound: 1 })
+        );
+        assert!(matches!(
+            conv.readiness(10, Duration::ZERO),
+            Err(NotReady::Stalled { lag: 2, .. })
+        ));
+        assert_eq!(conv.readiness(10, Duration::from_secs(3600)), Ok(()));
+        let task = conv.start();
+        assert!(conv.wait_for(2, Duration::from_secs(10)).await);
+        assert_eq!(conv.readiness(1, Duration::ZERO), Ok(()));
+        conv.stop(task).await;
+    }
+}
