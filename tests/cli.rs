@@ -118,18 +118,7 @@ async fn payouts_command_previews_and_runs_a_batch_on_the_server() {
         if dry {
             args.push("--dry-run");
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_refedge"))
-            .args(&args)
-            .env_clear()
-            .env("REFEDGE_ADMIN_TOKEN", ADMIN)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        run_json(&args)
     };
     let preview = run(true);
     assert_eq!(

@@ -92,16 +92,23 @@ async fn post_until_refused(addr: std::net::SocketAddr, prefix: &str) -> (Vec<St
     panic!("the full disk never refused an event");
 }
 
-#[tokio::test]
-async fn a_full_disk_answers_503_and_heals_without_a_restart() {
-    let Some(disk) = SmallDisk::mount(8) else {
-        return;
-    };
+/// A server on a small disk, with a partner and its link `ann-link`, and
+/// the disk then filled. `None` where no tmpfs can be mounted.
+async fn server_on_a_full_disk() -> Option<(SmallDisk, PathBuf, Process, PathBuf)> {
+    let disk = SmallDisk::mount(8)?;
     let data = disk.path().join("data");
     let server = Process::spawn(&data, &[]);
     let p = create_partner(server.addr, "krispcall", "ann@blog.example").await;
     create_link(server.addr, &p, "https://krispcall.com/", Some("ann-link")).await;
     let filler = disk.fill();
+    Some((disk, data, server, filler))
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_heals_without_a_restart() {
+    let Some((_disk, data, server, filler)) = server_on_a_full_disk().await else {
+        return;
+    };
 
     let (mut acked, refused) = post_until_refused(server.addr, "a").await;
     assert_eq!(
@@ -170,19 +177,15 @@ async fn a_full_disk_answers_503_and_heals_without_a_restart() {
     acked.sort();
     assert_eq!(seen, acked);
     again.signal("TERM");
-    assert_eq!(again.wait().0, Some(0));
+    let (code, log) = again.wait();
+    assert_eq!(code, Some(0), "{log}");
 }
 
 #[tokio::test]
 async fn a_graceful_stop_on_a_full_disk_says_what_it_could_not_write() {
-    let Some(disk) = SmallDisk::mount(8) else {
+    let Some((_disk, data, server, filler)) = server_on_a_full_disk().await else {
         return;
     };
-    let data = disk.path().join("data");
-    let server = Process::spawn(&data, &[]);
-    let p = create_partner(server.addr, "krispcall", "ann@blog.example").await;
-    create_link(server.addr, &p, "https://krispcall.com/", Some("ann-link")).await;
-    disk.fill();
     let (acked, refused) = post_until_refused(server.addr, "b").await;
     assert_eq!(refused.status, 503);
     for _ in 0..20 {
@@ -197,7 +200,7 @@ async fn a_graceful_stop_on_a_full_disk_says_what_it_could_not_write() {
         "{log}"
     );
     // And they were.
-    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    std::fs::remove_file(filler).unwrap();
     let again = Process::spawn(&data, &[]);
     let seq = acked.len() as u64 + 1;
     let refs = api(

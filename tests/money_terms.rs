@@ -1,8 +1,11 @@
 //! Four disagreements with the programs' terms found by random scenarios
 //! (issue 14, item 8), each reproduced through the real `refedge replay`.
 
+mod common;
+
+use common::run_json;
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use std::process::Command;
 
 /// Partner `p1` in `program`, clicks `k1`/`k2` a few days before signups of
 /// `c1`/`c2`, then `events`; replays them and returns the outcome.
@@ -28,17 +31,7 @@ fn replay(program: &str, currency: &str, events: &[Value]) -> Value {
     let file = dir.path().join("events.jsonl");
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_refedge"))
-        .args(["replay", file.to_str().unwrap()])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let o: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = run_json(&["replay", file.to_str().unwrap()]);
     assert_eq!(o["referrals"].as_array().unwrap().len(), 2, "{o}");
     o
 }
@@ -104,8 +97,6 @@ fn aloware_a_tier_top_up_on_a_charged_back_invoice_is_reversed_with_it() {
         .sum();
     assert_eq!(on_a1, Decimal::ZERO, "nothing is earned on A-1: {lines:?}");
 }
-
-use rust_decimal::Decimal;
 
 #[test]
 fn aircall_counts_billing_months_not_invoices() {

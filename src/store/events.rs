@@ -134,13 +134,7 @@ impl Store {
             t.events
                 .range(event_key(cursor + 1)..event_key(head))
                 .take(limit)
-                .map(|kv| {
-                    let (k, v) = kv?;
-                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                        key: format!("{k:?}"),
-                        reason: e.to_string(),
-                    })
-                })
+                .map(decode)
                 .collect()
         })
     }
@@ -181,19 +175,19 @@ impl Store {
 
     /// Every event set aside, oldest first.
     pub fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
-        self.with(|t| {
-            t.calc
-                .scan_prefix([QUARANTINE])
-                .map(|kv| {
-                    let (k, v) = kv?;
-                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                        key: format!("{k:?}"),
-                        reason: e.to_string(),
-                    })
-                })
-                .collect()
-        })
+        self.with(|t| t.calc.scan_prefix([QUARANTINE]).map(decode).collect())
     }
+}
+
+/// One stored JSON value of the event or calc tree.
+fn decode<T: serde::de::DeserializeOwned>(
+    kv: sled::Result<(sled::IVec, sled::IVec)>,
+) -> Result<T, StoreError> {
+    let (k, v) = kv?;
+    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+        key: format!("{k:?}"),
+        reason: e.to_string(),
+    })
 }
 
 /// The newest seq in an event tree (0 when empty).

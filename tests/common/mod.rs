@@ -407,6 +407,23 @@ pub fn click_id_of(r: &Resp) -> String {
         .to_string()
 }
 
+/// Runs the real binary with `args` and no environment but the admin
+/// token; it must succeed, and its standard output is JSON.
+pub fn run_json(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_refedge"))
+        .args(args)
+        .env_clear()
+        .env("REFEDGE_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Every file under `dir`.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
