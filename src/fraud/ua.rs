@@ -319,11 +319,17 @@ const COMPATIBLE: &str = "compatible;";
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Token,
-    BrowserMark,
     Exception,
     Marker,
     Compatible,
 }
+
+static BROWSER_MARKS_AUTOMATON: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(BROWSER_MARKS)
+        .expect("patterns compile")
+});
 
 struct Classifier {
     automaton: AhoCorasick,
@@ -336,7 +342,6 @@ static CLASSIFIER: LazyLock<Classifier> = LazyLock::new(|| {
     for (list, kind) in [
         (BOT_TOKENS, Kind::Token),
         (HUMAN_EXCEPTIONS, Kind::Exception),
-        (BROWSER_MARKS, Kind::BrowserMark),
         (MARKERS, Kind::Marker),
         (&[COMPATIBLE][..], Kind::Compatible),
     ] {
@@ -391,7 +396,6 @@ pub fn classify(ua: &str) -> Class {
     let c = &*CLASSIFIER;
     let mut marker = None;
     let mut compatible = None;
-    let mut browser_mark = starts("mozilla/") || starts("opera/");
     let mut exceptions: [(usize, usize); 2] = [(0, 0); 2];
     let mut n_exc = 0;
     let mut tokens: [(usize, usize); 4] = [(0, 0); 4];
@@ -414,7 +418,6 @@ pub fn classify(ua: &str) -> Class {
                 marker = Some((s, e))
             }
             Kind::Compatible if compatible.is_none() => compatible = Some(s),
-            Kind::BrowserMark => browser_mark = true,
             _ => {}
         }
     }
@@ -432,7 +435,11 @@ pub fn classify(ua: &str) -> Class {
             &ua[s..e]
         ));
     }
-    if !browser_mark {
+    // Most traffic leads with Mozilla/: only the rest is searched for a
+    // browser's or device's name, by a second automaton.
+    let names_a_browser =
+        starts("mozilla/") || starts("opera/") || BROWSER_MARKS_AUTOMATON.is_match(ua);
+    if !names_a_browser {
         return Class::Bot("user-agent names no browser, device or web view".into());
     }
     if let Some(i) = compatible {
