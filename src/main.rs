@@ -273,6 +273,10 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a stop sent the moment the address is printed is a
+    // graceful stop, not the default action's kill.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let running = refedge::edge::start(config, Arc::new(SystemClock))
         .await
         .context("starting refedge")?;
@@ -280,8 +284,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(path = %path.display(), "admin token file (send as Authorization: Bearer <token>)");
     }
     println!("refedge listening on http://{}", running.addr);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
