@@ -95,7 +95,7 @@ async fn post_until_refused(addr: std::net::SocketAddr, prefix: &str) -> (Vec<St
 /// A server on a small disk, with a partner and its link `ann-link`, and
 /// the disk then filled. `None` where no tmpfs can be mounted.
 async fn server_on_a_full_disk() -> Option<(SmallDisk, PathBuf, Process, PathBuf)> {
-    let disk = SmallDisk::mount(8)?;
+    let disk = SmallDisk::mount(32)?;
     let data = disk.path().join("data");
     let server = Process::spawn(&data, &[]);
     let p = create_partner(server.addr, "krispcall", "ann@blog.example").await;
