@@ -332,6 +332,10 @@ impl Conversions {
                 }
                 self.applied.send_replace(last);
                 since_snapshot += n;
+                if let Some(m) = &self.metrics {
+                    m.calculator_lag
+                        .set(self.store_last_seq().saturating_sub(last) as i64);
+                }
             }
             *self.progress.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
             let stopping = *stop.borrow();

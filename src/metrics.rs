@@ -153,7 +153,7 @@ impl Metrics {
             .expect("valid metric"),
             calculator_lag: IntGauge::new(
                 "refedge_calculator_lag_events",
-                "Events in the log not yet applied by the calculator",
+                "Events in the log not yet applied by the calculator (after each batch and each /readyz)",
             )
             .expect("valid metric"),
             store_write_failures: IntCounterVec::new(
