@@ -243,10 +243,7 @@ impl<'de> Deserializer<'de> for Strict {
         use serde_json::Value;
         match self.0 {
             Value::Array(items) => v.visit_seq(StrictSeq(items.into_iter())),
-            Value::Object(map) => v.visit_map(StrictMap {
-                iter: map.into_iter(),
-                value: None,
-            }),
+            Value::Object(map) => v.visit_map(StrictMap::new(map)),
             other => other.deserialize_any(v),
         }
     }
@@ -265,10 +262,7 @@ impl<'de> Deserializer<'de> for Strict {
         v: V,
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
-            serde_json::Value::Object(map) => v.visit_map(StrictMap {
-                iter: map.into_iter(),
-                value: None,
-            }),
+            serde_json::Value::Object(map) => v.visit_map(StrictMap::new(map)),
             other => Err(serde::de::Error::invalid_type(unexpected(&other), &v)),
         }
     }
@@ -319,6 +313,15 @@ impl<'de> SeqAccess<'de> for StrictSeq {
 struct StrictMap {
     iter: serde_json::map::IntoIter,
     value: Option<serde_json::Value>,
+}
+
+impl StrictMap {
+    fn new(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        Self {
+            iter: map.into_iter(),
+            value: None,
+        }
+    }
 }
 
 impl<'de> MapAccess<'de> for StrictMap {

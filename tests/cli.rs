@@ -30,12 +30,7 @@ fn replay_prints_the_outcome_of_a_year() {
     let p1 = &o["partners"]["p1"];
     assert_eq!(p1["balances"]["USD"]["paid"], "9.00");
     assert_eq!(p1["balances"]["USD"]["lifetime"], "13.50");
-    let kinds: Vec<&str> = p1["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["kind"].as_str().unwrap())
-        .collect();
+    let kinds = line_kinds(p1);
     assert_eq!(kinds, ["commission", "commission", "void", "payout"]);
     assert!(p1["lines"][1]["explanation"]
         .as_str()

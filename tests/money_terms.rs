@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::run_json;
+use common::{line_kinds, run_json};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
@@ -168,12 +168,7 @@ fn krispcall_a_refund_after_forfeiture_does_not_take_the_commission_twice() {
         ],
     );
     let p1 = &o["partners"]["p1"];
-    let kinds: Vec<&str> = p1["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["kind"].as_str().unwrap())
-        .collect();
+    let kinds = line_kinds(p1);
     assert!(kinds.contains(&"forfeit"), "{kinds:?}");
     assert_eq!(p1["balances"]["USD"]["available"], "0.00", "{p1}");
     assert_eq!(p1["balances"]["USD"]["pending"], "0.00", "{p1}");

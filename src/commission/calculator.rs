@@ -233,8 +233,6 @@ pub struct Calculator {
     pub state: State,
     /// Confirm payout batches as soon as they are made (replay).
     pub auto_confirm: bool,
-    /// Program and time of the event being applied, for its problems.
-    current: (Option<String>, Option<DateTime<Utc>>),
 }
 
 fn customer_key(program: &str, customer: &str) -> String {
@@ -279,7 +277,6 @@ impl Calculator {
             programs: programs.into_iter().map(|p| (p.key.clone(), p)).collect(),
             state: State::default(),
             auto_confirm: false,
-            current: (None, None),
         }
     }
 
@@ -293,7 +290,7 @@ impl Calculator {
     /// rejection or a problem.
     pub fn apply(&mut self, event_id: &str, e: &Event) {
         self.state.applied += 1;
-        self.current = (e.program().map(String::from), e.occurred_at());
+        let problems_before = self.state.problems.len();
         match e {
             Event::Partner(p) => self.upsert_partner(p),
             Event::PartnerStatus(s) => self.partner_status(event_id, s),
@@ -338,14 +335,20 @@ impl Calculator {
                 None => self.problem(event_id, format!("no payout batch {}", c.payout_id)),
             },
         }
+        // The event's program and time, on the problems it left (only then
+        // is anything copied).
+        for p in &mut self.state.problems[problems_before..] {
+            p.program = e.program().map(String::from);
+            p.at = e.occurred_at();
+        }
     }
 
     fn problem(&mut self, event_id: &str, detail: String) {
         self.state.problems.push(Problem {
             event_id: event_id.to_string(),
             detail,
-            program: self.current.0.clone(),
-            at: self.current.1,
+            program: None,
+            at: None,
         });
     }
 

@@ -424,6 +424,16 @@ pub fn run_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The kinds of a replayed partner's ledger lines, in order.
+pub fn line_kinds(partner: &Value) -> Vec<&str> {
+    partner["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect()
+}
+
 /// Every file under `dir`.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
