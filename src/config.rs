@@ -71,6 +71,66 @@ pub struct Config {
     pub signing_keys: Vec<ConfiguredKey>,
     /// Programs by key.
     pub programs: BTreeMap<String, Program>,
+    /// Cluster mode (NATS JetStream); `None` runs one process on its own.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// What a node does in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serves redirects and takes events; forwards money reads.
+    Edge,
+    /// Keeps the ledger: replicates the event stream and applies it.
+    Calculator,
+    /// Both.
+    All,
+}
+
+impl Role {
+    /// Whether this node keeps a calculator.
+    pub fn calculates(self) -> bool {
+        matches!(self, Role::Calculator | Role::All)
+    }
+
+    /// The setting's spelling.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Edge => "edge",
+            Role::Calculator => "calculator",
+            Role::All => "all",
+        }
+    }
+}
+
+/// Cluster settings (`[cluster]`); present when `cluster.nats_url` is set.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs, comma-separated (`nats://10.0.0.1:4222,...`).
+    pub nats_url: String,
+    /// What this node does.
+    pub role: Role,
+    /// This node's name; generated and kept in the data dir when unset.
+    pub node_id: Option<String>,
+    /// Replicas of each stream and bucket (1, or 3 on a three-server NATS
+    /// cluster).
+    pub replicas: usize,
+    /// NATS credentials file (`.creds`, from `nsc`), when the server
+    /// requires them.
+    pub credentials_file: Option<PathBuf>,
+    /// NATS user and password, when the server uses them instead.
+    pub user: Option<String>,
+    /// See `user`.
+    pub password: Option<String>,
+    /// PEM file of the CA that signed the NATS server's certificate; its
+    /// presence requires TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The URL other nodes use to reach this node's API (money reads are
+    /// forwarded to the active calculator there); default
+    /// `http://{listen}` once bound.
+    pub advertise_url: Option<String>,
+    /// A calculator's lease lapses when not renewed for this long; the
+    /// standby takes over after it.
+    pub lease_seconds: u64,
 }
 
 /// Log line format.
@@ -549,6 +609,7 @@ impl Reader {
         if programs.is_empty() {
             self.bad("programs".into(), "at least one program is needed");
         }
+        let cluster = self.cluster(&mut root);
         self.finish(root, "");
 
         Config {
@@ -570,7 +631,83 @@ impl Reader {
             calculator_stall_seconds,
             signing_keys,
             programs,
+            cluster,
         }
+    }
+
+    fn cluster(&mut self, root: &mut Table) -> Option<ClusterConfig> {
+        let mut t = self.table(root, "", "cluster");
+        let p = "cluster";
+        let nats_url = self.string(&mut t, p, "nats_url");
+        let role = match self.string(&mut t, p, "role").as_deref() {
+            None | Some("all") => Role::All,
+            Some("edge") => Role::Edge,
+            Some("calculator") => Role::Calculator,
+            Some(other) => {
+                self.bad(
+                    "cluster.role".into(),
+                    format!("{other:?} is not edge, calculator or all"),
+                );
+                Role::All
+            }
+        };
+        let node_id = self.string(&mut t, p, "node_id");
+        if let Some(id) = &node_id {
+            if !is_node_id(id) {
+                self.bad(
+                    "cluster.node_id".into(),
+                    "1 to 64 characters: a-z, A-Z, 0-9, '_' and '-'",
+                );
+            }
+        }
+        let replicas = self.uint(&mut t, p, "replicas", 1, 1, 5) as usize;
+        let credentials_file = self
+            .string(&mut t, p, "credentials_file")
+            .map(PathBuf::from);
+        let user = self.string(&mut t, p, "user");
+        let password = self.string(&mut t, p, "password");
+        if user.is_some() != password.is_some() {
+            self.bad("cluster.user".into(), "user and password are set together");
+        }
+        let tls_ca_file = self.string(&mut t, p, "tls_ca_file").map(PathBuf::from);
+        let advertise_url = self.string(&mut t, p, "advertise_url").and_then(|s| {
+            let s = s.trim_end_matches('/').to_string();
+            if s.starts_with("http://") && url::Url::parse(&s).is_ok_and(|u| u.path() == "/") {
+                Some(s)
+            } else {
+                self.bad(
+                    "cluster.advertise_url".into(),
+                    format!("{s:?} is not an http://host:port URL"),
+                );
+                None
+            }
+        });
+        let lease_seconds = self.uint(&mut t, p, "lease_seconds", 5, 2, 60);
+        self.finish(t, p);
+        let nats_url = nats_url?;
+        for u in nats_url.split(',') {
+            let u = u.trim();
+            if !(u.starts_with("nats://") || u.starts_with("tls://"))
+                || url::Url::parse(u).map_or(true, |x| x.host_str().is_none())
+            {
+                self.bad(
+                    "cluster.nats_url".into(),
+                    format!("{u:?} is not a nats://host:port URL"),
+                );
+            }
+        }
+        Some(ClusterConfig {
+            nats_url,
+            role,
+            node_id,
+            replicas,
+            credentials_file,
+            user,
+            password,
+            tls_ca_file,
+            advertise_url,
+            lease_seconds,
+        })
     }
 
     fn signing_keys(&mut self, root: &mut Table) -> Vec<ConfiguredKey> {
@@ -755,6 +892,13 @@ impl Reader {
             }
         }
     }
+}
+
+/// A node id: what a NATS subject token and a KV key both accept.
+pub fn is_node_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Three upper-case ASCII letters.

@@ -215,6 +215,16 @@ impl Conversions {
         Ok(out)
     }
 
+    /// Appends events replicated from the cluster's stream (blocking).
+    pub fn ingest_replicated(
+        &self,
+        items: Vec<crate::store::events::Replicated>,
+    ) -> Result<usize, StoreError> {
+        let n = self.store.append_replicated(items)?;
+        self.appended.notify_one();
+        Ok(n)
+    }
+
     /// Resolves a signup's token or click id to the click it points at
     /// (blocking: reads the click log).
     pub fn resolve_signup(&self, s: &mut Signup, keyring: &Keyring) -> Result<(), StoreError> {
@@ -294,6 +304,10 @@ impl Conversions {
         loop {
             let cursor = self.applied();
             let store = self.store.clone();
+            // The head is read first: when nothing is found after the
+            // cursor, everything up to it was read (a replicated log skips
+            // the stream's repeats, leaving gaps, even at its end).
+            let head = self.store_last_seq();
             let batch = match tokio::task::spawn_blocking(move || store.events_after(cursor, BATCH))
                 .await
             {
@@ -317,6 +331,9 @@ impl Conversions {
                     return;
                 }
             };
+            if batch.is_empty() && head > cursor {
+                self.applied.send_replace(head);
+            }
             if let Some(last) = batch.last().map(|e| e.seq) {
                 let me = self.clone();
                 let n = batch.len() as u64;

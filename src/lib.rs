@@ -25,6 +25,7 @@
 pub mod background;
 pub mod clicklog;
 pub mod clock;
+pub mod cluster;
 pub mod code;
 pub mod commission;
 pub mod config;

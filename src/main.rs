@@ -48,6 +48,10 @@ enum Command {
         /// Folder for the database, keys and admin token (setting `data_dir`).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Join a cluster through this NATS server (setting
+        /// `cluster.nats_url`), e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
     },
     /// Run a JSON-lines file of events through a fresh calculator and print
     /// the outcome as JSON.
@@ -234,8 +238,12 @@ fn main() -> anyhow::Result<()> {
             config,
             listen,
             data_dir,
+            nats,
         } => {
             let mut flags = Vec::new();
+            if let Some(n) = nats {
+                flags.push(("cluster__nats_url", n));
+            }
             if let Some(l) = listen {
                 flags.push(("listen", l));
             }

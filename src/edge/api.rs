@@ -74,9 +74,7 @@ pub async fn create_partner(
     .await??;
     // The calculator learns of the partner through the event log.
     let event = super::partner_event(&partner);
-    let a = app.clone();
-    let now = app.clock.now();
-    blocking(move || a.conversions.ingest(vec![event], now)).await??;
+    app.append(vec![event], app.clock.now()).await?;
     let mut resp = json(StatusCode::CREATED, &partner);
     if let Ok(v) = HeaderValue::try_from(format!("/api/v1/partners/{}", partner.id)) {
         resp.headers_mut().insert(LOCATION, v);
@@ -399,11 +397,9 @@ pub async fn patch_partner(
         digest: crate::conversions::digest(&serde_json::to_value(&change).expect("serialises")),
         event,
     };
-    let a = app.clone();
-    let now = app.clock.now();
-    let out = blocking(move || a.conversions.ingest(vec![item], now)).await??;
-    if let crate::store::events::Appended::Accepted(seq)
-    | crate::store::events::Appended::Duplicate(seq) = out[0]
+    let out = app.append(vec![item], app.clock.now()).await?;
+    if let (true, crate::store::events::Appended::Accepted(seq))
+    | (true, crate::store::events::Appended::Duplicate(seq)) = (app.calculates(), out[0])
     {
         app.conversions
             .wait_for(seq, std::time::Duration::from_secs(10))

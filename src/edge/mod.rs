@@ -4,6 +4,7 @@
 mod api;
 pub mod client;
 pub mod client_ip;
+mod cluster_tasks;
 mod fraud_api;
 pub mod http;
 mod idle;
@@ -84,12 +85,39 @@ pub struct App {
     rng: SystemRandom,
     /// Keys the pseudonyms of IP addresses.
     pub ip_key: ring::hmac::Key,
+    /// Cluster mode: the node's handle on NATS JetStream.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Statuses the redirect answers with, counted through pre-resolved series.
 const REDIRECT_STATUSES: [u16; 6] = [302, 403, 404, 405, 410, 429];
 
 impl App {
+    /// Appends events to the ledger: the local event log, or in cluster
+    /// mode the cluster's event stream. Either way an `Accepted` or
+    /// `Duplicate` is durable when this returns.
+    pub async fn append(
+        self: &Arc<Self>,
+        items: Vec<crate::store::events::NewEvent>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<crate::store::events::Appended>, ApiError> {
+        match &self.cluster {
+            None => {
+                let a = self.clone();
+                Ok(http::blocking(move || a.conversions.ingest(items, now)).await??)
+            }
+            Some(c) => c
+                .publish_events(items, now)
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("the cluster's event stream: {e}"))),
+        }
+    }
+
+    /// Whether this node keeps a ledger (single node, or a calculator).
+    pub fn calculates(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| c.role.calculates())
+    }
+
     /// Counts a redirect response in
     /// `refedge_http_responses_total{route="/r/{code}", status}`.
     fn count_redirect_response(&self, status: StatusCode) {
@@ -136,6 +164,8 @@ pub enum StartError {
         name: &'static str,
         source: std::io::Error,
     },
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -216,7 +246,28 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         config.snapshot_every_events,
         Some(metrics.clone()),
     )?;
-    sync_partners(&conversions, &store, clock.now())?;
+    let cluster = match &config.cluster {
+        None => {
+            sync_partners(&conversions, &store, clock.now())?;
+            None
+        }
+        Some(cc) => {
+            let s = store.clone();
+            let (cursor, last) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+                Ok((s.stream_cursor()?, s.last_event_seq()?))
+            })
+            .await
+            .expect("reading does not panic")?;
+            if cursor.is_none() && last > 0 {
+                return Err(crate::cluster::ClusterError::Setup(format!(
+                    "{} holds a single node's event log ({last} events); a cluster node starts with an empty ledger (publish the events through POST /api/v1/events to a cluster node instead)",
+                    dir.display()
+                ))
+                .into());
+            }
+            Some(crate::cluster::Cluster::new(cc.clone(), &dir)?)
+        }
+    };
     let calculator = conversions.start();
     let (clicklog, writer) = ClickLog::start(
         store.clone(),
@@ -303,7 +354,9 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         cookie_attributes,
         rng,
         ip_key,
+        cluster,
     });
+    let cluster_tasks = cluster_tasks::spawn(&app, addr);
     // Idle visitors' state is swept once a sweep period, a sixteenth at a
     // time: small sweeps, short pauses, on a background thread.
     let pruner = {
@@ -335,6 +388,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         let result = serve(listener, app_for_serve, rx, writer, calculator).await;
         pruner.abort();
         healer.abort();
+        cluster_tasks.stop().await;
         result
     });
     Ok(Running {
@@ -622,6 +676,9 @@ async fn dispatch(
     if !authorised(app, &req) {
         return Err(ApiError::Unauthorized);
     }
+    if !app.calculates() && is_ledger_route(&method, &segments[2..]) {
+        return to_calculator(app, req).await;
+    }
     match (&method, &segments[2..]) {
         (&Method::POST, ["partners"]) => api::create_partner(app.clone(), req).await,
         (&Method::GET, ["partners", id]) => api::get_partner(app, id),
@@ -680,6 +737,59 @@ async fn dispatch(
         }
         _ => Err(ApiError::NotFound("route")),
     }
+}
+
+/// Routes answered from the ledger, which an edge node does not keep.
+fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
+    matches!(
+        (method, rest),
+        (&Method::POST, ["fx-rates"])
+            | (_, ["coupons", ..])
+            | (
+                &Method::GET,
+                ["partners", _, "balance" | "statement" | "audit"]
+            )
+            | (&Method::GET, ["referrals" | "problems"])
+            | (&Method::GET, ["customers", _])
+            | (_, ["payouts", ..])
+    )
+}
+
+/// Sends a ledger route on to the active calculator (cluster mode, edge
+/// nodes); a request that was forwarded once is never sent on again.
+async fn to_calculator(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    use crate::cluster::forward::{forward, Forward, FORWARDED_HEADER};
+    if req.headers().contains_key(FORWARDED_HEADER) {
+        return Err(ApiError::Unavailable(
+            "forwarded to a node that keeps no ledger".into(),
+        ));
+    }
+    let cluster = app.cluster.as_ref().expect("edge nodes are cluster nodes");
+    let Some(holder) = cluster.lease.holder() else {
+        return Err(ApiError::Unavailable(
+            "no calculator holds the lease at the moment".into(),
+        ));
+    };
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), ToString::to_string);
+    let authorization = req.headers().get(AUTHORIZATION).cloned();
+    let content_type = req.headers().get(CONTENT_TYPE).cloned();
+    let body = http::read_body(req, app.config.max_body_bytes).await?;
+    forward(
+        &holder.api_url,
+        &holder.node_id,
+        Forward {
+            method,
+            path,
+            authorization,
+            content_type,
+            body,
+        },
+    )
+    .await
 }
 
 /// Makes sure the calculator knows every partner (idempotent: partners

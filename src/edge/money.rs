@@ -205,7 +205,7 @@ pub async fn post_events(
     }
     let now = app.clock.now();
     let a = app.clone();
-    let (indices, appended) = blocking(move || -> Result<_, crate::store::StoreError> {
+    let (indices, items) = blocking(move || -> Result<_, crate::store::StoreError> {
         let keyring = a.keyring.read().expect("keyring lock");
         let mut indices = Vec::with_capacity(good.len());
         let mut items = Vec::with_capacity(good.len());
@@ -221,9 +221,10 @@ pub async fn post_events(
             items.push(item);
         }
         drop(keyring);
-        Ok((indices, a.conversions.ingest(items, now)?))
+        Ok((indices, items))
     })
     .await??;
+    let appended = app.append(items, now).await?;
     let (mut accepted, mut duplicates, mut conflicts) = (0, 0, 0);
     let mut last_seq = 0;
     for ((i, id), outcome) in indices.into_iter().zip(appended) {
@@ -282,9 +283,7 @@ async fn append_internal(
         digest: digest(body),
         event,
     };
-    let now = app.clock.now();
-    let a = app.clone();
-    let out = blocking(move || a.conversions.ingest(vec![item], now)).await??;
+    let out = app.append(vec![item], app.clock.now()).await?;
     let outcome = out[0];
     let seq = match outcome {
         Appended::Accepted(s) | Appended::Duplicate(s) => s,
@@ -405,8 +404,17 @@ async fn wait(app: &Arc<App>, pairs: &[(String, String)]) -> Result<(), ApiError
         if seq <= app.conversions.applied() {
             return Ok(());
         }
-        let a = app.clone();
-        let head = blocking(move || a.conversions.last_seq()).await??;
+        let head = match &app.cluster {
+            None => {
+                let a = app.clone();
+                blocking(move || a.conversions.last_seq()).await??
+            }
+            // The local log may still be replicating: the stream's head.
+            Some(c) => c
+                .stream_head()
+                .await
+                .map_err(|e| ApiError::Unavailable(format!("the cluster's event stream: {e}")))?,
+        };
         if seq > head {
             return Err(ApiError::invalid(
                 "wait_for",

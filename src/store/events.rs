@@ -19,6 +19,8 @@ const EVENT: u8 = b'e';
 const ID: u8 = b'i';
 const SNAPSHOT: &[u8] = b"snapshot";
 const QUARANTINE: u8 = b'q';
+/// In cluster mode: the stream sequence the local log is replicated up to.
+const STREAM_CURSOR: &[u8] = b"stream-cursor";
 
 /// An event as kept in the log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +44,16 @@ pub enum Appended {
     Duplicate(u64),
     /// Same id, different body: refused (the stored one is at this seq).
     Conflict(u64),
+}
+
+/// One event of the cluster's event stream, at the stream's sequence.
+pub struct Replicated {
+    /// The stream sequence; it becomes the event's seq in the local log.
+    pub seq: u64,
+    /// When the publishing node accepted it.
+    pub received_at: DateTime<Utc>,
+    /// The event, its id and digest.
+    pub item: NewEvent,
 }
 
 /// One event to append.
@@ -126,6 +138,57 @@ impl Store {
         })
     }
 
+    /// Appends events replicated from the cluster's stream at their stream
+    /// sequences, with the stream cursor, in one batch and one flush. An id
+    /// already in the log (a repeat the stream's de-duplication window did
+    /// not absorb) is skipped; its sequence is consumed all the same.
+    /// Returns how many were new.
+    pub fn append_replicated(&self, items: Vec<Replicated>) -> Result<usize, StoreError> {
+        let Some(last) = items.last().map(|r| r.seq) else {
+            return Ok(0);
+        };
+        let mut next = self.next_event_seq.lock().expect("event seq lock");
+        self.with(|t| {
+            let mut batch = sled::Batch::default();
+            let mut seen = std::collections::HashSet::new();
+            let mut new = 0;
+            for r in items {
+                if !seen.insert(r.item.id.clone()) || t.events.get(id_key(&r.item.id))?.is_some() {
+                    continue;
+                }
+                let stored = StoredEvent {
+                    seq: r.seq,
+                    id: r.item.id.clone(),
+                    received_at: r.received_at,
+                    event: r.item.event,
+                };
+                batch.insert(
+                    &event_key(r.seq)[..],
+                    serde_json::to_vec(&stored).expect("events serialise"),
+                );
+                let mut v = r.seq.to_be_bytes().to_vec();
+                v.extend_from_slice(&r.item.digest);
+                batch.insert(id_key(&r.item.id), v);
+                new += 1;
+            }
+            batch.insert(STREAM_CURSOR, &last.to_be_bytes()[..]);
+            t.events.apply_batch(batch)?;
+            t.db.flush()?;
+            *next = (*next).max(last + 1);
+            Ok(new)
+        })
+    }
+
+    /// The stream sequence the local log holds events up to, once it has
+    /// replicated from a cluster (`None`: never).
+    pub fn stream_cursor(&self) -> Result<Option<u64>, StoreError> {
+        self.with(|t| {
+            Ok(t.events
+                .get(STREAM_CURSOR)?
+                .map(|v| u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))))
+        })
+    }
+
     /// Up to `limit` durable events after `cursor`, in order (an append
     /// whose flush has not returned is not read).
     pub fn events_after(&self, cursor: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
@@ -145,7 +208,7 @@ impl Store {
         if next > 0 {
             return Ok(next - 1);
         }
-        self.with(|t| last_seq(&t.events))
+        self.with(head)
     }
 
     /// Saves the calculator's state and the seq it covers.
@@ -188,6 +251,15 @@ fn decode<T: serde::de::DeserializeOwned>(
         key: format!("{k:?}"),
         reason: e.to_string(),
     })
+}
+
+/// The log's head: its newest seq, or in cluster mode the stream sequence
+/// it is replicated up to when that is later (repeats are skipped).
+pub(super) fn head(t: &super::Trees) -> Result<u64, StoreError> {
+    let cursor = t.events.get(STREAM_CURSOR)?.map_or(0, |v| {
+        u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))
+    });
+    Ok(last_seq(&t.events)?.max(cursor))
 }
 
 /// The newest seq in an event tree (0 when empty).

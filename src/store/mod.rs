@@ -142,7 +142,7 @@ impl Store {
             counts: std::sync::Arc::new(counts),
         };
         store.replay_clicks(&marks)?;
-        let head = store.with(|t| events::last_seq(&t.events))?;
+        let head = store.with(events::head)?;
         *store.next_event_seq.lock().expect("event seq lock") = head + 1;
         Ok(store)
     }
@@ -193,7 +193,7 @@ impl Store {
         let trees = Trees::open(&self.path)?;
         trees.calc.insert(PROBE, &[1u8][..])?;
         trees.db.flush()?;
-        let head = events::last_seq(&trees.events)?;
+        let head = events::head(&trees)?;
         // Appends are held while the seq is reset to what is on disk.
         let mut next = self.next_event_seq.lock().expect("event seq lock");
         *next = head + 1;

@@ -1,0 +1,243 @@
+//! Cluster mode on NATS JetStream; the only module that imports
+//! `async-nats`.
+//!
+//! - [`events`]: `POST /api/v1/events` on any node is acknowledged once the
+//!   event is in the file-backed stream `REFEDGE_EVENTS`; idempotency is
+//!   permanent and cluster-wide through the `refedge_event_ids` bucket.
+//!   Calculator nodes replicate the stream into their own event log, at
+//!   the stream's sequence numbers, and apply it as a single node does.
+//! - [`lease`]: the active calculator holds a lease in the `refedge_lease`
+//!   bucket, renewed by compare-and-set; a standby takes it over when it
+//!   lapses. Edges forward money reads to the holder ([`forward`]).
+//!
+//! Nothing here is on the redirect's path, and a node starts and serves
+//! while NATS is unreachable: the connection and the streams are set up
+//! by a background task that retries, and cluster writes answer 503 until
+//! it succeeds.
+
+pub mod events;
+pub mod forward;
+pub mod lease;
+
+use crate::config::{ClusterConfig, Role};
+use async_nats::jetstream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Stream of accepted merchant and internal events.
+pub const EVENTS_STREAM: &str = "REFEDGE_EVENTS";
+/// Its subject.
+pub const EVENTS_SUBJECT: &str = "refedge.events";
+/// Bucket: event id hash → digest and stream sequence.
+pub const EVENT_IDS_BUCKET: &str = "refedge_event_ids";
+/// Bucket: the active calculator's lease.
+pub const LEASE_BUCKET: &str = "refedge_lease";
+/// Bucket: every node's last heartbeat.
+pub const NODES_BUCKET: &str = "refedge_nodes";
+
+/// How long a JetStream request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node's handle on the cluster.
+pub struct Cluster {
+    /// This node's name.
+    pub node_id: String,
+    /// What this node does.
+    pub role: Role,
+    /// Settings.
+    pub config: ClusterConfig,
+    /// The connection and JetStream objects, once set up.
+    parts: OnceCell<Parts>,
+    /// Who holds the calculator lease, as last seen.
+    pub lease: lease::LeaseView,
+}
+
+/// What a connected node holds.
+pub(crate) struct Parts {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) events: jetstream::stream::Stream,
+    pub(crate) event_ids: jetstream::kv::Store,
+    pub(crate) lease: jetstream::kv::Store,
+    pub(crate) nodes: jetstream::kv::Store,
+}
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("NATS is not reachable yet ({0})")]
+    NotConnected(&'static str),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl ClusterError {
+    pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
+        Self::Nats(e.to_string())
+    }
+}
+
+impl Cluster {
+    /// The node's handle; nothing is connected until [`Cluster::connect`]
+    /// runs. The node id comes from the settings or from `node-id` in the
+    /// data dir, generated there on first start.
+    pub fn new(config: ClusterConfig, data_dir: &Path) -> Result<Arc<Self>, ClusterError> {
+        let node_id = match &config.node_id {
+            Some(id) => id.clone(),
+            None => node_id_file(data_dir)?,
+        };
+        Ok(Arc::new(Self {
+            node_id,
+            role: config.role,
+            config,
+            parts: OnceCell::new(),
+            lease: lease::LeaseView::default(),
+        }))
+    }
+
+    /// The connection, once set up.
+    pub(crate) fn parts(&self) -> Result<&Parts, ClusterError> {
+        self.parts
+            .get()
+            .ok_or(ClusterError::NotConnected("still connecting"))
+    }
+
+    /// Whether the streams and buckets are set up.
+    pub fn connected(&self) -> bool {
+        self.parts.get().is_some_and(|p| {
+            p.client.connection_state() == async_nats::connection::State::Connected
+        })
+    }
+
+    /// Connects and makes sure every stream and bucket exists, retrying
+    /// once a second until it succeeds.
+    pub async fn connect(self: &Arc<Self>) {
+        let mut logged = false;
+        loop {
+            match self.try_connect().await {
+                Ok(parts) => {
+                    let _ = self.parts.set(parts);
+                    tracing::info!(node = %self.node_id, role = self.role.label(), "cluster: connected, streams and buckets ready");
+                    return;
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(error = %e, url = %self.config.nats_url, "cluster: NATS not reachable; retrying every second (redirects are served meanwhile)");
+                        logged = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn try_connect(&self) -> Result<Parts, ClusterError> {
+        let c = &self.config;
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(format!("refedge-{}", self.node_id))
+            .connection_timeout(REQUEST_TIMEOUT)
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .retry_on_initial_connect();
+        if let Some(path) = &c.credentials_file {
+            opts = opts
+                .credentials_file(path)
+                .await
+                .map_err(|e| ClusterError::Setup(format!("credentials {}: {e}", path.display())))?;
+        }
+        if let (Some(u), Some(p)) = (&c.user, &c.password) {
+            opts = opts.user_and_password(u.clone(), p.clone());
+        }
+        if let Some(ca) = &c.tls_ca_file {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let urls: Vec<async_nats::ServerAddr> = c
+            .nats_url
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(ClusterError::nats)?;
+        let client = tokio::time::timeout(REQUEST_TIMEOUT, opts.connect(urls))
+            .await
+            .map_err(|_| ClusterError::Nats("connect timed out".into()))?
+            .map_err(ClusterError::nats)?;
+        let js = jetstream::new(client.clone());
+        let replicas = c.replicas;
+        let events = js
+            .get_or_create_stream(jetstream::stream::Config {
+                name: EVENTS_STREAM.into(),
+                subjects: vec![EVENTS_SUBJECT.into()],
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas,
+                // The ledger of record: kept for good.
+                retention: jetstream::stream::RetentionPolicy::Limits,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(ClusterError::nats)?;
+        let bucket = |name: &str, history: i64| jetstream::kv::Config {
+            bucket: name.to_string(),
+            history,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let event_ids = kv(&js, bucket(EVENT_IDS_BUCKET, 1)).await?;
+        let lease = kv(&js, bucket(LEASE_BUCKET, 1)).await?;
+        let nodes = kv(&js, bucket(NODES_BUCKET, 1)).await?;
+        Ok(Parts {
+            client,
+            js,
+            events,
+            event_ids,
+            lease,
+            nodes,
+        })
+    }
+}
+
+/// Opens a bucket, creating it the first time.
+async fn kv(
+    js: &jetstream::Context,
+    config: jetstream::kv::Config,
+) -> Result<jetstream::kv::Store, ClusterError> {
+    match js.get_key_value(config.bucket.clone()).await {
+        Ok(s) => Ok(s),
+        Err(_) => js
+            .create_key_value(config)
+            .await
+            .map_err(ClusterError::nats),
+    }
+}
+
+/// The node id kept in `node-id` in the data dir (generated once).
+fn node_id_file(dir: &Path) -> Result<String, ClusterError> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if crate::config::is_node_id(s.trim()) => Ok(s.trim().to_string()),
+        Ok(_) => Err(ClusterError::Setup(format!(
+            "{} does not hold a node id (a-z, 0-9, '_', '-')",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = [0u8; 6];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+                .map_err(|_| ClusterError::Setup("no randomness for a node id".into()))?;
+            let id = format!(
+                "node-{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            );
+            std::fs::write(&path, format!("{id}\n"))
+                .map_err(|e| ClusterError::Setup(format!("writing {}: {e}", path.display())))?;
+            Ok(id)
+        }
+        Err(e) => Err(ClusterError::Setup(format!(
+            "reading {}: {e}",
+            path.display()
+        ))),
+    }
+}
