@@ -179,16 +179,9 @@ impl Cluster {
             })
             .await
             .map_err(ClusterError::nats)?;
-        let bucket = |name: &str, history: i64| jetstream::kv::Config {
-            bucket: name.to_string(),
-            history,
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
-        };
-        let event_ids = kv(&js, bucket(EVENT_IDS_BUCKET, 1)).await?;
-        let lease = kv(&js, bucket(LEASE_BUCKET, 1)).await?;
-        let nodes = kv(&js, bucket(NODES_BUCKET, 1)).await?;
+        let event_ids = kv(&js, EVENT_IDS_BUCKET, replicas).await?;
+        let lease = kv(&js, LEASE_BUCKET, replicas).await?;
+        let nodes = kv(&js, NODES_BUCKET, replicas).await?;
         Ok(Parts {
             client,
             js,
@@ -200,18 +193,42 @@ impl Cluster {
     }
 }
 
-/// Opens a bucket, creating it the first time.
+/// Opens a key-value bucket (one value a key), creating it the first time.
+///
+/// The client's `create_key_value` first reads the account's limits in a
+/// shape a 2.9 server does not send; so the bucket's stream is created
+/// here as the key-value convention (NATS ADR-8) lays it out, which is
+/// what `create_key_value` sends, and then opened as a bucket.
 async fn kv(
     js: &jetstream::Context,
-    config: jetstream::kv::Config,
+    bucket: &str,
+    replicas: usize,
 ) -> Result<jetstream::kv::Store, ClusterError> {
-    match js.get_key_value(config.bucket.clone()).await {
-        Ok(s) => Ok(s),
-        Err(_) => js
-            .create_key_value(config)
-            .await
-            .map_err(ClusterError::nats),
+    if let Ok(s) = js.get_key_value(bucket).await {
+        return Ok(s);
     }
+    let config = jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    match js.create_stream(config).await {
+        Ok(_) => {}
+        // Another node created it a moment ago.
+        Err(e) if js.get_key_value(bucket).await.is_ok() => {
+            tracing::debug!(error = %e, bucket, "bucket created by another node");
+        }
+        Err(e) => return Err(ClusterError::nats(e)),
+    }
+    js.get_key_value(bucket).await.map_err(ClusterError::nats)
 }
 
 /// The node id kept in `node-id` in the data dir (generated once).

@@ -352,7 +352,7 @@ pub async fn post_coupon(
             "must be 3 to 64 characters from A-Z, a-z, 0-9, '-' and '_'",
         ));
     }
-    if app.directory.partner(&c.partner_id).is_none() {
+    if partner_program(&app, &c.partner_id).is_none() {
         return Err(ApiError::invalid(
             "partner_id",
             format!("no partner with id {:?}", c.partner_id),
@@ -492,6 +492,15 @@ fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// A partner's program, from the directory or, for a partner created on
+/// another cluster node, from the ledger.
+fn partner_program(app: &App, pid: &str) -> Option<String> {
+    app.directory.partner(pid).map(|p| p.program).or_else(|| {
+        app.conversions
+            .read(|c| c.partner(pid).map(|p| p.program.clone()))
+    })
+}
+
 /// `GET /api/v1/partners/{id}/balance?as_of=`
 pub async fn balance(
     app: Arc<App>,
@@ -504,9 +513,7 @@ pub async fn balance(
         Some(v) => parse_time("as_of", v)?,
         None => app.clock.now(),
     };
-    app.directory
-        .partner(pid)
-        .ok_or(ApiError::NotFound("partner"))?;
+    partner_program(&app, pid).ok_or(ApiError::NotFound("partner"))?;
     wait(&app, &pairs).await?;
     let (bals, standing) = app
         .conversions
@@ -534,10 +541,7 @@ pub async fn statement(
         .expect("in range");
     let start = Utc.from_utc_datetime(&start.and_hms_opt(0, 0, 0).expect("midnight"));
     let end = Utc.from_utc_datetime(&end.and_hms_opt(0, 0, 0).expect("midnight"));
-    let partner = app
-        .directory
-        .partner(pid)
-        .ok_or(ApiError::NotFound("partner"))?;
+    let program = partner_program(&app, pid).ok_or(ApiError::NotFound("partner"))?;
     wait(&app, &pairs).await?;
     let before = start - chrono::Duration::nanoseconds(1);
     let last = end - chrono::Duration::nanoseconds(1);
@@ -555,13 +559,13 @@ pub async fn statement(
                 *reward.entry(l.currency.clone()).or_default() += l.amount;
             }
         }
-        let tier = c.benefit_tier(&partner.program, &reward, last);
+        let tier = c.benefit_tier(&program, &reward, last);
         let reward: BTreeMap<String, String> = reward
             .into_iter()
             .map(|(k, v)| (k, format!("{v:.2}")))
             .collect();
         j!({
-            "partner_id": pid, "month": month, "program": partner.program,
+            "partner_id": pid, "month": month, "program": program,
             "opening": opening, "lines": in_month, "closing": closing,
             "monthly_reward": reward, "benefit_tier": tier,
         })
@@ -732,7 +736,10 @@ pub async fn payout_csv(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiEr
     let mut out =
         String::from("payout_id,program,as_of,partner_id,name,email,amount,currency,method\n");
     for i in &b.items {
-        let p = app.directory.partner(&i.partner_id);
+        let p = app.conversions.read(|c| {
+            c.partner(&i.partner_id)
+                .map(|p| (p.name.clone().unwrap_or_default(), p.email.clone()))
+        });
         let esc = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         out.push_str(&format!(
             "{},{},{},{},{},{},{:.2},{},{}\n",
@@ -740,8 +747,8 @@ pub async fn payout_csv(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiEr
             b.program,
             b.as_of.date_naive(),
             i.partner_id,
-            esc(p.as_ref().map_or("", |p| p.name.as_str())),
-            esc(p.as_ref().map_or("", |p| p.email.as_str())),
+            esc(p.as_ref().map_or("", |p| p.0.as_str())),
+            esc(p.as_ref().map_or("", |p| p.1.as_str())),
             i.amount,
             i.currency,
             i.method

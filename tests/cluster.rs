@@ -1,0 +1,316 @@
+//! Cluster mode with real processes: a real `nats-server` with JetStream
+//! on a loopback port, refedge edges and calculators as separate
+//! processes, `kill -9` and a NATS restart in the middle of the traffic.
+
+mod common;
+
+use common::nats::{Nats, Node};
+use common::*;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Polls `f` until it returns `Some`, for up to `secs` seconds.
+async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Admin request that tolerates a node or NATS being down: `None` on a
+/// refused connection or a 503 (nothing was acknowledged).
+async fn try_api(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Option<Resp> {
+    let auth = format!("Bearer {ADMIN}");
+    let text = body.map(Value::to_string);
+    let r = try_send(
+        addr,
+        method,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        text.as_deref().map(str::as_bytes),
+    )
+    .await
+    .ok()?;
+    (r.status != 503).then_some(r)
+}
+
+/// Posts an event until some node acknowledges it, as a billing system
+/// retries; returns the status and the answer.
+async fn deliver(nodes: &[SocketAddr], ev: &Value) -> (u16, Value) {
+    let mut i = 0;
+    until(60, "an acknowledgement", || {
+        let addr = nodes[i % nodes.len()];
+        i += 1;
+        async move {
+            let r = try_api(addr, "POST", "/api/v1/events", Some(ev)).await?;
+            Some((r.status, r.json()))
+        }
+    })
+    .await
+}
+
+/// The ledger's answer to a read forwarded through `edge`.
+async fn read(edge: SocketAddr, path: &str) -> Value {
+    until(60, path, || async move {
+        let r = try_api(edge, "GET", path, None).await?;
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        Some(r.json())
+    })
+    .await
+}
+
+fn signup(i: usize, coupon: &str) -> Value {
+    json!({"id": format!("s-{i}"), "type": "signup", "program": "krispcall",
+           "occurred_at": format!("2026-01-{:02}T10:00:00Z", 2 + i % 20),
+           "customer": {"id": format!("cust-{i}")}, "attribution": {"coupon": coupon}})
+}
+
+fn payment(i: usize, month: u32, amount: &str) -> Value {
+    json!({"id": format!("pay-{i}-{month}"), "type": "payment", "program": "krispcall",
+           "occurred_at": format!("2026-{month:02}-{:02}T11:00:00Z", 3 + i % 20),
+           "customer_id": format!("cust-{i}"), "invoice_id": format!("inv-{i}-{month}"),
+           "currency": "USD", "lines": [{"kind": "subscription", "amount": amount}]})
+}
+
+fn refund(i: usize) -> Value {
+    json!({"id": format!("ref-{i}"), "type": "refund", "program": "krispcall",
+           "occurred_at": "2026-02-25T09:00:00Z", "customer_id": format!("cust-{i}"),
+           "invoice_id": format!("inv-{i}-2"), "amount": "10.00"})
+}
+
+/// Runs `refedge replay` over `lines` and returns its outcome.
+fn replay(lines: &[Value], as_of: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    run_json(&["replay", file.to_str().unwrap(), "--as-of", as_of])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_is_applied_once_through_kills_and_a_nats_restart() {
+    let mut nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let mut calc1 = Node::start(&nats, root.path(), "calc-1", "calculator", &[]);
+    let calc2 = Node::start(&nats, root.path(), "calc-2", "calculator", &[]);
+    let mut edge1 = Node::start(&nats, root.path(), "edge-1", "edge", &[]);
+    let edge2 = Node::start(&nats, root.path(), "edge-2", "edge", &[]);
+    let edges = [edge1.addr(), edge2.addr()];
+
+    // An edge answers ledger reads once a calculator holds the lease.
+    read(edges[0], "/api/v1/problems").await;
+
+    // Partners (created on a calculator: the shared directory is not
+    // built yet), their coupons through an edge (forwarded).
+    let mut lines = Vec::new();
+    let mut partners = Vec::new();
+    for k in 0..3 {
+        let r = api(
+            calc1.addr(),
+            "POST",
+            "/api/v1/partners",
+            Some(json!({"program": "krispcall", "name": format!("P{k}"),
+                        "email": format!("p{k}@blog.example"), "website": "https://blog.example"})),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let p = r.json();
+        lines.push(
+            json!({"type": "partner", "id": p["id"], "program": "krispcall",
+            "email": p["email"], "website": p["website"], "currency": p["currency"],
+            "created_at": p["created_at"], "name": p["name"]}),
+        );
+        partners.push(p["id"].as_str().unwrap().to_string());
+    }
+    for (k, pid) in partners.iter().enumerate() {
+        let c = json!({"code": format!("CPN-{k}"), "partner_id": pid});
+        let r = until(30, "a coupon", || {
+            let c = c.clone();
+            async move { try_api(edges[k % 2], "POST", "/api/v1/coupons", Some(&c)).await }
+        })
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        assert!(r
+            .header("x-refedge-served-by")
+            .is_some_and(|n| n.starts_with("calc-")));
+        lines.push(json!({"type": "coupon", "code": format!("CPN-{k}"), "partner_id": pid}));
+    }
+
+    let mut events = Vec::new();
+    for i in 0..24 {
+        events.push(signup(i, &format!("CPN-{}", i % 3)));
+        events.push(payment(i, 1, "40.00"));
+        events.push(payment(i, 2, "40.00"));
+        if i % 5 == 0 {
+            events.push(refund(i));
+        }
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    for (n, ev) in events.iter().enumerate() {
+        match n {
+            30 => calc1.kill(),
+            45 => nats.restart(),
+            60 => edge1.kill(),
+            75 => calc1.restart(),
+            _ => {}
+        }
+        let live: Vec<SocketAddr> = [edge1.process.as_ref().map(|p| p.addr), Some(edge2.addr())]
+            .into_iter()
+            .flatten()
+            .collect();
+        let (status, body) = deliver(&live, ev).await;
+        assert!(status == 201 || status == 200, "{ev}: {status} {body}");
+        if status == 201 {
+            accepted += 1;
+        } else {
+            duplicates += 1;
+        }
+        // Every third event is sent again to the other edge: a retry.
+        if n % 3 == 0 {
+            let other = [live[live.len() - 1]];
+            let (status, body) = deliver(&other, ev).await;
+            assert_eq!(status, 200, "a repeat is a duplicate: {body}");
+            assert_eq!(body["status"], "duplicate");
+        }
+        lines.push(ev.clone());
+    }
+    // A different body under an acknowledged id: refused, on any node.
+    let mut changed = events[1].clone();
+    changed["lines"][0]["amount"] = json!("99.00");
+    let (status, body) = deliver(&[edge2.addr()], &changed).await;
+    assert_eq!(status, 409, "{body}");
+    eprintln!(
+        "cluster: {accepted} accepted, {duplicates} answered as duplicates after a NATS restart"
+    );
+
+    let run = json!({"program": "krispcall", "as_of": "2026-04-15T00:00:00Z"});
+    let e2 = edge2.addr();
+    let r = until(30, "a payout run", || {
+        let run = run.clone();
+        async move { try_api(e2, "POST", "/api/v1/payouts/run", Some(&run)).await }
+    })
+    .await;
+    assert!(
+        r.status == 201 || r.status == 200,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    // Replay counts every batch as paid: confirm it, as finance would.
+    let path = format!("/api/v1/payouts/{id}/confirm");
+    let r = until(30, "a confirmation", || {
+        let path = path.clone();
+        async move { try_api(e2, "POST", &path, None).await }
+    })
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let batch = r.json();
+    lines.push(
+        json!({"type": "payout_run", "program": "krispcall", "as_of": "2026-04-15T00:00:00Z"}),
+    );
+
+    // The ledger, read through the surviving edge, equals one process
+    // replaying the same events.
+    let as_of = "2026-04-20T00:00:00Z";
+    let expected = replay(&lines, as_of);
+    let got = read(edge2.addr(), "/api/v1/referrals?program=krispcall").await;
+    assert_eq!(got["referrals"], expected["referrals"]);
+    assert_eq!(got["rejections"], expected["rejections"]);
+    assert_eq!(expected["referrals"].as_array().unwrap().len(), 24);
+    for pid in &partners {
+        let b = read(
+            edge2.addr(),
+            &format!("/api/v1/partners/{pid}/balance?as_of={as_of}"),
+        )
+        .await;
+        assert_eq!(
+            b["balances"], expected["partners"][pid]["balances"],
+            "{pid}"
+        );
+    }
+    let want = expected["payouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == batch["id"])
+        .unwrap();
+    assert_eq!(&batch, want);
+
+    // Both calculators hold the same ledger, whichever answers.
+    for calc in [&calc1, &calc2] {
+        let addr = calc.addr();
+        let want = expected["referrals"].clone();
+        until(30, "every calculator to catch up", || {
+            let want = want.clone();
+            async move {
+                let r = try_api(addr, "GET", "/api/v1/referrals?program=krispcall", None).await?;
+                (r.json()["referrals"] == want).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_when_the_active_calculator_dies() {
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let mut calc1 = Node::start(&nats, root.path(), "calc-1", "calculator", &[]);
+    let edge = Node::start(&nats, root.path(), "edge-1", "edge", &[]);
+    let first = until(30, "a lease holder", || async {
+        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
+        r.header("x-refedge-served-by").map(String::from)
+    })
+    .await;
+    assert_eq!(first, "calc-1");
+    let mut calc2 = Node::start(&nats, root.path(), "calc-2", "calculator", &[]);
+    // The standby does not take a live lease.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let r = api(edge.addr(), "GET", "/api/v1/problems", None).await;
+    assert_eq!(r.header("x-refedge-served-by"), Some("calc-1"));
+
+    calc1.kill();
+    let died = Instant::now();
+    let next = until(15, "a take-over", || async {
+        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
+        r.header("x-refedge-served-by")
+            .filter(|n| *n != "calc-1")
+            .map(String::from)
+    })
+    .await;
+    assert_eq!(next, "calc-2");
+    let took = died.elapsed();
+    eprintln!(
+        "standby take-over after kill -9: {:.1} s (lease 2 s)",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // A graceful stop hands the lease over at once.
+    calc1.restart();
+    let (code, _) = calc2.stop();
+    assert_eq!(code, Some(0));
+    let back = until(10, "a hand-over", || async {
+        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
+        r.header("x-refedge-served-by").map(String::from)
+    })
+    .await;
+    assert_eq!(back, "calc-1");
+}
