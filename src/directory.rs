@@ -340,29 +340,17 @@ impl Directory {
     /// Changes a partner's standing durably. Terminated is final. Blocks on
     /// disk.
     pub fn set_status(&self, id: &str, status: PartnerStatus) -> Result<Partner, DirectoryError> {
-        let mut p = self
+        let p = self
             .partner(id)
             .ok_or(DirectoryError::NotFound("partner"))?;
-        if p.status == PartnerStatus::Terminated && status != PartnerStatus::Terminated {
-            return Err(invalid(
-                "status",
-                "a terminated partner cannot be reinstated",
-            ));
-        }
-        p.status = status;
-        self.store.put_partner(&p)?;
-        if let Some(mut e) = self.partners.get_mut(id) {
-            if let Some(live) = &e.live {
-                live.active
-                    .store(status == PartnerStatus::Active, Ordering::Relaxed);
-            }
-            e.partner = p.clone();
-        }
+        let p = Self::with_status(&p, status)?;
+        self.apply_partner(&p)?;
+        self.store.flush()?;
         Ok(p)
     }
 
-    /// Validates and durably stores a new partner. Blocks on disk.
-    pub fn create_partner(
+    /// Validates a new partner and gives it an id; stores nothing.
+    pub fn check_partner(
         &self,
         new: NewPartner,
         now: DateTime<Utc>,
@@ -397,7 +385,7 @@ impl Directory {
                 "must be a 3-letter ISO 4217 code like USD",
             ));
         }
-        let partner = Partner {
+        Ok(Partner {
             id: format!("p_{}", random_base62(&self.rng, 16)),
             program: program.key.clone(),
             name,
@@ -408,17 +396,72 @@ impl Directory {
             customer_ids: new.customer_ids,
             ip_hashes: new.ip_hashes,
             created_at: now,
-        };
-        self.store.put_partner(&partner)?;
-        self.partners.insert(
-            partner.id.clone(),
-            PartnerEntry::new(partner.clone(), &self.programs),
-        );
+        })
+    }
+
+    /// Validates and durably stores a new partner. Blocks on disk.
+    pub fn create_partner(
+        &self,
+        new: NewPartner,
+        now: DateTime<Utc>,
+    ) -> Result<Partner, DirectoryError> {
+        let partner = self.check_partner(new, now)?;
+        self.apply_partner(&partner)?;
+        self.store.flush()?;
         Ok(partner)
     }
 
-    /// Validates and durably stores a new link. Blocks on disk.
-    pub fn create_link(&self, new: NewLink, now: DateTime<Utc>) -> Result<Link, DirectoryError> {
+    /// Stores a partner as it is now (new, or with a changed standing),
+    /// in memory and on disk (durable at the store's next flush): how a
+    /// cluster node applies a change made on another. Blocks on disk.
+    pub fn apply_partner(&self, p: &Partner) -> Result<(), StoreError> {
+        self.store.stage_partner(p)?;
+        match self.partners.get_mut(&p.id) {
+            Some(mut e) => {
+                if let Some(live) = &e.live {
+                    live.active
+                        .store(p.status == PartnerStatus::Active, Ordering::Relaxed);
+                }
+                e.partner = p.clone();
+            }
+            None => {
+                self.partners
+                    .insert(p.id.clone(), PartnerEntry::new(p.clone(), &self.programs));
+            }
+        }
+        Ok(())
+    }
+
+    /// A partner with a new standing, checked (terminated is final); not
+    /// stored.
+    pub fn with_status(p: &Partner, status: PartnerStatus) -> Result<Partner, DirectoryError> {
+        if p.status == PartnerStatus::Terminated && status != PartnerStatus::Terminated {
+            return Err(invalid(
+                "status",
+                "a terminated partner cannot be reinstated",
+            ));
+        }
+        let mut p = p.clone();
+        p.status = status;
+        Ok(p)
+    }
+
+    /// Validates a new link and picks its code (the one asked for, or a
+    /// random one); stores nothing. The flag says the code was asked for.
+    pub fn check_link(
+        &self,
+        new: &NewLink,
+        now: DateTime<Utc>,
+    ) -> Result<(Link, bool), DirectoryError> {
+        let (link, _) = self.check_link_live(new, now)?;
+        Ok((link, new.code.is_some()))
+    }
+
+    fn check_link_live(
+        &self,
+        new: &NewLink,
+        now: DateTime<Utc>,
+    ) -> Result<(Link, Arc<LivePartner>), DirectoryError> {
         let (partner, live_partner) = self
             .partners
             .get(&new.partner_id)
@@ -436,7 +479,6 @@ impl Directory {
             .ok_or_else(|| invalid("partner_id", "partner's program is no longer configured"))?;
         let program = live_partner.program.clone();
         let destination = check_destination(&new.destination, &program)?;
-        let custom = new.code.is_some();
         if let Some(code) = &new.code {
             if !is_valid_code(code) {
                 return Err(invalid(
@@ -445,30 +487,63 @@ impl Directory {
                 ));
             }
         }
+        let code = new
+            .code
+            .clone()
+            .unwrap_or_else(|| random_base62(&self.rng, GENERATED_CODE_LEN));
+        let link = Link {
+            code,
+            partner_id: partner.id.clone(),
+            program: program.key.clone(),
+            destination,
+            created_at: now,
+            disabled_at: None,
+        };
+        Ok((link, live_partner))
+    }
+
+    /// Validates and durably stores a new link. Blocks on disk.
+    pub fn create_link(&self, new: NewLink, now: DateTime<Utc>) -> Result<Link, DirectoryError> {
         // A generated code colliding is astronomically unlikely; retry anyway.
         for _ in 0..8 {
-            let code = new
-                .code
-                .clone()
-                .unwrap_or_else(|| random_base62(&self.rng, GENERATED_CODE_LEN));
-            let link = Link {
-                code,
-                partner_id: partner.id.clone(),
-                program: program.key.clone(),
-                destination: destination.clone(),
-                created_at: now,
-                disabled_at: None,
-            };
+            let (link, live_partner) = self.check_link_live(&new, now)?;
             if self.store.insert_link(&link)? {
                 self.links
                     .insert(&link.code, LiveLink::new(&link, live_partner));
                 return Ok(link);
             }
-            if custom {
+            if new.code.is_some() {
                 return Err(DirectoryError::CodeTaken(link.code));
             }
         }
         Err(invalid("code", "could not find a free code; try again"))
+    }
+
+    /// Stores a link as it is now (new, or disabled), in memory and on
+    /// disk (durable at the store's next flush): how a cluster node
+    /// applies a change made on another. A link whose partner is not known
+    /// answers 404 until it is. Blocks on disk.
+    pub fn apply_link(&self, l: &Link) -> Result<(), StoreError> {
+        self.store.stage_link(l)?;
+        if l.disabled_at.is_some() {
+            self.disabled.insert(SmolStr::new(&l.code));
+            self.links.remove(&l.code);
+            return Ok(());
+        }
+        match self
+            .partners
+            .get(&l.partner_id)
+            .and_then(|p| p.live.clone())
+        {
+            Some(partner) => {
+                self.links.insert(&l.code, LiveLink::new(l, partner));
+                self.disabled.remove(l.code.as_str());
+            }
+            None => {
+                tracing::warn!(code = %l.code, partner = %l.partner_id, "link's partner is not known here; it answers 404")
+            }
+        }
+        Ok(())
     }
 
     /// Disables a link: it answers 410 from now on. Blocks on disk.

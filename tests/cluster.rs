@@ -117,13 +117,13 @@ async fn every_acknowledged_event_is_applied_once_through_kills_and_a_nats_resta
     // An edge answers ledger reads once a calculator holds the lease.
     read(edges[0], "/api/v1/problems").await;
 
-    // Partners (created on a calculator: the shared directory is not
-    // built yet), their coupons through an edge (forwarded).
+    // Partners created on the edges (the shared directory), their coupons
+    // through an edge (forwarded to the calculator).
     let mut lines = Vec::new();
     let mut partners = Vec::new();
     for k in 0..3 {
         let r = api(
-            calc1.addr(),
+            edges[k % 2],
             "POST",
             "/api/v1/partners",
             Some(json!({"program": "krispcall", "name": format!("P{k}"),
@@ -313,4 +313,87 @@ async fn the_standby_takes_over_when_the_active_calculator_dies() {
     })
     .await;
     assert_eq!(back, "calc-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_custom_code_raced_on_two_nodes_is_won_exactly_once_and_redirects_everywhere() {
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let node_a = Node::start(&nats, root.path(), "edge-a", "all", &[]);
+    let node_b = Node::start(&nats, root.path(), "edge-b", "edge", &[]);
+    let (a, b) = (node_a.addr(), node_b.addr());
+    let body = json!({"program": "krispcall", "name": "Racer", "email": "racer@blog.example",
+                      "website": "https://blog.example"});
+    let partner = until(30, "the cluster's directory", || {
+        let body = body.clone();
+        async move {
+            let r = try_api(a, "POST", "/api/v1/partners", Some(&body)).await?;
+            assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+            Some(r.json()["id"].as_str().unwrap().to_string())
+        }
+    })
+    .await;
+    // The partner reaches node B through its watch.
+    let path = format!("/api/v1/partners/{partner}");
+    until(10, "the partner on node B", || {
+        let path = path.clone();
+        async move { (api(b, "GET", &path, None).await.status == 200).then_some(()) }
+    })
+    .await;
+
+    let mut wins = [0usize; 2];
+    for i in 0..100 {
+        let link = json!({"partner_id": partner, "destination": "https://krispcall.com/pricing",
+                          "code": format!("race-{i}")});
+        let (ra, rb) = tokio::join!(
+            api(a, "POST", "/api/v1/links", Some(link.clone())),
+            api(b, "POST", "/api/v1/links", Some(link.clone()))
+        );
+        let mut statuses = [ra.status, rb.status];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [201, 409],
+            "race {i}: {} / {}",
+            String::from_utf8_lossy(&ra.body),
+            String::from_utf8_lossy(&rb.body)
+        );
+        wins[usize::from(rb.status == 201)] += 1;
+    }
+    eprintln!(
+        "100 races on one custom code: node A won {}, node B {}; every race one 201 and one 409",
+        wins[0], wins[1]
+    );
+
+    // A link created on one node redirects on the other; how long that
+    // takes, over 50 links.
+    let mut delays = Vec::new();
+    for i in 0..50 {
+        let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        let link = json!({"partner_id": partner, "destination": "https://krispcall.com/"});
+        let r = api(from, "POST", "/api/v1/links", Some(link)).await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let code = r.json()["code"].as_str().unwrap().to_string();
+        let created = Instant::now();
+        let path = format!("/r/{code}");
+        until(10, "the link on the other node", || {
+            let path = path.clone();
+            async move { (click(to, &path, None).await.status == 302).then_some(()) }
+        })
+        .await;
+        delays.push(created.elapsed());
+    }
+    delays.sort();
+    eprintln!(
+        "link propagation to the other node (50 links, polled every 100 ms): median {:?}, p99 {:?}",
+        delays[25], delays[49]
+    );
+
+    // Disabled on one node: 410 on the other.
+    let r = api(b, "DELETE", "/api/v1/links/race-0", None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    until(10, "the disabled link on the other node", || async move {
+        (click(a, "/r/race-0", None).await.status == 410).then_some(())
+    })
+    .await;
 }

@@ -15,6 +15,7 @@
 //! by a background task that retries, and cluster writes answer 503 until
 //! it succeeds.
 
+pub mod directory;
 pub mod events;
 pub mod forward;
 pub mod lease;
@@ -32,6 +33,8 @@ pub const EVENTS_STREAM: &str = "REFEDGE_EVENTS";
 pub const EVENTS_SUBJECT: &str = "refedge.events";
 /// Bucket: event id hash → digest and stream sequence.
 pub const EVENT_IDS_BUCKET: &str = "refedge_event_ids";
+/// Bucket: partners and links (`partner.{id}`, `link.{code}`).
+pub const DIRECTORY_BUCKET: &str = "refedge_directory";
 /// Bucket: the active calculator's lease.
 pub const LEASE_BUCKET: &str = "refedge_lease";
 /// Bucket: every node's last heartbeat.
@@ -60,6 +63,7 @@ pub(crate) struct Parts {
     pub(crate) js: jetstream::Context,
     pub(crate) events: jetstream::stream::Stream,
     pub(crate) event_ids: jetstream::kv::Store,
+    pub(crate) directory: jetstream::kv::Store,
     pub(crate) lease: jetstream::kv::Store,
     pub(crate) nodes: jetstream::kv::Store,
 }
@@ -180,6 +184,7 @@ impl Cluster {
             .await
             .map_err(ClusterError::nats)?;
         let event_ids = kv(&js, EVENT_IDS_BUCKET, replicas).await?;
+        let directory = kv(&js, DIRECTORY_BUCKET, replicas).await?;
         let lease = kv(&js, LEASE_BUCKET, replicas).await?;
         let nodes = kv(&js, NODES_BUCKET, replicas).await?;
         Ok(Parts {
@@ -187,6 +192,7 @@ impl Cluster {
             js,
             events,
             event_ids,
+            directory,
             lease,
             nodes,
         })

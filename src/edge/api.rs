@@ -56,9 +56,8 @@ pub async fn create_partner(
         return Err(ApiError::invalid("customer_ids", "must not hold empty ids"));
     }
     let now = app.clock.now();
-    let a = app.clone();
-    let partner = blocking(move || {
-        a.directory.create_partner(
+    let partner = app
+        .create_partner(
             NewPartner {
                 program: input.program,
                 name: input.name,
@@ -70,8 +69,7 @@ pub async fn create_partner(
             },
             now,
         )
-    })
-    .await??;
+        .await?;
     // The calculator learns of the partner through the event log.
     let event = super::partner_event(&partner);
     app.append(vec![event], app.clock.now()).await?;
@@ -139,9 +137,8 @@ pub async fn create_link(
 ) -> Result<Response<Body>, ApiError> {
     let input: LinkIn = read_json(req, app.config.max_body_bytes).await?;
     let now = app.clock.now();
-    let a = app.clone();
-    let link = blocking(move || {
-        a.directory.create_link(
+    let link = app
+        .create_link(
             NewLink {
                 partner_id: input.partner_id,
                 destination: input.destination,
@@ -149,8 +146,7 @@ pub async fn create_link(
             },
             now,
         )
-    })
-    .await??;
+        .await?;
     let mut resp = json(StatusCode::CREATED, &link_out(&app, &link, 0));
     if let Ok(v) = HeaderValue::try_from(format!("/api/v1/links/{}", link.code)) {
         resp.headers_mut().insert(LOCATION, v);
@@ -179,9 +175,7 @@ pub async fn disable_link(app: Arc<App>, code: String) -> Result<Response<Body>,
     if !is_valid_code(&code) {
         return Err(ApiError::NotFound("link"));
     }
-    let now = app.clock.now();
-    let a = app.clone();
-    let link = blocking(move || a.directory.disable_link(&code, now)).await??;
+    let link = app.disable_link(code, app.clock.now()).await?;
     let count = app.store.click_count(&link.code);
     Ok(json(StatusCode::OK, &link_out(&app, &link, count)))
 }
@@ -376,9 +370,7 @@ pub async fn patch_partner(
         return Err(ApiError::invalid("actor", "must be 1 to 200 characters"));
     }
     let status = input.status;
-    let a = app.clone();
-    let pid = id.clone();
-    let partner = blocking(move || a.directory.set_status(&pid, status)).await??;
+    let partner = app.set_status(id.clone(), status).await?;
     let label = match status {
         crate::model::PartnerStatus::Active => "active",
         crate::model::PartnerStatus::Suspended => "suspended",

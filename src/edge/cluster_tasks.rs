@@ -3,7 +3,9 @@
 //! the ledger of this node's partners once connected.
 
 use super::App;
+use crate::cluster::directory::Change;
 use crate::cluster::lease::Heartbeat;
+use crate::cluster::Cluster;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use tokio::task::JoinHandle;
 
 /// How often a node writes its heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Half-seconds a calculator waits to catch up before announcing partners.
+const CATCH_UP_POLLS: usize = 120;
 /// Partner events published per batch when a node (re)connects.
 const PARTNER_BATCH: usize = 500;
 
@@ -49,8 +53,20 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
         let app = app.clone();
         handles.push(tokio::spawn(async move {
             cluster.connect().await;
-            announce_partners(&app).await;
+            if cluster.role.calculates() {
+                announce_partners(&app, &cluster).await;
+            }
         }));
+    }
+    {
+        let a = app.clone();
+        let apply = Arc::new(move |c: Change| match c {
+            Change::Partner(p) => a.directory.apply_partner(&p),
+            Change::Link(l) => a.directory.apply_link(&l),
+        });
+        handles.push(tokio::spawn(
+            cluster.clone().watch_directory(app.store.clone(), apply),
+        ));
     }
     if cluster.role.calculates() {
         handles.push(tokio::spawn(
@@ -87,15 +103,26 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
     }
 }
 
-/// Publishes a partner event for every partner in this node's directory:
-/// a partner created while the stream could not be reached reaches the
-/// ledger this way. Repeats are answered as duplicates.
-async fn announce_partners(app: &Arc<App>) {
+/// Once this calculator has caught up with the stream, publishes a partner
+/// event for each partner in the directory the ledger does not know: a
+/// partner whose node died between the directory write and the event
+/// reaches the ledger this way. Repeats are answered as duplicates.
+async fn announce_partners(app: &Arc<App>, cluster: &Cluster) {
+    for _ in 0..CATCH_UP_POLLS {
+        match cluster.stream_head().await {
+            Ok(head) if app.conversions.applied() >= head => break,
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
     let store = app.store.clone();
     let partners = match tokio::task::spawn_blocking(move || store.partners()).await {
         Ok(Ok(p)) => p,
         _ => return,
     };
+    let partners: Vec<_> = partners
+        .into_iter()
+        .filter(|p| app.conversions.read(|c| c.partner(&p.id).is_none()))
+        .collect();
     for chunk in partners.chunks(PARTNER_BATCH) {
         let events = chunk.iter().map(super::partner_event).collect();
         if let Err(e) = app.append(events, app.clock.now()).await {

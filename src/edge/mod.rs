@@ -10,6 +10,7 @@ pub mod http;
 mod idle;
 pub mod money;
 pub mod redirect;
+mod writes;
 
 use crate::background;
 use crate::clicklog::ClickLog;

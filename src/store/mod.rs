@@ -123,6 +123,9 @@ impl Trees {
 /// server's RSS after a million clicks with 16 MiB.
 const CACHE_BYTES: u64 = 4 << 20;
 
+/// In the calc tree: the directory bucket's revision applied (cluster mode).
+const DIRECTORY_CURSOR: &[u8] = b"directory-cursor";
+
 /// The key a heal writes to prove the store takes writes again.
 const PROBE: &[u8] = b"probe";
 
@@ -222,6 +225,40 @@ impl Store {
         self.with(|t| {
             t.partners.insert(p.id.as_bytes(), to_json(p))?;
             Ok(t.db.flush().map(|_| ())?)
+        })
+    }
+
+    /// Stores a partner; durable at the next flush.
+    pub fn stage_partner(&self, p: &Partner) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.partners.insert(p.id.as_bytes(), to_json(p))?;
+            Ok(())
+        })
+    }
+
+    /// Stores a link; durable at the next flush.
+    pub fn stage_link(&self, l: &Link) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.links.insert(l.code.as_bytes(), to_json(l))?;
+            Ok(())
+        })
+    }
+
+    /// Cluster mode: the directory bucket's revision applied up to.
+    pub fn directory_cursor(&self) -> Result<u64, StoreError> {
+        self.with(|t| {
+            Ok(t.calc.get(DIRECTORY_CURSOR)?.map_or(0, |v| {
+                u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))
+            }))
+        })
+    }
+
+    /// Records the directory revision applied; durable at the next flush.
+    pub fn set_directory_cursor(&self, revision: u64) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.calc
+                .insert(DIRECTORY_CURSOR, &revision.to_be_bytes()[..])?;
+            Ok(())
         })
     }
 
