@@ -131,6 +131,9 @@ pub struct ClusterConfig {
     /// A calculator's lease lapses when not renewed for this long; the
     /// standby takes over after it.
     pub lease_seconds: u64,
+    /// How long the click stream keeps clicks, in days (at least the
+    /// longest attribution window).
+    pub clicks_max_age_days: u64,
 }
 
 /// Log line format.
@@ -683,6 +686,7 @@ impl Reader {
             }
         });
         let lease_seconds = self.uint(&mut t, p, "lease_seconds", 5, 2, 60);
+        let clicks_max_age_days = self.uint(&mut t, p, "clicks_max_age_days", 400, 1, 3650);
         self.finish(t, p);
         let nats_url = nats_url?;
         for u in nats_url.split(',') {
@@ -707,6 +711,7 @@ impl Reader {
             tls_ca_file,
             advertise_url,
             lease_seconds,
+            clicks_max_age_days,
         })
     }
 

@@ -91,11 +91,33 @@ enum Command {
         #[arg(long)]
         why: bool,
     },
+    /// Cluster mode: print the nodes, their roles, the active calculator,
+    /// its lease's age and the lags, read from NATS.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Validate settings and print the programs they define, then exit.
     CheckConfig {
         /// TOML settings file; REFEDGE_* environment variables override it.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Nodes, roles, the active calculator, lease age and lags.
+    Status {
+        /// NATS URL (setting `cluster.nats_url`).
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
+        /// TOML settings file (for the cluster's NATS settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -144,6 +166,31 @@ fn main() -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(" ")
                 );
+            }
+            Ok(())
+        }
+        Command::Cluster {
+            command: ClusterCommand::Status { nats, config, json },
+        } => {
+            let mut flags = Vec::new();
+            if let Some(n) = nats {
+                flags.push(("cluster__nats_url", n));
+            }
+            let c = load_with(config.as_ref(), flags);
+            let Some(cluster) = c.cluster else {
+                eprintln!("refedge: no cluster settings: pass --nats URL or set cluster.nats_url");
+                std::process::exit(2);
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let status = rt
+                .block_on(refedge::cluster::status::status(cluster))
+                .context("reading the cluster's state from NATS")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
             }
             Ok(())
         }

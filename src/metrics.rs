@@ -44,6 +44,13 @@ pub struct Metrics {
     pub calculator_lag: IntGauge,
     /// Durable writes refused because the store could not write, by log.
     pub store_write_failures: IntCounterVec,
+    /// Cluster mode: clicks published to the cluster's click stream.
+    pub clicks_shipped: IntCounter,
+    /// Cluster mode: clicks in the local log not yet in the stream.
+    pub ship_lag_clicks: IntGauge,
+    /// Cluster mode: age of the oldest click not yet in the stream, in
+    /// seconds (0 when caught up).
+    pub ship_lag_seconds: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -164,6 +171,21 @@ impl Metrics {
                 &["log"],
             )
             .expect("valid metric"),
+            clicks_shipped: IntCounter::new(
+                "refedge_cluster_clicks_shipped_total",
+                "Clicks published to the cluster's click stream (acknowledged)",
+            )
+            .expect("valid metric"),
+            ship_lag_clicks: IntGauge::new(
+                "refedge_cluster_ship_lag_clicks",
+                "Clicks in the local log not yet acknowledged by the cluster's click stream",
+            )
+            .expect("valid metric"),
+            ship_lag_seconds: prometheus::Gauge::new(
+                "refedge_cluster_ship_lag_seconds",
+                "Age of the oldest click not yet in the cluster's click stream (0 when caught up)",
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -183,6 +205,9 @@ impl Metrics {
             Box::new(m.events_quarantined.clone()),
             Box::new(m.calculator_lag.clone()),
             Box::new(m.store_write_failures.clone()),
+            Box::new(m.clicks_shipped.clone()),
+            Box::new(m.ship_lag_clicks.clone()),
+            Box::new(m.ship_lag_seconds.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -91,6 +91,9 @@ pub struct Heartbeat {
     pub applied: Option<u64>,
     /// Calculator nodes: whether this node holds the lease.
     pub active: bool,
+    /// Clicks in this node's log not yet in the click stream.
+    #[serde(default)]
+    pub ship_lag_clicks: i64,
 }
 
 impl Cluster {

@@ -15,10 +15,12 @@
 //! by a background task that retries, and cluster writes answer 503 until
 //! it succeeds.
 
+pub mod clicks;
 pub mod directory;
 pub mod events;
 pub mod forward;
 pub mod lease;
+pub mod status;
 
 use crate::config::{ClusterConfig, Role};
 use async_nats::jetstream;
@@ -31,6 +33,8 @@ use tokio::sync::OnceCell;
 pub const EVENTS_STREAM: &str = "REFEDGE_EVENTS";
 /// Its subject.
 pub const EVENTS_SUBJECT: &str = "refedge.events";
+/// Stream of every edge's clicks.
+pub const CLICKS_STREAM: &str = "REFEDGE_CLICKS";
 /// Bucket: event id hash → digest and stream sequence.
 pub const EVENT_IDS_BUCKET: &str = "refedge_event_ids";
 /// Bucket: partners and links (`partner.{id}`, `link.{code}`).
@@ -183,6 +187,17 @@ impl Cluster {
             })
             .await
             .map_err(ClusterError::nats)?;
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: CLICKS_STREAM.into(),
+            subjects: vec!["refedge.clicks.>".into()],
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            max_age: Duration::from_secs(c.clicks_max_age_days * 86_400),
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(ClusterError::nats)?;
         let event_ids = kv(&js, EVENT_IDS_BUCKET, replicas).await?;
         let directory = kv(&js, DIRECTORY_BUCKET, replicas).await?;
         let lease = kv(&js, LEASE_BUCKET, replicas).await?;

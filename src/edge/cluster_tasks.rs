@@ -75,6 +75,13 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
                 .replicate(app.store.clone(), app.conversions.clone()),
         ));
     }
+    {
+        handles.push(tokio::spawn(
+            cluster
+                .clone()
+                .ship_clicks(app.store.clone(), app.metrics.clone()),
+        ));
+    }
     handles.push(tokio::spawn(cluster.clone().run_lease(api_url.clone())));
     {
         let app = app.clone();
@@ -90,6 +97,7 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
                     at: chrono::Utc::now(),
                     applied: cluster.role.calculates().then(|| app.conversions.applied()),
                     active: cluster.lease.held_by_me(lease),
+                    ship_lag_clicks: app.metrics.ship_lag_clicks.get(),
                 };
                 if let Err(e) = cluster.heartbeat(&beat).await {
                     tracing::debug!(error = %e, "cluster: heartbeat not written");

@@ -126,6 +126,9 @@ const CACHE_BYTES: u64 = 4 << 20;
 /// In the calc tree: the directory bucket's revision applied (cluster mode).
 const DIRECTORY_CURSOR: &[u8] = b"directory-cursor";
 
+/// In the calc tree: the newest click shipped to the cluster (cluster mode).
+const SHIP_CURSOR: &[u8] = b"ship-cursor";
+
 /// The key a heal writes to prove the store takes writes again.
 const PROBE: &[u8] = b"probe";
 
@@ -259,6 +262,25 @@ impl Store {
             t.calc
                 .insert(DIRECTORY_CURSOR, &revision.to_be_bytes()[..])?;
             Ok(())
+        })
+    }
+
+    /// Cluster mode: the newest click of the local log acknowledged by
+    /// the cluster's click stream.
+    pub fn ship_cursor(&self) -> Result<Option<crate::id::ClickId>, StoreError> {
+        self.with(|t| {
+            Ok(t.calc.get(SHIP_CURSOR)?.and_then(|v| {
+                let b: [u8; 16] = v.as_ref().try_into().ok()?;
+                Some(crate::id::ClickId::from_bytes(b))
+            }))
+        })
+    }
+
+    /// Records the newest click shipped, durably.
+    pub fn set_ship_cursor(&self, id: crate::id::ClickId) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.calc.insert(SHIP_CURSOR, &id.to_bytes()[..])?;
+            Ok(t.db.flush().map(|_| ())?)
         })
     }
 
