@@ -184,20 +184,24 @@ pub fn keyring(
         .expect("one active key");
         encode_keyring(&first)
     })?;
-    let corrupt = |reason: String| SecretError::Corrupt {
+    let ring = decode_keyring(&bytes).map_err(|reason| SecretError::Corrupt {
         path: path.clone(),
         reason,
-    };
-    let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    })?;
+    Ok((ring, KeyringSource::File(path)))
+}
+
+/// A keyring from its file form.
+pub fn decode_keyring(bytes: &[u8]) -> Result<Keyring, String> {
+    let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let mut keys = Vec::new();
     for k in file.keys {
         let secret = B64
             .decode(&k.secret)
-            .map_err(|_| corrupt(format!("key {} is not base64url", k.id)))?;
+            .map_err(|_| format!("key {} is not base64url", k.id))?;
         keys.push(SigningKey::new(k.id, secret, k.created_at, k.retired));
     }
-    let ring = Keyring::new(keys).ok_or_else(|| corrupt("has no active key".into()))?;
-    Ok((ring, KeyringSource::File(path)))
+    Keyring::new(keys).ok_or_else(|| "has no active key".into())
 }
 
 /// The keyring's file form.

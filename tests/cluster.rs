@@ -454,3 +454,58 @@ async fn one_custom_code_raced_on_two_nodes_is_won_exactly_once_and_redirects_ev
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signed_on_one_edge_verifies_on_another_and_rotations_spread() {
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let node_a = Node::start(&nats, root.path(), "edge-a", "all", &[]);
+    let node_b = Node::start(&nats, root.path(), "edge-b", "edge", &[]);
+    let (a, b) = (node_a.addr(), node_b.addr());
+    // Each node generated its own keyring and IP key in its data dir; the
+    // cluster's replaced one of them.
+    let ring = |n: &Node| std::fs::read(n.dir.join("keyring.json")).unwrap();
+    let ip_key = |n: &Node| std::fs::read(n.dir.join("ip-hash-key")).unwrap();
+    assert_eq!(ring(&node_a), ring(&node_b));
+    assert_eq!(ip_key(&node_a), ip_key(&node_b));
+
+    let p1 = create_partner(a, "aircall", "a1@a.example").await;
+    let p2 = create_partner(a, "aircall", "a2@b.example").await;
+    create_link(a, &p1, "https://aircall.io/", Some("air-one")).await;
+    create_link(a, &p2, "https://aircall.io/", Some("air-two")).await;
+    until(10, "the links on node B", || async move {
+        (click(b, "/r/air-two", None).await.status == 302).then_some(())
+    })
+    .await;
+    let token = click(a, "/r/air-one", None)
+        .await
+        .attribution_cookie()
+        .unwrap();
+    // First click wins in this program: node B keeps node A's cookie, so
+    // it verified A's signature.
+    let r = click(b, "/r/air-two", Some(&token)).await;
+    assert_eq!(r.status, 302);
+    assert!(
+        r.header("set-cookie").is_none(),
+        "node B did not verify node A's token"
+    );
+
+    // A rotation on B reaches A: A signs with the new key.
+    let r = api(b, "POST", "/api/v1/keys/rotate", None).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let new_id = r.json()["id"].as_u64().unwrap();
+    until(10, "the rotation on node A", || async move {
+        let keys = api(a, "GET", "/api/v1/keys", None).await.json();
+        keys["keys"]
+            .as_array()?
+            .iter()
+            .any(|k| k["id"].as_u64() == Some(new_id) && k["signing"] == true)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        ring(&node_a),
+        ring(&node_b),
+        "the rotation is kept on disk too"
+    );
+}

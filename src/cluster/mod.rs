@@ -20,6 +20,7 @@ pub mod directory;
 pub mod events;
 pub mod forward;
 pub mod lease;
+pub mod secrets;
 pub mod status;
 
 use crate::config::{ClusterConfig, Role};
@@ -39,6 +40,9 @@ pub const CLICKS_STREAM: &str = "REFEDGE_CLICKS";
 pub const EVENT_IDS_BUCKET: &str = "refedge_event_ids";
 /// Bucket: partners and links (`partner.{id}`, `link.{code}`).
 pub const DIRECTORY_BUCKET: &str = "refedge_directory";
+/// Bucket: the signing keyring and the IP-hash key (lock it down: see
+/// the README's *Running a cluster*).
+pub const SECRETS_BUCKET: &str = "refedge_secrets";
 /// Bucket: the active calculator's lease.
 pub const LEASE_BUCKET: &str = "refedge_lease";
 /// Bucket: every node's last heartbeat.
@@ -59,6 +63,8 @@ pub struct Cluster {
     parts: OnceCell<Parts>,
     /// Who holds the calculator lease, as last seen.
     pub lease: lease::LeaseView,
+    /// The secrets were shared with the cluster (or taken from it).
+    pub secrets_shared: std::sync::atomic::AtomicBool,
 }
 
 /// What a connected node holds.
@@ -68,6 +74,7 @@ pub(crate) struct Parts {
     pub(crate) events: jetstream::stream::Stream,
     pub(crate) event_ids: jetstream::kv::Store,
     pub(crate) directory: jetstream::kv::Store,
+    pub(crate) secrets: jetstream::kv::Store,
     pub(crate) lease: jetstream::kv::Store,
     pub(crate) nodes: jetstream::kv::Store,
 }
@@ -104,6 +111,7 @@ impl Cluster {
             config,
             parts: OnceCell::new(),
             lease: lease::LeaseView::default(),
+            secrets_shared: Default::default(),
         }))
     }
 
@@ -121,11 +129,28 @@ impl Cluster {
         })
     }
 
+    /// One attempt to connect, bounded by `within`; whether connected.
+    pub async fn connect_within(&self, within: Duration) -> bool {
+        if self.parts.get().is_some() {
+            return true;
+        }
+        match tokio::time::timeout(within, self.try_connect()).await {
+            Ok(Ok(parts)) => {
+                let _ = self.parts.set(parts);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Connects and makes sure every stream and bucket exists, retrying
     /// once a second until it succeeds.
     pub async fn connect(self: &Arc<Self>) {
         let mut logged = false;
         loop {
+            if self.parts.get().is_some() {
+                return;
+            }
             match self.try_connect().await {
                 Ok(parts) => {
                     let _ = self.parts.set(parts);
@@ -200,6 +225,7 @@ impl Cluster {
         .map_err(ClusterError::nats)?;
         let event_ids = kv(&js, EVENT_IDS_BUCKET, replicas).await?;
         let directory = kv(&js, DIRECTORY_BUCKET, replicas).await?;
+        let secrets = kv(&js, SECRETS_BUCKET, replicas).await?;
         let lease = kv(&js, LEASE_BUCKET, replicas).await?;
         let nodes = kv(&js, NODES_BUCKET, replicas).await?;
         Ok(Parts {
@@ -208,6 +234,7 @@ impl Cluster {
             events,
             event_ids,
             directory,
+            secrets,
             lease,
             nodes,
         })

@@ -61,6 +61,7 @@ pub async fn status(config: ClusterConfig) -> Result<Status, ClusterError> {
         config,
         parts: Default::default(),
         lease: Default::default(),
+        secrets_shared: Default::default(),
     };
     let parts = cluster.try_connect().await?;
     let now = Utc::now();

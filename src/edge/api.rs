@@ -296,6 +296,9 @@ pub async fn change_keys(
     if !body.iter().all(u8::is_ascii_whitespace) {
         parse_json::<Empty>(&body)?;
     }
+    if let Some(cluster) = &app.cluster {
+        return change_shared_keys(&app, cluster, retire).await;
+    }
     let _serialised = app.keyring_write.lock().await;
     let (status, id, bytes) = {
         let mut ring = app.keyring.write().expect("keyring lock");
@@ -324,6 +327,53 @@ pub async fn change_keys(
     tracing::info!(key_id = id, retired = retire.is_some(), "keyring changed");
     Ok(json(
         status,
+        &serde_json::json!({ "id": id, "retired": retire.is_some() }),
+    ))
+}
+
+/// A rotation or retirement of the cluster's shared keyring: a
+/// compare-and-set on the bucket, then used here at once (the other nodes
+/// follow from their watch).
+async fn change_shared_keys(
+    app: &Arc<App>,
+    cluster: &crate::cluster::Cluster,
+    retire: Option<u32>,
+) -> Result<Response<Body>, ApiError> {
+    let secret = random_bytes::<32>(&app.rng).to_vec();
+    let now_s = app.clock.now_ms() / 1000;
+    let id = std::sync::atomic::AtomicU32::new(0);
+    let bytes = cluster
+        .change_keyring(|current| {
+            let mut ring = crate::secrets::decode_keyring(current)
+                .map_err(|e| ApiError::Internal(format!("the shared keyring: {e}")))?;
+            let changed = match retire {
+                None => ring.rotate(secret.clone(), now_s),
+                Some(k) => {
+                    ring.retire(k).map_err(|e| match e {
+                        crate::token::KeyringError::NoSuchKey(_) => ApiError::NotFound("key"),
+                        other => ApiError::Conflict(other.to_string()),
+                    })?;
+                    k
+                }
+            };
+            id.store(changed, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, ApiError>(encode_keyring(&ring))
+        })
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the cluster's keyring: {e}")))??;
+    super::cluster_tasks::adopt_keyring(app, bytes).await;
+    let id = id.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        key_id = id,
+        retired = retire.is_some(),
+        "shared keyring changed"
+    );
+    Ok(json(
+        if retire.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
         &serde_json::json!({ "id": id, "retired": retire.is_some() }),
     ))
 }

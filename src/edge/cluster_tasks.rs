@@ -5,7 +5,9 @@
 use super::App;
 use crate::cluster::directory::Change;
 use crate::cluster::lease::Heartbeat;
+use crate::cluster::secrets::Adopted;
 use crate::cluster::Cluster;
+use crate::secrets::KeyringSource;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,19 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
         let app = app.clone();
         handles.push(tokio::spawn(async move {
             cluster.connect().await;
+            share_secrets_late(&app, &cluster).await;
+            if matches!(app.keyring_source, KeyringSource::File(_)) {
+                let a = app.clone();
+                tokio::spawn(async move {
+                    let c = a.cluster.clone().expect("cluster node");
+                    let handle = tokio::runtime::Handle::current();
+                    c.watch_keyring(|bytes| {
+                        let a = a.clone();
+                        handle.spawn(async move { adopt_keyring(&a, bytes).await });
+                    })
+                    .await;
+                });
+            }
             if cluster.role.calculates() {
                 announce_partners(&app, &cluster).await;
             }
@@ -138,4 +153,89 @@ async fn announce_partners(app: &Arc<App>, cluster: &Cluster) {
             return;
         }
     }
+}
+
+/// How long a starting node waits for NATS before loading its secrets.
+const SECRETS_WAIT: Duration = Duration::from_secs(5);
+
+/// At start: shares this node's secret files with the cluster or takes
+/// the cluster's over them; `None` when NATS did not answer in time (the
+/// connect task shares them later).
+pub async fn share_secrets_at_start(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    source: &KeyringSource,
+) -> Option<Adopted> {
+    if !cluster.connect_within(SECRETS_WAIT).await {
+        tracing::warn!("cluster: NATS did not answer within 5 s; starting with this node's own keyring and IP key until it does");
+        return None;
+    }
+    match cluster
+        .share_secrets(dir, matches!(source, KeyringSource::File(_)))
+        .await
+    {
+        Ok(a) => {
+            cluster
+                .secrets_shared
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: sharing secrets failed; retried once connected");
+            None
+        }
+    }
+}
+
+/// After a late connect: shares the secrets; a keyring taken from the
+/// cluster is used at once, an IP key at the next start.
+async fn share_secrets_late(app: &Arc<App>, cluster: &Cluster) {
+    if cluster
+        .secrets_shared
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return;
+    }
+    let file = matches!(app.keyring_source, KeyringSource::File(_));
+    match cluster.share_secrets(&app.config.data_dir, file).await {
+        Ok(a) => {
+            cluster
+                .secrets_shared
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            if a.keyring {
+                if let Ok(bytes) =
+                    std::fs::read(app.config.data_dir.join(crate::secrets::KEYRING_FILE))
+                {
+                    adopt_keyring(app, bytes).await;
+                }
+            }
+            if a.ip_key {
+                tracing::error!("cluster: this node started with its own IP-hash key; the cluster's is now in its data dir and is used from the next start (restart this node)");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cluster: sharing secrets failed"),
+    }
+}
+
+/// Uses a keyring (the file form) from the cluster, and keeps its file.
+pub(super) async fn adopt_keyring(app: &Arc<App>, bytes: Vec<u8>) {
+    let ring = match crate::secrets::decode_keyring(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cluster: the shared keyring is unreadable; keeping this node's");
+            return;
+        }
+    };
+    let _serialised = app.keyring_write.lock().await;
+    let same = crate::secrets::encode_keyring(&app.keyring.read().expect("keyring lock")) == bytes;
+    if same {
+        return;
+    }
+    if let KeyringSource::File(path) = &app.keyring_source {
+        if let Err(e) = crate::secrets::write_private(path, &bytes) {
+            tracing::error!(error = %e, "cluster: saving the shared keyring failed");
+        }
+    }
+    *app.keyring.write().expect("keyring lock") = ring;
+    tracing::info!("cluster: keyring changed by another node, adopted");
 }

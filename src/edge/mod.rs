@@ -214,9 +214,25 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     let rng = SystemRandom::new();
     let (admin_token, admin_token_path) =
         secrets::admin_token(config.admin_token.as_deref(), &dir, &rng)?;
-    let (keyring, keyring_source) =
+    let cluster = match &config.cluster {
+        Some(cc) => Some(crate::cluster::Cluster::new(cc.clone(), &dir)?),
+        None => None,
+    };
+    let (mut keyring, keyring_source) =
         secrets::keyring(&config.signing_keys, &dir, &rng, clock.now_ms() / 1000)?;
-    let ip_key = secrets::ip_hash_key(&dir, &rng)?;
+    let mut ip_key = secrets::ip_hash_key(&dir, &rng)?;
+    if let Some(c) = &cluster {
+        // The cluster's keyring and IP key, when NATS answers in time.
+        if let Some(adopted) = cluster_tasks::share_secrets_at_start(c, &dir, &keyring_source).await
+        {
+            if adopted.keyring {
+                keyring = secrets::keyring(&config.signing_keys, &dir, &rng, 0)?.0;
+            }
+            if adopted.ip_key {
+                ip_key = secrets::ip_hash_key(&dir, &rng)?;
+            }
+        }
+    }
     let store = {
         // Opened on a background thread: sled's IO and flusher threads,
         // started by the open, inherit its scheduling (see `background`).
@@ -247,12 +263,9 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         config.snapshot_every_events,
         Some(metrics.clone()),
     )?;
-    let cluster = match &config.cluster {
-        None => {
-            sync_partners(&conversions, &store, clock.now())?;
-            None
-        }
-        Some(cc) => {
+    match &config.cluster {
+        None => sync_partners(&conversions, &store, clock.now())?,
+        Some(_) => {
             let s = store.clone();
             let (cursor, last) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
                 Ok((s.stream_cursor()?, s.last_event_seq()?))
@@ -266,9 +279,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
                 ))
                 .into());
             }
-            Some(crate::cluster::Cluster::new(cc.clone(), &dir)?)
         }
-    };
+    }
     let calculator = conversions.start();
     let (clicklog, writer) = ClickLog::start(
         store.clone(),
