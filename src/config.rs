@@ -134,6 +134,10 @@ pub struct ClusterConfig {
     /// How long the click stream keeps clicks, in days (at least the
     /// longest attribution window).
     pub clicks_max_age_days: u64,
+    /// How long `POST /api/v1/events` waits for a signup's click that
+    /// another edge served and has not shipped yet, before deciding on
+    /// what is known (the reason says so).
+    pub attribution_wait_seconds: u64,
 }
 
 /// Log line format.
@@ -687,6 +691,7 @@ impl Reader {
         });
         let lease_seconds = self.uint(&mut t, p, "lease_seconds", 5, 2, 60);
         let clicks_max_age_days = self.uint(&mut t, p, "clicks_max_age_days", 400, 1, 3650);
+        let attribution_wait_seconds = self.uint(&mut t, p, "attribution_wait_seconds", 5, 0, 60);
         self.finish(t, p);
         let nats_url = nats_url?;
         for u in nats_url.split(',') {
@@ -712,6 +717,7 @@ impl Reader {
             advertise_url,
             lease_seconds,
             clicks_max_age_days,
+            attribution_wait_seconds,
         })
     }
 

@@ -27,6 +27,25 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
+/// A signup's click id that this node's click log does not hold.
+pub const NO_CLICK: &str = "no click with this id";
+
+/// A click as money sees it.
+pub fn click_seen(c: crate::model::ClickRecord) -> ClickSeen {
+    ClickSeen {
+        id: c.id.to_string(),
+        partner_id: c.partner_id,
+        occurred_at: c.at,
+        program: Some(c.program),
+        link: Some(c.link),
+        flags: c
+            .flags
+            .iter()
+            .map(|f| f.reason.label().to_string())
+            .collect(),
+    }
+}
+
 /// Events applied per calculator batch.
 const BATCH: usize = 2000;
 /// Snapshot at least this often when anything changed (and after
@@ -254,21 +273,8 @@ impl Conversions {
             match raw.parse::<ClickId>() {
                 Err(e) => resolved.error = Some(format!("click id {e}")),
                 Ok(id) => match self.store.find_click(id)? {
-                    Some(c) => {
-                        resolved.click = Some(ClickSeen {
-                            id: c.id.to_string(),
-                            partner_id: c.partner_id,
-                            occurred_at: c.at,
-                            program: Some(c.program),
-                            link: Some(c.link),
-                            flags: c
-                                .flags
-                                .iter()
-                                .map(|f| f.reason.label().to_string())
-                                .collect(),
-                        })
-                    }
-                    None => resolved.error = Some("no click with this id".into()),
+                    Some(c) => resolved.click = Some(click_seen(c)),
+                    None => resolved.error = Some(NO_CLICK.into()),
                 },
             }
         }

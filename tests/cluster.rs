@@ -509,3 +509,60 @@ async fn a_token_signed_on_one_edge_verifies_on_another_and_rotations_spread() {
         "the rotation is kept on disk too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signup_at_one_edge_is_attributed_to_a_click_served_by_another() {
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let wait = [("REFEDGE_CLUSTER__ATTRIBUTION_WAIT_SECONDS", "1")];
+    let _calc = Node::start(&nats, root.path(), "calc-1", "calculator", &wait);
+    let e1 = Node::start(&nats, root.path(), "edge-1", "edge", &wait);
+    let e2 = Node::start(&nats, root.path(), "edge-2", "edge", &wait);
+    let (e1, e2) = (e1.addr(), e2.addr());
+    let body = json!({"program": "krispcall", "name": "P", "email": "p@blog.example",
+                      "website": "https://blog.example"});
+    let partner = until(30, "the cluster", || {
+        let body = body.clone();
+        async move {
+            let r = try_api(e1, "POST", "/api/v1/partners", Some(&body)).await?;
+            Some(r.json()["id"].as_str()?.to_string())
+        }
+    })
+    .await;
+    create_link(e1, &partner, "https://krispcall.com/", Some("kc-far")).await;
+    let r = until(10, "the link on edge 2", || async move {
+        let r = click(e2, "/r/kc-far", None).await;
+        (r.status == 302).then_some(r)
+    })
+    .await;
+    let click_id = click_id_of(&r);
+    // At once, to the other edge: not rejected for a click it never saw.
+    let signup = |id: &str, customer: &str, click: &str| {
+        json!({"id": id, "type": "signup", "program": "krispcall",
+               "occurred_at": (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339(),
+               "customer": {"id": customer}, "attribution": {"click_id": click}})
+    };
+    let (status, body) = deliver(&[e1], &signup("s-far", "cust-far", &click_id)).await;
+    assert_eq!(status, 201, "{body}");
+    let seq = body["seq"].as_u64().unwrap();
+    let c = read(e1, &format!("/api/v1/customers/cust-far?wait_for={seq}")).await;
+    assert_eq!(
+        c["programs"][0]["referral"]["partner_id"],
+        partner.as_str(),
+        "{c}"
+    );
+    assert_eq!(
+        c["programs"][0]["referral"]["click_id"],
+        click_id.as_str(),
+        "{c}"
+    );
+
+    // A click id no edge served: decided after the bound, with the reason.
+    let unknown = "01J0000000000000000000000Z";
+    let (status, body) = deliver(&[e2], &signup("s-none", "cust-none", unknown)).await;
+    assert_eq!(status, 201, "{body}");
+    let seq = body["seq"].as_u64().unwrap();
+    let c = read(e2, &format!("/api/v1/customers/cust-none?wait_for={seq}")).await;
+    let reason = c["programs"][0]["rejections"][0]["detail"].to_string();
+    assert!(reason.contains("waited 1 s"), "{c}");
+}

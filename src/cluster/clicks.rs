@@ -11,9 +11,12 @@
 use super::{Cluster, ClusterError};
 use crate::id::ClickId;
 use crate::metrics::Metrics;
+use crate::model::ClickRecord;
 use crate::store::{ClickQuery, Store};
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::HeaderMap;
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,5 +149,74 @@ fn count_after(store: &Store, mut cursor: Option<ClickId>) -> usize {
             Some(c) => cursor = Some(c.id),
             None => return n,
         }
+    }
+}
+
+impl Cluster {
+    /// Calculator nodes: replicates every edge's clicks from the click
+    /// stream into the store's cluster click index, from the sequence kept
+    /// there, for as long as the node runs.
+    pub async fn replicate_clicks(self: Arc<Self>, store: Store) {
+        loop {
+            if let Err(e) = self.replicate_clicks_once(&store).await {
+                tracing::warn!(error = %e, "cluster: click replication interrupted; resuming from its cursor");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn replicate_clicks_once(&self, store: &Store) -> Result<(), ClusterError> {
+        let parts = loop {
+            match self.parts() {
+                Ok(p) => break p,
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let s = store.clone();
+        let cursor = tokio::task::spawn_blocking(move || s.cluster_clicks_cursor())
+            .await
+            .map_err(ClusterError::nats)?
+            .map_err(ClusterError::nats)?;
+        let stream = parts
+            .js
+            .get_stream(super::CLICKS_STREAM)
+            .await
+            .map_err(ClusterError::nats)?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: cursor + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(ClusterError::nats)?;
+        let mut chunks = consumer
+            .messages()
+            .await
+            .map_err(ClusterError::nats)?
+            .ready_chunks(SHIP_BATCH);
+        while let Some(chunk) = chunks.next().await {
+            let mut batch = Vec::with_capacity(chunk.len());
+            let mut seq = 0;
+            for m in chunk {
+                let m = m.map_err(ClusterError::nats)?;
+                seq = m.info().map_err(ClusterError::nats)?.stream_sequence;
+                match serde_json::from_slice::<ClickRecord>(&m.payload) {
+                    Ok(c) => batch.push((c, m.payload.to_vec())),
+                    Err(e) => {
+                        tracing::error!(seq, error = %e, "cluster: unreadable click in the click stream skipped")
+                    }
+                }
+            }
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.add_cluster_clicks(&batch, seq))
+                .await
+                .map_err(ClusterError::nats)?
+                .map_err(ClusterError::nats)?;
+        }
+        Err(ClusterError::Nats(
+            "the click stream's consumer ended".into(),
+        ))
     }
 }

@@ -186,6 +186,17 @@ struct ClickPageOut {
     next_cursor: Option<String>,
 }
 
+/// `GET /api/v1/clicks/{id}`: one click. In cluster mode a calculator
+/// also knows every other edge's shipped clicks, and an edge asks the
+/// active calculator for a click it did not serve.
+pub async fn get_click(app: Arc<App>, raw: &str) -> Result<Response<Body>, ApiError> {
+    let id: crate::id::ClickId = raw.parse().map_err(|_| ApiError::NotFound("click"))?;
+    match app.find_click(id).await? {
+        Some(c) => Ok(json(StatusCode::OK, &c)),
+        None => Err(ApiError::NotFound("click")),
+    }
+}
+
 /// `GET /api/v1/clicks?link=&partner=&from=&to=&limit=&cursor=`: oldest
 /// first; pass `next_cursor` back as `cursor` for the next page.
 pub async fn list_clicks(

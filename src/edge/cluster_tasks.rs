@@ -89,6 +89,9 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
                 .clone()
                 .replicate(app.store.clone(), app.conversions.clone()),
         ));
+        handles.push(tokio::spawn(
+            cluster.clone().replicate_clicks(app.store.clone()),
+        ));
     }
     {
         handles.push(tokio::spawn(

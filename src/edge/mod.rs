@@ -72,6 +72,9 @@ pub struct App {
     keyring_write: tokio::sync::Mutex<()>,
     /// Admin token check.
     admin: AdminAuth,
+    /// The admin token itself, for this node's calls to other cluster
+    /// nodes (every node of a cluster is given the same one).
+    node_token: String,
     /// Metric families.
     pub metrics: Arc<Metrics>,
     /// Per-program click counters, resolved once (label lookups are not free).
@@ -349,6 +352,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     );
     let app = Arc::new(App {
         admin: AdminAuth::new(&admin_token, &rng),
+        node_token: admin_token.clone(),
         ids: ClickIdGen::new(newest),
         keyring: RwLock::new(keyring),
         keyring_source,
@@ -612,6 +616,7 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "links"]) => "/api/v1/links",
         (_, ["api", "v1", "links", _]) => "/api/v1/links/{code}",
         (_, ["api", "v1", "clicks"]) => "/api/v1/clicks",
+        (_, ["api", "v1", "clicks", _]) => "/api/v1/clicks/{id}",
         (_, ["api", "v1", "keys"]) => "/api/v1/keys",
         (_, ["api", "v1", "keys", "rotate"]) => "/api/v1/keys/rotate",
         (_, ["api", "v1", "keys", _, "retire"]) => "/api/v1/keys/{id}/retire",
@@ -701,6 +706,10 @@ async fn dispatch(
             api::disable_link(app.clone(), code.to_string()).await
         }
         (&Method::GET, ["clicks"]) => api::list_clicks(app.clone(), req).await,
+        (&Method::GET, ["clicks", id]) => {
+            let id = id.to_string();
+            api::get_click(app.clone(), &id).await
+        }
         (&Method::GET, ["keys"]) => Ok(api::list_keys(app)),
         (&Method::POST, ["keys", "rotate"]) => api::change_keys(app.clone(), req, None).await,
         (&Method::POST, ["keys", id, "retire"]) => {

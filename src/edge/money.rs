@@ -224,6 +224,8 @@ pub async fn post_events(
         Ok((indices, items))
     })
     .await??;
+    let mut items = items;
+    app.resolve_across_cluster(&mut items).await?;
     let appended = app.append(items, now).await?;
     let (mut accepted, mut duplicates, mut conflicts) = (0, 0, 0);
     let mut last_seq = 0;
@@ -675,11 +677,19 @@ pub async fn run_payouts(
             .collect()
     });
     let as_of = r.as_of;
+    let cluster = app.cluster.is_some();
     let last_clicks = blocking(
         move || -> Result<BTreeMap<String, DateTime<Utc>>, crate::store::StoreError> {
             let mut out = BTreeMap::new();
             for p in partners {
-                if let Some(id) = store.last_click_of(&p)? {
+                // In cluster mode, the newest of any edge's.
+                let here = store.last_click_of(&p)?;
+                let anywhere = if cluster {
+                    store.cluster_last_click_of(&p)?
+                } else {
+                    None
+                };
+                if let Some(id) = here.max(anywhere) {
                     let t = crate::clock::ms_to_datetime(id.timestamp_ms());
                     if t <= as_of {
                         out.insert(p, t);

@@ -1,7 +1,8 @@
 //! Directory writes: on a single node, straight to the directory; in
 //! cluster mode, to the cluster's bucket first (see
 //! [`crate::cluster::directory`]) and then applied here at once, so the
-//! node that took the write reads it back.
+//! node that took the write reads it back. And the click look-up that
+//! reaches across the cluster.
 
 use super::http::{blocking, ApiError};
 use super::App;
@@ -126,5 +127,111 @@ impl App {
         })
         .await?
         .map_err(Into::into)
+    }
+}
+
+impl App {
+    /// A click by id: this node's log; on a cluster calculator, every
+    /// edge's shipped clicks too; on a cluster edge, the active
+    /// calculator's answer.
+    pub async fn find_click(
+        self: &Arc<Self>,
+        id: crate::id::ClickId,
+    ) -> Result<Option<crate::model::ClickRecord>, ApiError> {
+        let a = self.clone();
+        let calculates = self.calculates();
+        let found = blocking(move || -> Result<_, crate::store::StoreError> {
+            match a.store.find_click(id)? {
+                Some(c) => Ok(Some(c)),
+                None if calculates && a.cluster.is_some() => a.store.cluster_click(id),
+                None => Ok(None),
+            }
+        })
+        .await??;
+        if found.is_some() || calculates {
+            return Ok(found);
+        }
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let holder = cluster
+            .lease
+            .holder()
+            .ok_or_else(|| ApiError::Unavailable("no calculator holds the lease".into()))?;
+        let (status, body) = super::client::call(
+            &holder.api_url,
+            &self.node_token,
+            "GET",
+            &format!("/api/v1/clicks/{id}"),
+            None,
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the active calculator: {e}")))?;
+        match status {
+            200 => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| ApiError::Internal(format!("the calculator's click: {e}"))),
+            404 => Ok(None),
+            s => Err(ApiError::Unavailable(format!(
+                "the active calculator answered {s} to a click look-up"
+            ))),
+        }
+    }
+}
+
+/// Pause between look-ups of a click not shipped yet.
+const LOOKUP_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl App {
+    /// Cluster mode: a signup's click id that this edge did not serve is
+    /// looked up across the cluster; a click another edge served and has
+    /// not shipped yet is waited for, up to `cluster.attribution_wait_seconds`
+    /// for the whole request, after which the signup is decided on what is
+    /// known, the wait recorded in the reason.
+    pub async fn resolve_across_cluster(
+        self: &Arc<Self>,
+        items: &mut [crate::store::events::NewEvent],
+    ) -> Result<(), ApiError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let wait = std::time::Duration::from_secs(cluster.config.attribution_wait_seconds);
+        let deadline = std::time::Instant::now() + wait;
+        for item in items.iter_mut() {
+            let crate::commission::Event::Signup(s) = &mut item.event else {
+                continue;
+            };
+            let Some(r) = s.resolved.as_mut() else {
+                continue;
+            };
+            if r.error.as_deref() != Some(crate::conversions::NO_CLICK) {
+                continue;
+            }
+            let Some(id) = s
+                .attribution
+                .click_id
+                .as_deref()
+                .and_then(|c| c.parse::<crate::id::ClickId>().ok())
+            else {
+                continue;
+            };
+            loop {
+                if let Some(c) = self.find_click(id).await? {
+                    r.click = Some(crate::conversions::click_seen(c));
+                    r.error = None;
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    r.error = Some(format!(
+                        "{} on any edge of the cluster (waited {} s for the edges' clicks)",
+                        crate::conversions::NO_CLICK,
+                        wait.as_secs()
+                    ));
+                    break;
+                }
+                tokio::time::sleep(LOOKUP_PAUSE).await;
+            }
+        }
+        Ok(())
     }
 }

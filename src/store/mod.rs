@@ -11,6 +11,7 @@
 //! Methods block (sled I/O and fsync): call them from a blocking thread.
 
 pub mod clicks;
+pub mod cluster_clicks;
 mod codec;
 mod counts;
 pub mod events;
@@ -84,6 +85,9 @@ struct Trees {
     events: sled::Tree,
     /// The calculator's snapshot and quarantined events.
     calc: sled::Tree,
+    /// Cluster mode, calculator nodes: every edge's clicks from the click
+    /// stream (see [`cluster_clicks`]).
+    cluster_clicks: sled::Tree,
 }
 
 impl Trees {
@@ -109,6 +113,7 @@ impl Trees {
             clicks: db.open_tree("clicks")?,
             events: db.open_tree("events")?,
             calc: db.open_tree("calc")?,
+            cluster_clicks: db.open_tree("cluster_clicks")?,
             db,
         })
     }
