@@ -566,3 +566,68 @@ async fn a_signup_at_one_edge_is_attributed_to_a_click_served_by_another() {
     let reason = c["programs"][0]["rejections"][0]["detail"].to_string();
     assert!(reason.contains("waited 1 s"), "{c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_fast_across_edges_but_slow_on_each_is_flagged_cluster_wide() {
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let limit = [(
+        "REFEDGE_PROGRAMS__KRISPCALL__FRAUD__PARTNER_PER_SECOND",
+        "3",
+    )];
+    let _calc = Node::start(&nats, root.path(), "calc-1", "calculator", &limit);
+    let e1 = Node::start(&nats, root.path(), "edge-1", "edge", &limit);
+    let e2 = Node::start(&nats, root.path(), "edge-2", "edge", &limit);
+    let (e1, e2) = (e1.addr(), e2.addr());
+    let body = json!({"program": "krispcall", "name": "Fast", "email": "fast@blog.example",
+                      "website": "https://blog.example"});
+    let partner = until(30, "the cluster", || {
+        let body = body.clone();
+        async move {
+            let r = try_api(e1, "POST", "/api/v1/partners", Some(&body)).await?;
+            Some(r.json()["id"].as_str()?.to_string())
+        }
+    })
+    .await;
+    create_link(e1, &partner, "https://krispcall.com/", Some("kc-fast")).await;
+    until(10, "the link on edge 2", || async move {
+        (click(e2, "/r/kc-fast", None).await.status == 302).then_some(())
+    })
+    .await;
+    // Two clicks on each edge within one second: under the limit on each,
+    // four together. Retried (a second apart) until the four share a
+    // second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let path = format!("/api/v1/fraud/partners/{partner}");
+    let profile = until(30, "the cluster-wide flag", || {
+        let path = path.clone();
+        async move {
+            let (a, b, c, d) = tokio::join!(
+                click(e1, "/r/kc-fast", None),
+                click(e1, "/r/kc-fast", None),
+                click(e2, "/r/kc-fast", None),
+                click(e2, "/r/kc-fast", None)
+            );
+            for r in [a, b, c, d] {
+                assert_eq!(r.status, 302);
+                assert!(
+                    r.header("set-cookie").is_some(),
+                    "a node flagged its own two clicks"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let p = read(e1, &path).await;
+            (p["cluster_velocity"]["flagged"] == true).then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(profile["cluster_velocity"]["limit_per_second"], 3);
+    assert!(
+        profile["cluster_velocity"]["seconds_over"][0]["clicks"]
+            .as_u64()
+            .unwrap()
+            > 3
+    );
+    // The profile counts every edge's clicks (forwarded to the calculator).
+    assert!(profile["clicks"].as_u64().unwrap() >= 5, "{profile}");
+}

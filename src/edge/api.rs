@@ -242,8 +242,8 @@ pub async fn list_clicks(
         }
     }
     let _ = tokio::time::timeout(BARRIER_WAIT, app.clicklog.barrier()).await;
-    let store = app.store.clone();
-    let page = blocking(move || store.clicks(&q)).await??;
+    let store = super::fraud_api::Clicks::of(&app);
+    let page = blocking(move || store.page(&q)).await??;
     Ok(json(
         StatusCode::OK,
         &ClickPageOut {

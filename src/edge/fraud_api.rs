@@ -67,16 +67,41 @@ fn params(app: &App, req: &Request<Incoming>, allowed: &[&str]) -> Result<Params
     Ok(p)
 }
 
+/// Where clicks are read: this node's log, or on a cluster's calculator
+/// every edge's clicks.
+#[derive(Clone)]
+pub(super) struct Clicks {
+    store: Store,
+    cluster: bool,
+}
+
+impl Clicks {
+    pub(super) fn of(app: &App) -> Self {
+        Self {
+            store: app.store.clone(),
+            cluster: app.cluster.is_some() && app.calculates(),
+        }
+    }
+
+    pub(super) fn page(&self, q: &ClickQuery) -> Result<crate::store::ClickPage, StoreError> {
+        if self.cluster {
+            self.store.cluster_clicks_page(q)
+        } else {
+            self.store.clicks(q)
+        }
+    }
+}
+
 /// Calls `f` on every click matching, oldest first, until it returns false.
 fn scan(
-    store: &Store,
+    store: &Clicks,
     mut q: ClickQuery,
     mut f: impl FnMut(&ClickRecord) -> bool,
 ) -> Result<(), StoreError> {
     q.limit = 1000;
     let mut seen = 0;
     loop {
-        let page = store.clicks(&q)?;
+        let page = store.page(&q)?;
         for c in &page.clicks {
             seen += 1;
             if !f(c) || seen >= SCAN_LIMIT {
@@ -94,7 +119,7 @@ fn scan(
 pub async fn summary(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let p = params(&app, &req, &["program", "from", "to"])?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
-    let store = app.store.clone();
+    let store = Clicks::of(&app);
     let q = ClickQuery {
         from_ms: p.from,
         to_ms: p.to,
@@ -152,7 +177,7 @@ pub async fn clicks(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         &["partner", "reason", "from", "to", "limit", "cursor"],
     )?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
-    let store = app.store.clone();
+    let store = Clicks::of(&app);
     let q = ClickQuery {
         partner: p.partner.clone(),
         from_ms: p.from,
@@ -200,7 +225,7 @@ pub async fn partner(app: Arc<App>, id: String) -> Result<Response<Body>, ApiErr
         .partner(&id)
         .ok_or(ApiError::NotFound("partner"))?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
-    let store = app.store.clone();
+    let store = Clicks::of(&app);
     let pid = id.clone();
     let (days, visitors, total, flagged) = blocking(move || -> Result<_, StoreError> {
         let mut days: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
@@ -254,14 +279,50 @@ pub async fn partner(app: Arc<App>, id: String) -> Result<Response<Body>, ApiErr
         .map(|(d, (clicks, reasons))| j!({"date": d, "clicks": clicks, "flagged_by_reason": reasons}))
         .collect();
     let at: DateTime<Utc> = app.clock.now();
+    let velocity = cluster_velocity(&app, &partner).await?;
     Ok(json(
         StatusCode::OK,
         &j!({
             "partner_id": partner.id, "status": partner.status, "as_of": at,
+            "cluster_velocity": velocity,
             "clicks": total, "flagged": flagged,
             "flagged_share": format!("{:.4}", flagged as f64 / total.max(1) as f64),
             "distinct_visitors": visitors, "days": days,
             "rejected_signups": rejections, "click_to_signup_seconds": click_to_signup,
         }),
     ))
+}
+
+/// Cluster mode, on a calculator: the seconds in which the partner's
+/// clicks on every edge together exceeded its program's
+/// `partner_per_second` (the per-node limiter's limit, unchanged: each
+/// node enforces it on its own traffic, this catches traffic spread over
+/// nodes). `null` on a single node.
+async fn cluster_velocity(
+    app: &Arc<App>,
+    partner: &crate::model::Partner,
+) -> Result<Value, ApiError> {
+    if app.cluster.is_none() || !app.calculates() {
+        return Ok(Value::Null);
+    }
+    let limit = app
+        .config
+        .programs
+        .get(&partner.program)
+        .map(|p| {
+            p.fraud
+                .partner_limits
+                .get(&partner.id)
+                .copied()
+                .unwrap_or(p.fraud.partner_per_second)
+        })
+        .unwrap_or(u32::MAX);
+    let store = app.store.clone();
+    let pid = partner.id.clone();
+    let over = blocking(move || store.cluster_velocity(&pid, limit)).await??;
+    let seconds: Vec<Value> = over
+        .into_iter()
+        .map(|(s, n)| j!({"second": crate::clock::ms_to_datetime(s * 1000), "clicks": n}))
+        .collect();
+    Ok(j!({"limit_per_second": limit, "flagged": !seconds.is_empty(), "seconds_over": seconds}))
 }

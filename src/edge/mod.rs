@@ -774,6 +774,8 @@ fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
             | (&Method::GET, ["referrals" | "problems"])
             | (&Method::GET, ["customers", _])
             | (_, ["payouts", ..])
+            // Every edge's clicks are on the calculators.
+            | (&Method::GET, ["clicks"] | ["fraud", ..])
     )
 }
 

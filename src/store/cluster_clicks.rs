@@ -5,14 +5,20 @@
 //! Keys in the `cluster_clicks` tree:
 //! - `c` + click id (16 bytes BE) → the click's JSON as shipped
 //! - `p` + partner id + `0x00` + click id → empty (a partner's clicks)
+//! - `v` + partner id + `0x00` + second (`i64` BE) → the partner's
+//!   clicks in that second on every edge (`u32` BE): the cluster-wide
+//!   velocity
 //! - `s` → the click stream's sequence replicated up to (`u64` BE)
 
+use super::clicks::{ClickPage, ClickQuery};
 use super::{Store, StoreError};
 use crate::id::ClickId;
 use crate::model::ClickRecord;
+use std::collections::BTreeMap;
 
 const CLICK: u8 = b'c';
 const BY_PARTNER: u8 = b'p';
+const VELOCITY: u8 = b'v';
 const CURSOR: &[u8] = b"s";
 
 fn click_key(id: ClickId) -> [u8; 17] {
@@ -22,8 +28,12 @@ fn click_key(id: ClickId) -> [u8; 17] {
 }
 
 fn partner_prefix(partner: &str) -> Vec<u8> {
+    prefixed(BY_PARTNER, partner)
+}
+
+fn prefixed(tag: u8, partner: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + partner.len() + 16);
-    k.push(BY_PARTNER);
+    k.push(tag);
     k.extend_from_slice(partner.as_bytes());
     k.push(0);
     k
@@ -38,16 +48,114 @@ impl Store {
         seq: u64,
     ) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
+        let mut per_second: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
         for (c, raw) in clicks {
             b.insert(&click_key(c.id)[..], raw.as_slice());
             let mut k = partner_prefix(&c.partner_id);
             k.extend_from_slice(&c.id.to_bytes());
             b.insert(k, &[][..]);
+            let mut v = prefixed(VELOCITY, &c.partner_id);
+            v.extend_from_slice(&(c.id.timestamp_ms().div_euclid(1000)).to_be_bytes());
+            *per_second.entry(v).or_default() += 1;
         }
         b.insert(CURSOR, &seq.to_be_bytes()[..]);
         self.with(|t| {
+            // Counts add to what is stored; the batch and its cursor land
+            // together, so a replay from the cursor never counts twice.
+            for (k, n) in per_second {
+                let before = t.cluster_clicks.get(&k)?.map_or(0, |v| {
+                    u32::from_be_bytes(v[..4].try_into().expect("4 bytes"))
+                });
+                b.insert(k, &(before + n).to_be_bytes()[..]);
+            }
             t.cluster_clicks.apply_batch(b)?;
             Ok(t.db.flush().map(|_| ())?)
+        })
+    }
+
+    /// The seconds in which a partner's clicks on every edge together
+    /// exceeded `limit`, with their counts, oldest first.
+    pub fn cluster_velocity(
+        &self,
+        partner: &str,
+        limit: u32,
+    ) -> Result<Vec<(i64, u32)>, StoreError> {
+        let prefix = prefixed(VELOCITY, partner);
+        self.with(|t| {
+            let mut out = Vec::new();
+            for kv in t.cluster_clicks.scan_prefix(&prefix) {
+                let (k, v) = kv?;
+                let n = u32::from_be_bytes(v[..4].try_into().expect("4 bytes"));
+                if n > limit {
+                    let s = i64::from_be_bytes(k[prefix.len()..].try_into().expect("8 bytes"));
+                    out.push((s, n));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// A page of every edge's clicks, as [`Store::clicks`] pages the local
+    /// log (by partner through its index, by link filtered).
+    pub fn cluster_clicks_page(&self, q: &ClickQuery) -> Result<ClickPage, StoreError> {
+        let mut lo = q.from_ms.map_or(ClickId(0), ClickId::lower_bound);
+        if let Some(after) = q.after {
+            lo = lo.max(ClickId(after.0.saturating_add(1)));
+        }
+        let hi = q.to_ms.map_or(ClickId(u128::MAX), |t| {
+            ClickId(ClickId::lower_bound(t).0.saturating_sub(1))
+        });
+        let mut page = ClickPage {
+            clicks: Vec::new(),
+            next: None,
+        };
+        if lo > hi || q.limit == 0 {
+            return Ok(page);
+        }
+        self.with(|t| {
+            let ids: Box<dyn Iterator<Item = Result<ClickId, StoreError>>> = match &q.partner {
+                Some(p) => {
+                    let prefix = partner_prefix(p);
+                    let key = |id: ClickId| {
+                        let mut k = prefix.clone();
+                        k.extend_from_slice(&id.to_bytes());
+                        k
+                    };
+                    let n = prefix.len();
+                    Box::new(
+                        t.cluster_clicks
+                            .range(key(lo)..=key(hi))
+                            .keys()
+                            .map(move |k| {
+                                let k = k?;
+                                Ok(ClickId::from_bytes(k[n..].try_into().expect("16 bytes")))
+                            }),
+                    )
+                }
+                None => Box::new(
+                    t.cluster_clicks
+                        .range(click_key(lo)..=click_key(hi))
+                        .keys()
+                        .map(|k| Ok(ClickId::from_bytes(k?[1..].try_into().expect("16 bytes")))),
+                ),
+            };
+            for id in ids {
+                let id = id?;
+                let Some(raw) = t.cluster_clicks.get(click_key(id))? else {
+                    continue;
+                };
+                let c: ClickRecord = serde_json::from_slice(&raw)
+                    .map_err(|e| super::corrupt(&click_key(id), e.to_string()))?;
+                if q.link.as_ref().is_some_and(|l| *l != c.link) {
+                    continue;
+                }
+                page.clicks.push(c);
+                if page.clicks.len() == q.limit {
+                    page.next = Some(id);
+                    break;
+                }
+            }
+            Ok(page)
         })
     }
 
@@ -96,13 +204,13 @@ mod tests {
     use super::*;
 
     fn rec(id: u128, partner: &str) -> ClickRecord {
-        serde_json::from_value(serde_json::json!({
+        let v = serde_json::json!({
             "id": ClickId(id << 80).to_string(), "at": "2026-01-01T00:00:00Z", "link": "l1",
             "partner_id": partner, "program": "krispcall", "method": "GET",
             "ip_hash": "00", "ip_prefix": "10.0.0.0/24", "headers": {}, "flags": [],
-            "cookie": "none"
-        }))
-        .unwrap()
+            "cookie": "not_set"
+        });
+        serde_json::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap()
     }
 
     #[test]
@@ -131,5 +239,36 @@ mod tests {
             Some(ClickId(9 << 80))
         );
         assert_eq!(s.cluster_last_click_of("p3").unwrap(), None);
+        // Clicks 5, 7 and 9 fall in one second: p1 had two in it.
+        assert_eq!(s.cluster_velocity("p1", 1).unwrap().len(), 1);
+        assert_eq!(s.cluster_velocity("p1", 2).unwrap(), vec![]);
+        // A second batch adds to the counts.
+        let more: Vec<_> = [rec(6, "p1")]
+            .into_iter()
+            .map(|c| {
+                let raw = serde_json::to_vec(&c).unwrap();
+                (c, raw)
+            })
+            .collect();
+        s.add_cluster_clicks(&more, 4).unwrap();
+        assert_eq!(s.cluster_velocity("p1", 2).unwrap()[0].1, 3);
+        let page = s
+            .cluster_clicks_page(&ClickQuery {
+                partner: Some("p1".into()),
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        let ids: Vec<u128> = page.clicks.iter().map(|c| c.id.0 >> 80).collect();
+        assert_eq!(ids, vec![5, 6]);
+        let rest = s
+            .cluster_clicks_page(&ClickQuery {
+                partner: Some("p1".into()),
+                after: page.next,
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(rest.clicks.len(), 1);
     }
 }
