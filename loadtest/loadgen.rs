@@ -7,6 +7,8 @@
 //!   loadgen setup  ADDR TOKEN LINKS
 //!   loadgen rate   ADDR LINKS RATE SECONDS CONNECTIONS
 //!   loadgen verify ADDR TOKEN LINKS
+//!   loadgen events ADDR TOKEN EVENTS BATCH CONNECTIONS
+//!     (payments posted in batches; prints events/s, each acknowledged)
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn usage() -> ! {
-    eprintln!("usage: loadgen setup ADDR TOKEN LINKS | rate ADDR LINKS RATE SECONDS CONNECTIONS | verify ADDR TOKEN LINKS");
+    eprintln!("usage: loadgen setup ADDR TOKEN LINKS | rate ADDR LINKS RATE SECONDS CONNECTIONS | verify ADDR TOKEN LINKS | events ADDR TOKEN EVENTS BATCH CONNECTIONS");
     std::process::exit(2)
 }
 
@@ -98,6 +100,44 @@ where
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// Posts `events` payments in batches of `batch` over `conns` connections
+/// and reports the rate at which they were acknowledged (each batch's
+/// answer means every event in it is durable).
+async fn events(addr: SocketAddr, token: String, events: usize, batch: usize, conns: usize) {
+    let batches = events.div_ceil(batch);
+    let started = Instant::now();
+    let token = Arc::new(token);
+    let run = format!(
+        "{:x}",
+        std::process::id() as u64 ^ started.elapsed().as_nanos() as u64
+    );
+    fan_out(addr, batches, conns, move |mut tx, b| {
+        let token = token.clone();
+        let run = run.clone();
+        async move {
+            let items: Vec<String> = (b * batch..((b + 1) * batch).min(events))
+                .map(|i| {
+                    format!(
+                        r#"{{"id":"lt-{run}-{i}","type":"payment","program":"krispcall","occurred_at":"2026-03-02T00:00:00Z","customer_id":"c{i}","invoice_id":"inv-{run}-{i}","currency":"USD","lines":[{{"kind":"subscription","amount":"40.00"}}]}}"#
+                    )
+                })
+                .collect();
+            let body = format!("[{}]", items.join(","));
+            let (status, b) = call(&mut tx, "POST", "/api/v1/events", &token, Some(body)).await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+            let out: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            assert_eq!(out["accepted"].as_u64(), Some(items.len() as u64), "{out}");
+            tx
+        }
+    })
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"events\": {events}, \"batch\": {batch}, \"connections\": {conns}, \"seconds\": {secs:.2}, \"events_per_second\": {:.0}}}",
+        events as f64 / secs
+    );
 }
 
 async fn setup(addr: SocketAddr, token: String, links: usize) {
@@ -280,6 +320,13 @@ fn main() {
         .build()
         .unwrap();
     match args.get(1).map(String::as_str) {
+        Some("events") => rt.block_on(events(
+            loopback(arg(&args, 2)),
+            arg(&args, 3),
+            arg(&args, 4),
+            arg(&args, 5),
+            arg(&args, 6),
+        )),
         Some("setup") => rt.block_on(setup(loopback(arg(&args, 2)), arg(&args, 3), arg(&args, 4))),
         Some("rate") => rt.block_on(rate(
             loopback(arg(&args, 2)),

@@ -112,7 +112,8 @@ async fn every_acknowledged_event_is_applied_once_through_kills_and_a_nats_resta
     let calc2 = Node::start(&nats, root.path(), "calc-2", "calculator", &[]);
     let mut edge1 = Node::start(&nats, root.path(), "edge-1", "edge", &[]);
     let edge2 = Node::start(&nats, root.path(), "edge-2", "edge", &[]);
-    let edges = [edge1.addr(), edge2.addr()];
+    let edge3 = Node::start(&nats, root.path(), "edge-3", "edge", &[]);
+    let edges = [edge1.addr(), edge2.addr(), edge3.addr()];
 
     // An edge answers ledger reads once a calculator holds the lease.
     read(edges[0], "/api/v1/problems").await;
@@ -123,7 +124,7 @@ async fn every_acknowledged_event_is_applied_once_through_kills_and_a_nats_resta
     let mut partners = Vec::new();
     for k in 0..3 {
         let r = api(
-            edges[k % 2],
+            edges[k % 3],
             "POST",
             "/api/v1/partners",
             Some(json!({"program": "krispcall", "name": format!("P{k}"),
@@ -143,7 +144,7 @@ async fn every_acknowledged_event_is_applied_once_through_kills_and_a_nats_resta
         let c = json!({"code": format!("CPN-{k}"), "partner_id": pid});
         let r = until(30, "a coupon", || {
             let c = c.clone();
-            async move { try_api(edges[k % 2], "POST", "/api/v1/coupons", Some(&c)).await }
+            async move { try_api(edges[k % 3], "POST", "/api/v1/coupons", Some(&c)).await }
         })
         .await;
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -161,7 +162,7 @@ async fn every_acknowledged_event_is_applied_once_through_kills_and_a_nats_resta
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         codes.push(r.json()["code"].as_str().unwrap().to_string());
     }
-    let mut served = [0u64; 2];
+    let mut served = [0u64; 3];
 
     let mut events = Vec::new();
     for i in 0..24 {
@@ -181,14 +182,13 @@ async fn every_acknowledged_event_is_applied_once_through_kills_and_a_nats_resta
             75 => calc1.restart(),
             _ => {}
         }
-        let live: Vec<SocketAddr> = [edge1.process.as_ref().map(|p| p.addr), Some(edge2.addr())]
-            .into_iter()
-            .flatten()
-            .collect();
-        for (k, edge) in [edge1.process.as_ref().map(|p| p.addr), Some(edge2.addr())]
-            .into_iter()
-            .enumerate()
-        {
+        let all = [
+            edge1.process.as_ref().map(|p| p.addr),
+            Some(edge2.addr()),
+            Some(edge3.addr()),
+        ];
+        let live: Vec<SocketAddr> = all.into_iter().flatten().collect();
+        for (k, edge) in all.into_iter().enumerate() {
             if let Some(addr) = edge {
                 for code in &codes {
                     let r = click(addr, &format!("/r/{code}"), None).await;
@@ -241,19 +241,25 @@ async fn every_acknowledged_event_is_applied_once_through_kills_and_a_nats_resta
         async move {
             let s = run_json(&["cluster", "status", "--nats", &url, "--json"]);
             let by = &s["clicks_by_node"];
-            let (a, b) = (by["edge-1"].as_u64()?, by["edge-2"].as_u64()?);
-            (a == local1 && b == served[1]).then_some((a, b))
+            let (a, b, c) = (
+                by["edge-1"].as_u64()?,
+                by["edge-2"].as_u64()?,
+                by["edge-3"].as_u64()?,
+            );
+            (a == local1 && b == served[1] && c == served[2]).then_some((a, b, c))
         }
     })
     .await;
     eprintln!(
-        "clicks: edge-1 served {}, kept {} (lost in its kill -9 crash window: {}), {} in the stream; edge-2 served {}, {} in the stream",
+        "clicks: edge-1 served {}, kept {} (lost in its kill -9 crash window: {}), {} in the stream; edge-2 served {}, {} in the stream; edge-3 served {}, {} in the stream",
         served[0],
         local1,
         served[0] - local1,
         in_stream.0,
         served[1],
-        in_stream.1
+        in_stream.1,
+        served[2],
+        in_stream.2
     );
     assert!(local1 <= served[0]);
 
