@@ -1,12 +1,15 @@
 //! Click shipping: an edge's durable click log is its outbox. A shipper
-//! reads the clicks after its cursor, publishes each to the file-backed
-//! stream `REFEDGE_CLICKS` (subject `refedge.clicks.{node}`, message id
-//! `{node}.{click id}`), waits for every acknowledgement, then moves the
-//! cursor, kept in the node's store. A restart or a NATS outage resumes
-//! from the cursor: nothing is lost, and a click published twice (a crash
-//! between the acknowledgement and the cursor's write) is absorbed by the
-//! stream's de-duplication window. The redirect never waits for any of
-//! this.
+//! reads up to 2,000 clicks after its cursor (a round), records the
+//! round's last click durably (the intent), publishes the round to the
+//! file-backed stream `REFEDGE_CLICKS` as messages of up to 100 clicks
+//! (subject `refedge.clicks.{node}`, message id `{node}.{first click id}`),
+//! waits for every acknowledgement, then moves the cursor, kept in the
+//! node's store. A restart or a NATS outage resumes from the cursor; a
+//! round cut short is published again exactly as it was (the intent fixes
+//! its clicks, the clicks fix its messages and their ids), so the
+//! stream's de-duplication window absorbs it, and calculators count a
+//! click once by its id even beyond the window. The redirect never waits
+//! for any of this.
 
 use super::{Cluster, ClusterError};
 use crate::id::ClickId;
@@ -22,6 +25,10 @@ use std::time::Duration;
 
 /// Clicks published per round.
 const SHIP_BATCH: usize = 2000;
+/// Clicks per message: one acknowledgement for many clicks.
+const MESSAGE_CLICKS: usize = 100;
+/// Header carrying the number of clicks in a message.
+pub const CLICKS_HEADER: &str = "Refedge-Clicks";
 /// Pause when there is nothing to ship.
 const IDLE: Duration = Duration::from_millis(50);
 
@@ -83,33 +90,50 @@ impl Cluster {
     ) -> Result<Option<(ClickId, usize)>, ClusterError> {
         let parts = self.parts()?;
         let s = store.clone();
-        let page = tokio::task::spawn_blocking(move || {
-            s.clicks(&ClickQuery {
+        let (page, intent) = tokio::task::spawn_blocking(move || {
+            let intent = s.ship_intent()?.filter(|i| Some(*i) > cursor);
+            let page = s.clicks(&ClickQuery {
                 after: cursor,
                 limit: SHIP_BATCH,
                 ..Default::default()
-            })
+            })?;
+            Ok::<_, crate::store::StoreError>((page, intent))
         })
         .await
         .map_err(ClusterError::nats)?
         .map_err(ClusterError::nats)?;
-        let Some(last) = page.clicks.last().map(|c| c.id) else {
+        let mut clicks = page.clicks;
+        // A round cut short: exactly its clicks again.
+        if let Some(last) = intent {
+            clicks.retain(|c| c.id <= last);
+        }
+        let Some(last) = clicks.last().map(|c| c.id) else {
             metrics.ship_lag_seconds.set(0.0);
             return Ok(None);
         };
-        let oldest = page.clicks[0].at;
-        metrics
-            .ship_lag_seconds
-            .set((chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0);
+        if intent.is_none() {
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.set_ship_intent(last))
+                .await
+                .map_err(ClusterError::nats)?
+                .map_err(ClusterError::nats)?;
+        }
+        metrics.ship_lag_seconds.set(
+            (chrono::Utc::now() - clicks[0].at)
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0,
+        );
         let subject = subject(&self.node_id);
-        let mut acks = Vec::with_capacity(page.clicks.len());
-        for c in &page.clicks {
+        let mut acks = Vec::with_capacity(clicks.len().div_ceil(MESSAGE_CLICKS));
+        for batch in clicks.chunks(MESSAGE_CLICKS) {
             let mut headers = HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,
-                format!("{}.{}", self.node_id, c.id).as_str(),
+                format!("{}.{}", self.node_id, batch[0].id).as_str(),
             );
-            let body = serde_json::to_vec(c).expect("clicks serialise");
+            headers.insert(CLICKS_HEADER, batch.len().to_string().as_str());
+            let body = serde_json::to_vec(batch).expect("clicks serialise");
             acks.push(
                 parts
                     .js
@@ -118,7 +142,6 @@ impl Cluster {
                     .map_err(ClusterError::nats)?,
             );
         }
-        let n = acks.len();
         for ack in join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
             ack.map_err(ClusterError::nats)?;
         }
@@ -127,6 +150,7 @@ impl Cluster {
             .await
             .map_err(ClusterError::nats)?
             .map_err(ClusterError::nats)?;
+        let n = clicks.len();
         metrics.clicks_shipped.inc_by(n as u64);
         Ok(Some((last, n)))
     }
@@ -197,15 +221,21 @@ impl Cluster {
             .map_err(ClusterError::nats)?
             .ready_chunks(SHIP_BATCH);
         while let Some(chunk) = chunks.next().await {
-            let mut batch = Vec::with_capacity(chunk.len());
+            let mut batch = Vec::new();
             let mut seq = 0;
             for m in chunk {
                 let m = m.map_err(ClusterError::nats)?;
                 seq = m.info().map_err(ClusterError::nats)?.stream_sequence;
-                match serde_json::from_slice::<ClickRecord>(&m.payload) {
-                    Ok(c) => batch.push((c, m.payload.to_vec())),
+                let node = m
+                    .subject
+                    .as_str()
+                    .strip_prefix("refedge.clicks.")
+                    .unwrap_or_default()
+                    .to_string();
+                match serde_json::from_slice::<Vec<ClickRecord>>(&m.payload) {
+                    Ok(clicks) => batch.extend(clicks.into_iter().map(|c| (node.clone(), c))),
                     Err(e) => {
-                        tracing::error!(seq, error = %e, "cluster: unreadable click in the click stream skipped")
+                        tracing::error!(seq, error = %e, "cluster: unreadable message in the click stream skipped")
                     }
                 }
             }

@@ -94,6 +94,9 @@ pub struct Heartbeat {
     /// Clicks in this node's log not yet in the click stream.
     #[serde(default)]
     pub ship_lag_clicks: i64,
+    /// Calculator nodes: the distinct clicks replicated from each edge.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub clicks_by_node: std::collections::BTreeMap<String, u64>,
 }
 
 impl Cluster {

@@ -4,7 +4,7 @@
 //! the clicks of each edge in the click stream.
 
 use super::lease::{Heartbeat, Holder, LEASE_KEY};
-use super::{Cluster, ClusterError, CLICKS_STREAM};
+use super::{Cluster, ClusterError};
 use crate::config::ClusterConfig;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -22,7 +22,9 @@ pub struct Status {
     pub nodes: Vec<Node>,
     /// The event stream's last sequence.
     pub events_last_seq: u64,
-    /// Clicks in the click stream, by the edge that served them.
+    /// Distinct clicks in the click stream, by the edge that served them,
+    /// as the active calculator (or else the one furthest along) counted
+    /// them at its last heartbeat.
     pub clicks_by_node: BTreeMap<String, u64>,
 }
 
@@ -117,21 +119,18 @@ pub async fn status(config: ClusterConfig) -> Result<Status, ClusterError> {
         });
     }
     nodes.sort_by(|a, b| a.beat.node_id.cmp(&b.beat.node_id));
-    let clicks = parts
-        .js
-        .get_stream(CLICKS_STREAM)
-        .await
-        .map_err(ClusterError::nats)?;
-    let mut clicks_by_node = BTreeMap::new();
-    let mut subjects = clicks
-        .info_with_subjects("refedge.clicks.>")
-        .await
-        .map_err(ClusterError::nats)?;
-    while let Some(s) = subjects.next().await {
-        let (subject, n) = s.map_err(ClusterError::nats)?;
-        let node = subject.trim_start_matches("refedge.clicks.").to_string();
-        clicks_by_node.insert(node, n as u64);
-    }
+    let active = lease.as_ref().map(|l| l.node_id.clone());
+    let clicks_by_node = nodes
+        .iter()
+        .filter(|n| !n.beat.clicks_by_node.is_empty())
+        .max_by_key(|n| {
+            (
+                Some(&n.beat.node_id) == active.as_ref(),
+                n.beat.clicks_by_node.values().sum::<u64>(),
+            )
+        })
+        .map(|n| n.beat.clicks_by_node.clone())
+        .unwrap_or_default();
     Ok(Status {
         at: now,
         lease,

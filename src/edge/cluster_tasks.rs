@@ -108,6 +108,16 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
             loop {
                 tick.tick().await;
                 let lease = Duration::from_secs(cluster.config.lease_seconds);
+                let clicks_by_node = if cluster.role.calculates() {
+                    let store = app.store.clone();
+                    tokio::task::spawn_blocking(move || store.cluster_clicks_by_node())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default()
+                } else {
+                    Default::default()
+                };
                 let beat = Heartbeat {
                     node_id: cluster.node_id.clone(),
                     role: cluster.role.label().into(),
@@ -116,6 +126,7 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
                     applied: cluster.role.calculates().then(|| app.conversions.applied()),
                     active: cluster.lease.held_by_me(lease),
                     ship_lag_clicks: app.metrics.ship_lag_clicks.get(),
+                    clicks_by_node,
                 };
                 if let Err(e) = cluster.heartbeat(&beat).await {
                     tracing::debug!(error = %e, "cluster: heartbeat not written");

@@ -8,6 +8,8 @@
 //! - `v` + partner id + `0x00` + second (`i64` BE) → the partner's
 //!   clicks in that second on every edge (`u32` BE): the cluster-wide
 //!   velocity
+//! - `n` + node id → how many distinct clicks the stream holds from that
+//!   edge (`u64` BE)
 //! - `s` → the click stream's sequence replicated up to (`u64` BE)
 
 use super::clicks::{ClickPage, ClickQuery};
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 const CLICK: u8 = b'c';
 const BY_PARTNER: u8 = b'p';
 const VELOCITY: u8 = b'v';
+const BY_NODE: u8 = b'n';
 const CURSOR: &[u8] = b"s";
 
 fn click_key(id: ClickId) -> [u8; 17] {
@@ -40,36 +43,69 @@ fn prefixed(tag: u8, partner: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// Adds clicks from the click stream and the sequence they reach, in
-    /// one batch and one flush (a repeat overwrites itself).
+    /// Adds clicks from the click stream (each with the edge that served
+    /// it) and the sequence they reach, in one batch and one flush. A click
+    /// already here (a repeat the stream's window did not absorb) is not
+    /// counted again.
     pub fn add_cluster_clicks(
         &self,
-        clicks: &[(ClickRecord, Vec<u8>)],
+        clicks: &[(String, ClickRecord)],
         seq: u64,
     ) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        let mut per_second: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
-        for (c, raw) in clicks {
-            b.insert(&click_key(c.id)[..], raw.as_slice());
-            let mut k = partner_prefix(&c.partner_id);
-            k.extend_from_slice(&c.id.to_bytes());
-            b.insert(k, &[][..]);
-            let mut v = prefixed(VELOCITY, &c.partner_id);
-            v.extend_from_slice(&(c.id.timestamp_ms().div_euclid(1000)).to_be_bytes());
-            *per_second.entry(v).or_default() += 1;
-        }
-        b.insert(CURSOR, &seq.to_be_bytes()[..]);
         self.with(|t| {
+            let mut b = sled::Batch::default();
+            let mut per_second: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+            let mut per_node: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+            let mut seen = std::collections::HashSet::new();
+            for (node, c) in clicks {
+                let key = click_key(c.id);
+                if !seen.insert(c.id) || t.cluster_clicks.contains_key(key)? {
+                    continue;
+                }
+                b.insert(&key[..], serde_json::to_vec(c).expect("clicks serialise"));
+                let mut k = partner_prefix(&c.partner_id);
+                k.extend_from_slice(&c.id.to_bytes());
+                b.insert(k, &[][..]);
+                let mut v = prefixed(VELOCITY, &c.partner_id);
+                v.extend_from_slice(&(c.id.timestamp_ms().div_euclid(1000)).to_be_bytes());
+                *per_second.entry(v).or_default() += 1;
+                let mut n = vec![BY_NODE];
+                n.extend_from_slice(node.as_bytes());
+                *per_node.entry(n).or_default() += 1;
+            }
+            b.insert(CURSOR, &seq.to_be_bytes()[..]);
             // Counts add to what is stored; the batch and its cursor land
             // together, so a replay from the cursor never counts twice.
             for (k, n) in per_second {
                 let before = t.cluster_clicks.get(&k)?.map_or(0, |v| {
                     u32::from_be_bytes(v[..4].try_into().expect("4 bytes"))
                 });
+                b.insert(k, &(before.saturating_add(n as u32)).to_be_bytes()[..]);
+            }
+            for (k, n) in per_node {
+                let before = t.cluster_clicks.get(&k)?.map_or(0, |v| {
+                    u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))
+                });
                 b.insert(k, &(before + n).to_be_bytes()[..]);
             }
             t.cluster_clicks.apply_batch(b)?;
             Ok(t.db.flush().map(|_| ())?)
+        })
+    }
+
+    /// Distinct clicks replicated from each edge.
+    pub fn cluster_clicks_by_node(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.with(|t| {
+            let mut out = BTreeMap::new();
+            for kv in t.cluster_clicks.scan_prefix([BY_NODE]) {
+                let (k, v) = kv?;
+                let node = String::from_utf8_lossy(&k[1..]).into_owned();
+                out.insert(
+                    node,
+                    u64::from_be_bytes(v[..8].try_into().expect("8 bytes")),
+                );
+            }
+            Ok(out)
         })
     }
 
@@ -219,10 +255,7 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let batch: Vec<_> = [rec(5, "p1"), rec(9, "p1"), rec(7, "p2")]
             .into_iter()
-            .map(|c| {
-                let raw = serde_json::to_vec(&c).unwrap();
-                (c, raw)
-            })
+            .map(|c| ("edge-a".to_string(), c))
             .collect();
         s.add_cluster_clicks(&batch, 3).unwrap();
         assert_eq!(s.cluster_clicks_cursor().unwrap(), 3);
@@ -243,15 +276,16 @@ mod tests {
         assert_eq!(s.cluster_velocity("p1", 1).unwrap().len(), 1);
         assert_eq!(s.cluster_velocity("p1", 2).unwrap(), vec![]);
         // A second batch adds to the counts.
-        let more: Vec<_> = [rec(6, "p1")]
+        // A second batch adds to the counts; a repeat of a click does not.
+        let more: Vec<_> = [rec(6, "p1"), rec(5, "p1")]
             .into_iter()
-            .map(|c| {
-                let raw = serde_json::to_vec(&c).unwrap();
-                (c, raw)
-            })
+            .map(|c| ("edge-b".to_string(), c))
             .collect();
         s.add_cluster_clicks(&more, 4).unwrap();
         assert_eq!(s.cluster_velocity("p1", 2).unwrap()[0].1, 3);
+        let by_node = s.cluster_clicks_by_node().unwrap();
+        assert_eq!(by_node["edge-a"], 3);
+        assert_eq!(by_node["edge-b"], 1);
         let page = s
             .cluster_clicks_page(&ClickQuery {
                 partner: Some("p1".into()),

@@ -133,6 +133,8 @@ const DIRECTORY_CURSOR: &[u8] = b"directory-cursor";
 
 /// In the calc tree: the newest click shipped to the cluster (cluster mode).
 const SHIP_CURSOR: &[u8] = b"ship-cursor";
+/// In the calc tree: the last click of the shipping round in flight.
+const SHIP_INTENT: &[u8] = b"ship-intent";
 
 /// The key a heal writes to prove the store takes writes again.
 const PROBE: &[u8] = b"probe";
@@ -278,6 +280,25 @@ impl Store {
                 let b: [u8; 16] = v.as_ref().try_into().ok()?;
                 Some(crate::id::ClickId::from_bytes(b))
             }))
+        })
+    }
+
+    /// The last click of the shipping round in flight, if a round was cut
+    /// short: it is shipped again exactly as it was.
+    pub fn ship_intent(&self) -> Result<Option<crate::id::ClickId>, StoreError> {
+        self.with(|t| {
+            Ok(t.calc.get(SHIP_INTENT)?.and_then(|v| {
+                let b: [u8; 16] = v.as_ref().try_into().ok()?;
+                Some(crate::id::ClickId::from_bytes(b))
+            }))
+        })
+    }
+
+    /// Records the last click of the round about to be shipped, durably.
+    pub fn set_ship_intent(&self, id: crate::id::ClickId) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.calc.insert(SHIP_INTENT, &id.to_bytes()[..])?;
+            Ok(t.db.flush().map(|_| ())?)
         })
     }
 
