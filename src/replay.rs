@@ -102,10 +102,9 @@ pub fn parse(
                         continue;
                     }
                 }
-                let id = e
-                    .id()
-                    .map(String::from)
-                    .unwrap_or_else(|| format!("line-{line}"));
+                // As the server names it: an internal event (a payout
+                // run, a confirmation) by what it is, not by its line.
+                let id = crate::conversions::internal_id(&e);
                 events.push((id, e));
             }
             Err(e) => errors.push(LineError {

@@ -190,12 +190,7 @@ impl Cluster {
     }
 
     async fn replicate_clicks_once(&self, store: &Store) -> Result<(), ClusterError> {
-        let parts = loop {
-            match self.parts() {
-                Ok(p) => break p,
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
+        let parts = self.ready().await;
         let s = store.clone();
         let cursor = tokio::task::spawn_blocking(move || s.cluster_clicks_cursor())
             .await

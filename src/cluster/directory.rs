@@ -72,54 +72,56 @@ impl Cluster {
     /// Changes a partner's standing by compare-and-set; the partner as
     /// stored after.
     pub async fn set_status(&self, id: &str, status: PartnerStatus) -> Result<Partner, WriteError> {
-        let kv = &self.parts()?.directory;
-        let key = partner_key(id);
-        for _ in 0..CAS_ATTEMPTS {
-            let entry = kv
-                .entry(key.as_str())
-                .await
-                .map_err(ClusterError::nats)?
-                .filter(|e| e.operation == Operation::Put)
-                .ok_or(DirectoryError::NotFound("partner"))?;
-            let p: Partner = serde_json::from_slice(&entry.value)
-                .map_err(|e| ClusterError::Nats(format!("partner {id} in the bucket: {e}")))?;
-            let p = Directory::with_status(&p, status)?;
-            let body = serde_json::to_vec(&p).expect("partners serialise");
-            match kv.update(key.as_str(), body.into(), entry.revision).await {
-                Ok(_) => return Ok(p),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Err(ClusterError::nats(e).into()),
-            }
-        }
-        Err(ClusterError::Nats(format!("partner {id} is changing too often; try again")).into())
+        self.compare_and_set(&partner_key(id), "partner", |p: &Partner| {
+            Ok(Some(Directory::with_status(p, status)?))
+        })
+        .await
     }
 
     /// Disables a link by compare-and-set (disabling twice keeps the
     /// first time); the link as stored after.
     pub async fn disable_link(&self, code: &str, now: DateTime<Utc>) -> Result<Link, WriteError> {
+        self.compare_and_set(&link_key(code), "link", |l: &Link| {
+            if l.disabled_at.is_some() {
+                return Ok(None);
+            }
+            let mut l = l.clone();
+            l.disabled_at = Some(now);
+            Ok(Some(l))
+        })
+        .await
+    }
+
+    /// Reads `key`, lets `change` make the new value (`None`: keep it as
+    /// it is) and writes it on the revision read, again on a lost race;
+    /// the value as stored after. A missing key is `what` not found.
+    async fn compare_and_set<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        what: &'static str,
+        change: impl Fn(&T) -> Result<Option<T>, WriteError>,
+    ) -> Result<T, WriteError> {
         let kv = &self.parts()?.directory;
-        let key = link_key(code);
         for _ in 0..CAS_ATTEMPTS {
             let entry = kv
-                .entry(key.as_str())
+                .entry(key)
                 .await
                 .map_err(ClusterError::nats)?
                 .filter(|e| e.operation == Operation::Put)
-                .ok_or(DirectoryError::NotFound("link"))?;
-            let mut l: Link = serde_json::from_slice(&entry.value)
-                .map_err(|e| ClusterError::Nats(format!("link {code} in the bucket: {e}")))?;
-            if l.disabled_at.is_some() {
-                return Ok(l);
-            }
-            l.disabled_at = Some(now);
-            let body = serde_json::to_vec(&l).expect("links serialise");
-            match kv.update(key.as_str(), body.into(), entry.revision).await {
-                Ok(_) => return Ok(l),
+                .ok_or(DirectoryError::NotFound(what))?;
+            let current: T = serde_json::from_slice(&entry.value)
+                .map_err(|e| ClusterError::Nats(format!("{key} in the bucket: {e}")))?;
+            let Some(new) = change(&current)? else {
+                return Ok(current);
+            };
+            let body = serde_json::to_vec(&new).expect("directory entries serialise");
+            match kv.update(key, body.into(), entry.revision).await {
+                Ok(_) => return Ok(new),
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
                 Err(e) => return Err(ClusterError::nats(e).into()),
             }
         }
-        Err(ClusterError::Nats(format!("link {code} is changing too often; try again")).into())
+        Err(ClusterError::Nats(format!("{key} is changing too often; try again")).into())
     }
 
     /// Applies the bucket's changes to this node's directory for as long
@@ -143,12 +145,7 @@ impl Cluster {
         store: &Store,
         apply: &Arc<dyn Fn(Change) -> Result<(), StoreError> + Send + Sync>,
     ) -> Result<(), ClusterError> {
-        let kv = loop {
-            match self.parts() {
-                Ok(p) => break p.directory.clone(),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
+        let kv = self.ready().await.directory.clone();
         let s = store.clone();
         let from = tokio::task::spawn_blocking(move || s.directory_cursor())
             .await

@@ -227,12 +227,7 @@ impl Cluster {
         store: &Store,
         conversions: &Arc<Conversions>,
     ) -> Result<(), ClusterError> {
-        let parts = loop {
-            match self.parts() {
-                Ok(p) => break p,
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
+        let parts = self.ready().await;
         let s = store.clone();
         let cursor = tokio::task::spawn_blocking(move || s.stream_cursor())
             .await

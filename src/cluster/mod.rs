@@ -122,6 +122,16 @@ impl Cluster {
             .ok_or(ClusterError::NotConnected("still connecting"))
     }
 
+    /// The connection, waiting for it to be set up.
+    pub(crate) async fn ready(&self) -> &Parts {
+        loop {
+            if let Some(p) = self.parts.get() {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Whether the streams and buckets are set up.
     pub fn connected(&self) -> bool {
         self.parts.get().is_some_and(|p| {

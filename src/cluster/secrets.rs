@@ -106,11 +106,7 @@ impl Cluster {
     /// the node runs.
     pub async fn watch_keyring(&self, adopt: impl Fn(Vec<u8>)) {
         loop {
-            let Ok(parts) = self.parts() else {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            };
-            match parts.secrets.watch(KEYRING_KEY).await {
+            match self.ready().await.secrets.watch(KEYRING_KEY).await {
                 Ok(mut w) => {
                     while let Some(Ok(e)) = w.next().await {
                         if e.operation == Operation::Put {
