@@ -22,6 +22,7 @@
 //! - [`token`]: the signed attribution token and its keyring.
 //! - [`secrets`]: admin token, keyring and IP-hash key files (mode 0600).
 
+pub mod access;
 pub mod background;
 pub mod clicklog;
 pub mod clock;

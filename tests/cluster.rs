@@ -646,3 +646,47 @@ async fn a_partner_fast_across_edges_but_slow_on_each_is_flagged_cluster_wide() 
     // The profile counts every edge's clicks (forwarded to the calculator).
     assert!(profile["clicks"].as_u64().unwrap() >= 5, "{profile}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_made_on_one_node_works_on_another_until_revoked_anywhere() {
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let node_a = Node::start(&nats, root.path(), "edge-a", "all", &[]);
+    let node_b = Node::start(&nats, root.path(), "edge-b", "edge", &[]);
+    let (a, b) = (node_a.addr(), node_b.addr());
+    let made = until(30, "the cluster", || async move {
+        let body = json!({"name": "billing", "role": "ingest"});
+        let r = try_api(a, "POST", "/api/v1/api-keys", Some(&body)).await?;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        Some(r.json())
+    })
+    .await;
+    let secret = made["secret"].as_str().unwrap().to_string();
+    let id = made["id"].as_str().unwrap().to_string();
+    let auth = format!("Bearer {secret}");
+    let probe = |node: SocketAddr| {
+        let auth = auth.clone();
+        async move {
+            send(
+                node,
+                "GET",
+                "/api/v1/problems",
+                &[("authorization", &auth)],
+                None,
+            )
+            .await
+            .status
+        }
+    };
+    // On node B: its role's routes only (an ingest key may not read).
+    until(10, "the key on node B", || async {
+        (probe(b).await == 403).then_some(())
+    })
+    .await;
+    let r = api(b, "DELETE", &format!("/api/v1/api-keys/{id}"), None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    until(10, "the revocation on node A", || async {
+        (probe(a).await == 401).then_some(())
+    })
+    .await;
+}

@@ -1,5 +1,6 @@
-//! The shared directory: partners and links in the `refedge_directory`
-//! bucket (keys `partner.{id}` and `link.{code}`, one bucket so a link's
+//! The shared directory: partners, links and API keys in the
+//! `refedge_directory` bucket (keys `partner.{id}`, `link.{code}`,
+//! `apikey.{id}`; one bucket so a link's
 //! put always follows its partner's in the watch), applied by every node
 //! into its own in-memory index and sled copy. The redirect reads only
 //! that local copy and never waits for NATS.
@@ -67,6 +68,38 @@ impl Cluster {
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(ClusterError::nats(e)),
         }
+    }
+
+    /// Creates an API key in the bucket (its id is fresh).
+    pub async fn create_api_key(&self, k: &crate::access::ApiKey) -> Result<(), ClusterError> {
+        let kv = &self.parts()?.directory;
+        let body = serde_json::to_vec(k).expect("keys serialise");
+        kv.create(format!("apikey.{}", k.id), body.into())
+            .await
+            .map_err(ClusterError::nats)?;
+        Ok(())
+    }
+
+    /// Revokes an API key by compare-and-set (revoking twice keeps the
+    /// first time); the key as stored after.
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::access::ApiKey, WriteError> {
+        self.compare_and_set(
+            &format!("apikey.{id}"),
+            "api key",
+            |k: &crate::access::ApiKey| {
+                if k.revoked_at.is_some() {
+                    return Ok(None);
+                }
+                let mut k = k.clone();
+                k.revoked_at = Some(now);
+                Ok(Some(k))
+            },
+        )
+        .await
     }
 
     /// Changes a partner's standing by compare-and-set; the partner as
@@ -191,6 +224,7 @@ impl Cluster {
 pub enum Change {
     Partner(Partner),
     Link(Link),
+    ApiKey(crate::access::ApiKey),
 }
 
 fn decode(key: &str, value: &[u8]) -> Option<Change> {
@@ -198,6 +232,8 @@ fn decode(key: &str, value: &[u8]) -> Option<Change> {
         serde_json::from_slice(value).map(Change::Partner)
     } else if key.starts_with("link.") {
         serde_json::from_slice(value).map(Change::Link)
+    } else if key.starts_with("apikey.") {
+        serde_json::from_slice(value).map(Change::ApiKey)
     } else {
         return None;
     };

@@ -78,6 +78,7 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
         let apply = Arc::new(move |c: Change| match c {
             Change::Partner(p) => a.directory.apply_partner(&p),
             Change::Link(l) => a.directory.apply_link(&l),
+            Change::ApiKey(k) => a.keys.apply(&k),
         });
         handles.push(tokio::spawn(
             cluster.clone().watch_directory(app.store.clone(), apply),

@@ -28,6 +28,9 @@ pub enum ApiError {
     Invalid { field: String, reason: String },
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// A valid key whose role may not use this route.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]
@@ -64,6 +67,7 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

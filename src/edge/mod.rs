@@ -2,6 +2,7 @@
 //! shutdown, routing, the redirect and the admin API.
 
 mod api;
+mod api_keys;
 pub mod client;
 pub mod client_ip;
 mod cluster_tasks;
@@ -72,6 +73,8 @@ pub struct App {
     keyring_write: tokio::sync::Mutex<()>,
     /// Admin token check.
     admin: AdminAuth,
+    /// API keys with roles.
+    pub keys: crate::access::Keys,
     /// The admin token itself, for this node's calls to other cluster
     /// nodes (every node of a cluster is given the same one).
     node_token: String,
@@ -247,13 +250,14 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             })?;
         opener.run(move || Store::open(&path)).await?
     };
-    let (directory, newest) = {
+    let (directory, newest, keys) = {
         let store = store.clone();
         let programs = config.programs.clone();
         tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             Ok((
                 Directory::load(store.clone(), &programs)?,
                 store.newest_click_id()?,
+                crate::access::Keys::load(store.clone())?,
             ))
         })
         .await
@@ -352,6 +356,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     );
     let app = Arc::new(App {
         admin: AdminAuth::new(&admin_token, &rng),
+        keys,
         node_token: admin_token.clone(),
         ids: ClickIdGen::new(newest),
         keyring: RwLock::new(keyring),
@@ -633,6 +638,8 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "referrals"]) => "/api/v1/referrals",
         (_, ["api", "v1", "problems"]) => "/api/v1/problems",
         (_, ["api", "v1", "customers", _]) => "/api/v1/customers/{id}",
+        (_, ["api", "v1", "api-keys"]) => "/api/v1/api-keys",
+        (_, ["api", "v1", "api-keys", _]) => "/api/v1/api-keys/{id}",
         (_, ["api", "v1", "payouts", "run"]) => "/api/v1/payouts/run",
         (_, ["api", "v1", "payouts", _]) => "/api/v1/payouts/{id}",
         (_, ["api", "v1", "payouts", _, "csv"]) => "/api/v1/payouts/{id}/csv",
@@ -691,9 +698,8 @@ async fn dispatch(
     if signed_events {
         return money::post_events(app.clone(), req, true).await;
     }
-    if !authorised(app, &req) {
-        return Err(ApiError::Unauthorized);
-    }
+    let principal = principal(app, &req).ok_or(ApiError::Unauthorized)?;
+    permit(app, &principal, &method, &segments[2..]).await?;
     if !app.calculates() && is_ledger_route(&method, &segments[2..]) {
         return to_calculator(app, req).await;
     }
@@ -746,6 +752,12 @@ async fn dispatch(
         (&Method::GET, ["customers", id]) => {
             let id = id.to_string();
             money::customer(app.clone(), req, &id).await
+        }
+        (&Method::POST, ["api-keys"]) => api_keys::create(app.clone(), req).await,
+        (&Method::GET, ["api-keys"]) => Ok(api_keys::list(app)),
+        (&Method::DELETE, ["api-keys", id]) => {
+            let id = id.to_string();
+            api_keys::revoke(app.clone(), &id).await
         }
         (&Method::POST, ["payouts", "run"]) => money::run_payouts(app.clone(), req).await,
         (&Method::GET, ["payouts", id]) => {
@@ -857,13 +869,57 @@ pub(crate) fn partner_event(p: &crate::model::Partner) -> crate::store::events::
     }
 }
 
-/// The admin token from `Authorization: Bearer <token>`; the scheme name
-/// is case-insensitive (RFC 7235 §2.1).
-fn authorised(app: &App, req: &Request<Incoming>) -> bool {
-    req.headers()
+/// Who `Authorization: Bearer <token>` is: the admin token or a live API
+/// key; the scheme name is case-insensitive (RFC 7235 §2.1).
+fn principal(app: &App, req: &Request<Incoming>) -> Option<crate::access::Principal> {
+    let token = req
+        .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .is_some_and(|(_, t)| app.admin.check(t.trim()))
+        .map(|(_, t)| t.trim())?;
+    if app.admin.check(token) {
+        return Some(crate::access::Principal::admin_token());
+    }
+    app.keys.authenticate(token, app.clock.now())
+}
+
+/// Whether `p` may use this route (see [`crate::access::check`]): `403`
+/// for another role's route; for a partner key, `404` for anything of
+/// another partner's, as if it did not exist.
+async fn permit(
+    app: &Arc<App>,
+    p: &crate::access::Principal,
+    method: &Method,
+    rest: &[&str],
+) -> Result<(), ApiError> {
+    use crate::access::Access;
+    match crate::access::check(p, method, rest) {
+        Access::Allowed => Ok(()),
+        Access::Denied => Err(ApiError::Forbidden(format!(
+            "a {} key may not {method} /api/v1/{}",
+            serde_json::to_value(p.role)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            rest.join("/")
+        ))),
+        Access::OwnPartner(i) => {
+            if p.partner_id.as_deref() == rest.get(i).copied() {
+                Ok(())
+            } else {
+                Err(ApiError::NotFound("partner"))
+            }
+        }
+        Access::OwnLink(i) => {
+            let code = rest.get(i).copied().unwrap_or_default().to_string();
+            let a = app.clone();
+            let link = http::blocking(move || a.directory.link(&code)).await??;
+            match (link, &p.partner_id) {
+                (Some(l), Some(mine)) if &l.partner_id == mine => Ok(()),
+                _ => Err(ApiError::NotFound("link")),
+            }
+        }
+    }
 }

@@ -88,6 +88,8 @@ struct Trees {
     /// Cluster mode, calculator nodes: every edge's clicks from the click
     /// stream (see [`cluster_clicks`]).
     cluster_clicks: sled::Tree,
+    /// API keys by id (their secrets' hashes only).
+    api_keys: sled::Tree,
 }
 
 impl Trees {
@@ -114,6 +116,7 @@ impl Trees {
             events: db.open_tree("events")?,
             calc: db.open_tree("calc")?,
             cluster_clicks: db.open_tree("cluster_clicks")?,
+            api_keys: db.open_tree("api_keys")?,
             db,
         })
     }
@@ -308,6 +311,19 @@ impl Store {
             t.calc.insert(SHIP_CURSOR, &id.to_bytes()[..])?;
             Ok(t.db.flush().map(|_| ())?)
         })
+    }
+
+    /// Stores an API key durably.
+    pub fn put_api_key(&self, k: &crate::access::ApiKey) -> Result<(), StoreError> {
+        self.with(|t| {
+            t.api_keys.insert(k.id.as_bytes(), to_json(k))?;
+            Ok(t.db.flush().map(|_| ())?)
+        })
+    }
+
+    /// Every API key.
+    pub fn api_keys(&self) -> Result<Vec<crate::access::ApiKey>, StoreError> {
+        self.with(|t| all_json(&t.api_keys))
     }
 
     /// A partner by id.
