@@ -1,21 +1,20 @@
-//! Click shipping: an edge's durable click log is its outbox. A shipper
-//! reads up to 2,000 clicks after its cursor (a round), records the
-//! round's last click durably (the intent), publishes the round to the
-//! file-backed stream `REFEDGE_CLICKS` as messages of up to 100 clicks
-//! (subject `refedge.clicks.{node}`, message id `{node}.{first click id}`),
-//! waits for every acknowledgement, then moves the cursor, kept in the
-//! node's store. A restart or a NATS outage resumes from the cursor; a
-//! round cut short is published again exactly as it was (the intent fixes
-//! its clicks, the clicks fix its messages and their ids), so the
-//! stream's de-duplication window absorbs it, and calculators count a
-//! click once by its id even beyond the window. The redirect never waits
-//! for any of this.
+//! Click shipping: an edge's durable click log is its outbox. The log is
+//! a sequence of chunks that never change once written; a shipper
+//! publishes the chunks after its cursor, as they are stored (the log's
+//! compact binary encoding, ~48 bytes a click), one message a chunk, to
+//! the file-backed stream `REFEDGE_CLICKS` (subject `refedge.clicks.{node}`,
+//! message id `{node}.{chunk's first click id}`), waits for every
+//! acknowledgement of the round (up to 2,000 clicks), then moves the cursor,
+//! kept in the node's store. A restart or a NATS outage resumes from the
+//! cursor, and a chunk published twice carries the same id, so the
+//! stream's de-duplication window absorbs it; beyond the window the
+//! calculators count a click once by its id. The redirect never waits for
+//! any of this.
 
 use super::{Cluster, ClusterError};
 use crate::id::ClickId;
 use crate::metrics::Metrics;
-use crate::model::ClickRecord;
-use crate::store::{ClickQuery, Store};
+use crate::store::Store;
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::HeaderMap;
 use futures_util::future::join_all;
@@ -25,8 +24,6 @@ use std::time::Duration;
 
 /// Clicks published per round.
 const SHIP_BATCH: usize = 2000;
-/// Clicks per message: one acknowledgement for many clicks.
-const MESSAGE_CLICKS: usize = 100;
 /// Header carrying the number of clicks in a message.
 pub const CLICKS_HEADER: &str = "Refedge-Clicks";
 /// Pause when there is nothing to ship.
@@ -90,54 +87,33 @@ impl Cluster {
     ) -> Result<Option<(ClickId, usize)>, ClusterError> {
         let parts = self.parts()?;
         let s = store.clone();
-        let (page, intent) = tokio::task::spawn_blocking(move || {
-            let intent = s.ship_intent()?.filter(|i| Some(*i) > cursor);
-            let page = s.clicks(&ClickQuery {
-                after: cursor,
-                limit: SHIP_BATCH,
-                ..Default::default()
-            })?;
-            Ok::<_, crate::store::StoreError>((page, intent))
-        })
-        .await
-        .map_err(ClusterError::nats)?
-        .map_err(ClusterError::nats)?;
-        let mut clicks = page.clicks;
-        // A round cut short: exactly its clicks again.
-        if let Some(last) = intent {
-            clicks.retain(|c| c.id <= last);
-        }
-        let Some(last) = clicks.last().map(|c| c.id) else {
+        let chunks = tokio::task::spawn_blocking(move || s.chunks_after(cursor, SHIP_BATCH))
+            .await
+            .map_err(ClusterError::nats)?
+            .map_err(ClusterError::nats)?;
+        let Some(last) = chunks.last().map(|c| c.first) else {
             metrics.ship_lag_seconds.set(0.0);
             return Ok(None);
         };
-        if intent.is_none() {
-            let s = store.clone();
-            tokio::task::spawn_blocking(move || s.set_ship_intent(last))
-                .await
-                .map_err(ClusterError::nats)?
-                .map_err(ClusterError::nats)?;
-        }
-        metrics.ship_lag_seconds.set(
-            (chrono::Utc::now() - clicks[0].at)
-                .num_milliseconds()
-                .max(0) as f64
-                / 1000.0,
-        );
+        let oldest = crate::clock::ms_to_datetime(chunks[0].first.timestamp_ms());
+        metrics
+            .ship_lag_seconds
+            .set((chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0);
         let subject = subject(&self.node_id);
-        let mut acks = Vec::with_capacity(clicks.len().div_ceil(MESSAGE_CLICKS));
-        for batch in clicks.chunks(MESSAGE_CLICKS) {
+        let mut acks = Vec::with_capacity(chunks.len());
+        let mut n = 0;
+        for chunk in chunks {
+            n += chunk.clicks;
             let mut headers = HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,
-                format!("{}.{}", self.node_id, batch[0].id).as_str(),
+                format!("{}.{}", self.node_id, chunk.first).as_str(),
             );
-            headers.insert(CLICKS_HEADER, batch.len().to_string().as_str());
-            let body = serde_json::to_vec(batch).expect("clicks serialise");
+            headers.insert(CLICKS_HEADER, chunk.clicks.to_string().as_str());
             acks.push(
                 parts
                     .js
-                    .publish_with_headers(subject.clone(), headers, body.into())
+                    .publish_with_headers(subject.clone(), headers, chunk.bytes.into())
                     .await
                     .map_err(ClusterError::nats)?,
             );
@@ -150,28 +126,21 @@ impl Cluster {
             .await
             .map_err(ClusterError::nats)?
             .map_err(ClusterError::nats)?;
-        let n = clicks.len();
         metrics.clicks_shipped.inc_by(n as u64);
         Ok(Some((last, n)))
     }
 }
 
-/// Clicks in the local log after `cursor` (blocking; at start only).
+/// Clicks in the local log after the chunk `cursor` (blocking; at start).
 fn count_after(store: &Store, mut cursor: Option<ClickId>) -> usize {
     let mut n = 0;
     loop {
-        let page = match store.clicks(&ClickQuery {
-            after: cursor,
-            limit: 10_000,
-            ..Default::default()
-        }) {
-            Ok(p) => p,
-            Err(_) => return n,
-        };
-        n += page.clicks.len();
-        match page.clicks.last() {
-            Some(c) => cursor = Some(c.id),
-            None => return n,
+        match store.chunks_after(cursor, 10_000) {
+            Ok(chunks) if !chunks.is_empty() => {
+                n += chunks.iter().map(|c| c.clicks).sum::<usize>();
+                cursor = chunks.last().map(|c| c.first);
+            }
+            _ => return n,
         }
     }
 }
@@ -227,7 +196,7 @@ impl Cluster {
                     .strip_prefix("refedge.clicks.")
                     .unwrap_or_default()
                     .to_string();
-                match serde_json::from_slice::<Vec<ClickRecord>>(&m.payload) {
+                match crate::store::clicks::decode_raw_chunk(&m.payload) {
                     Ok(clicks) => batch.extend(clicks.into_iter().map(|c| (node.clone(), c))),
                     Err(e) => {
                         tracing::error!(seq, error = %e, "cluster: unreadable message in the click stream skipped")

@@ -252,7 +252,58 @@ fn page_from(
     Ok(page)
 }
 
+/// A chunk of the click log as stored: what cluster mode ships.
+#[derive(Debug, Clone)]
+pub struct RawChunk {
+    /// Its first click's id (its key).
+    pub first: ClickId,
+    /// Its value, in the log's encoding.
+    pub bytes: Vec<u8>,
+    /// How many clicks it holds.
+    pub clicks: usize,
+}
+
+/// The clicks of a chunk shipped by another node.
+pub fn decode_raw_chunk(bytes: &[u8]) -> Result<Vec<ClickRecord>, StoreError> {
+    decode_chunk(b"shipped", bytes)
+}
+
 impl Store {
+    /// The chunks after the one starting at `after`, oldest first, until
+    /// they hold `max_clicks` (at least one chunk when there is one).
+    /// Chunks never change once written: the same call gives the same
+    /// chunks.
+    pub fn chunks_after(
+        &self,
+        after: Option<ClickId>,
+        max_clicks: usize,
+    ) -> Result<Vec<RawChunk>, StoreError> {
+        let from = after.map_or(chunk_key(ClickId(0)), |a| {
+            chunk_key(ClickId(a.0.saturating_add(1)))
+        });
+        self.with(|t| {
+            let mut out = Vec::new();
+            let mut clicks = 0;
+            for kv in t.clicks.range(from.to_vec()..[CHUNK_TAG + 1].to_vec()) {
+                let (k, v) = kv?;
+                let first = <[u8; 16]>::try_from(&k[1..])
+                    .map(ClickId::from_bytes)
+                    .map_err(|_| corrupt(&k, "key has no click id"))?;
+                let n = decode_chunk(&k, &v)?.len();
+                clicks += n;
+                out.push(RawChunk {
+                    first,
+                    bytes: v.to_vec(),
+                    clicks: n,
+                });
+                if clicks >= max_clicks {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// A click by id (reads the one chunk that can hold it).
     pub fn find_click(&self, id: ClickId) -> Result<Option<ClickRecord>, StoreError> {
         self.with(|t| {
@@ -329,6 +380,43 @@ mod tests {
             })
             .unwrap();
         assert_eq!(page.clicks, vec![old, new]);
+    }
+
+    #[test]
+    fn chunks_after_a_cursor_are_the_same_chunks_every_time_and_hold_every_click() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for b in 0..3u64 {
+            let batch: Vec<_> = (0..300)
+                .map(|i| {
+                    record(
+                        ClickId::lower_bound(1_790_000_000_000 + (b * 1000 + i) as i64),
+                        "l",
+                    )
+                })
+                .collect();
+            store.write_clicks(&rows(&batch)).unwrap();
+        }
+        let first = store.chunks_after(None, 500).unwrap();
+        assert_eq!(first.len(), store.chunks_after(None, 500).unwrap().len());
+        assert!(first.iter().map(|c| c.clicks).sum::<usize>() >= 500);
+        // From each round's last chunk on, until nothing is left: every
+        // click once, in order.
+        let mut cursor = None;
+        let mut ids = Vec::new();
+        loop {
+            let chunks = store.chunks_after(cursor, 500).unwrap();
+            let Some(last) = chunks.last() else { break };
+            cursor = Some(last.first);
+            for c in &chunks {
+                let clicks = decode_raw_chunk(&c.bytes).unwrap();
+                assert_eq!(clicks.len(), c.clicks);
+                assert_eq!(clicks[0].id, c.first);
+                ids.extend(clicks.into_iter().map(|r| r.id));
+            }
+        }
+        assert_eq!(ids.len(), 900);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -134,10 +134,9 @@ const CACHE_BYTES: u64 = 4 << 20;
 /// In the calc tree: the directory bucket's revision applied (cluster mode).
 const DIRECTORY_CURSOR: &[u8] = b"directory-cursor";
 
-/// In the calc tree: the newest click shipped to the cluster (cluster mode).
-const SHIP_CURSOR: &[u8] = b"ship-cursor";
-/// In the calc tree: the last click of the shipping round in flight.
-const SHIP_INTENT: &[u8] = b"ship-intent";
+/// In the calc tree: the newest click chunk shipped to the cluster
+/// (cluster mode), by its first click id.
+const SHIP_CURSOR: &[u8] = b"ship-chunk-cursor";
 
 /// The key a heal writes to prove the store takes writes again.
 const PROBE: &[u8] = b"probe";
@@ -275,8 +274,8 @@ impl Store {
         })
     }
 
-    /// Cluster mode: the newest click of the local log acknowledged by
-    /// the cluster's click stream.
+    /// Cluster mode: the first click id of the newest chunk of the local
+    /// click log acknowledged by the cluster's click stream.
     pub fn ship_cursor(&self) -> Result<Option<crate::id::ClickId>, StoreError> {
         self.with(|t| {
             Ok(t.calc.get(SHIP_CURSOR)?.and_then(|v| {
@@ -286,26 +285,7 @@ impl Store {
         })
     }
 
-    /// The last click of the shipping round in flight, if a round was cut
-    /// short: it is shipped again exactly as it was.
-    pub fn ship_intent(&self) -> Result<Option<crate::id::ClickId>, StoreError> {
-        self.with(|t| {
-            Ok(t.calc.get(SHIP_INTENT)?.and_then(|v| {
-                let b: [u8; 16] = v.as_ref().try_into().ok()?;
-                Some(crate::id::ClickId::from_bytes(b))
-            }))
-        })
-    }
-
-    /// Records the last click of the round about to be shipped, durably.
-    pub fn set_ship_intent(&self, id: crate::id::ClickId) -> Result<(), StoreError> {
-        self.with(|t| {
-            t.calc.insert(SHIP_INTENT, &id.to_bytes()[..])?;
-            Ok(t.db.flush().map(|_| ())?)
-        })
-    }
-
-    /// Records the newest click shipped, durably.
+    /// Records the newest chunk shipped, durably.
     pub fn set_ship_cursor(&self, id: crate::id::ClickId) -> Result<(), StoreError> {
         self.with(|t| {
             t.calc.insert(SHIP_CURSOR, &id.to_bytes()[..])?;
