@@ -27,28 +27,6 @@ async fn key(addr: std::net::SocketAddr, role: &str, partner: Option<&str>) -> S
     r.json()["secret"].as_str().unwrap().to_string()
 }
 
-async fn as_key(
-    addr: std::net::SocketAddr,
-    secret: &str,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Resp {
-    let auth = format!("Bearer {secret}");
-    let text = body.map(Value::to_string);
-    send(
-        addr,
-        method,
-        path,
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        text.as_deref().map(str::as_bytes),
-    )
-    .await
-}
-
 #[tokio::test]
 async fn every_route_answers_each_role_as_its_rules_say() {
     let s = TestServer::start().await;
@@ -229,7 +207,7 @@ async fn every_route_answers_each_role_as_its_rules_say() {
     let mut checked = 0;
     for (method, path, body, allowed) in &routes {
         for role in ROLES {
-            let r = as_key(addr, &secrets[role], method, path, *body).await;
+            let r = api_as(addr, &secrets[role], method, path, *body).await;
             let text = String::from_utf8_lossy(&r.body);
             if allowed.contains(&role) {
                 assert!(
@@ -257,15 +235,15 @@ async fn every_route_answers_each_role_as_its_rules_say() {
         format!("/api/v1/partners/{b}/statement?month=2026-02"),
         "/api/v1/links/own-b".to_string(),
     ] {
-        let r = as_key(addr, p, "GET", &path, None).await;
+        let r = api_as(addr, p, "GET", &path, None).await;
         assert_eq!(r.status, 404, "{path}");
         assert!(!String::from_utf8_lossy(&r.body).contains(&b), "{path}");
     }
-    let mine = as_key(addr, p, "GET", &format!("/api/v1/partners/{a}"), None).await;
+    let mine = api_as(addr, p, "GET", &format!("/api/v1/partners/{a}"), None).await;
     assert_eq!(mine.status, 200);
     assert_eq!(mine.json()["email"], "a@blog.example");
     // A fraud key cannot run payouts.
-    let r = as_key(
+    let r = api_as(
         addr,
         &secrets["fraud"],
         "POST",
@@ -305,7 +283,7 @@ async fn secrets_are_shown_once_stored_hashed_and_revoked_at_once() {
                     "occurred_at": "2026-03-01T00:00:00Z", "customer_id": "c1", "invoice_id": "i1",
                     "currency": "USD", "lines": [{"kind": "subscription", "amount": "10"}]});
     assert_eq!(
-        as_key(addr, &secret, "POST", "/api/v1/events", Some(&ev))
+        api_as(addr, &secret, "POST", "/api/v1/events", Some(&ev))
             .await
             .status,
         201
@@ -325,7 +303,7 @@ async fn secrets_are_shown_once_stored_hashed_and_revoked_at_once() {
     // Expired: refused.
     s.clock.advance(chrono::Duration::days(1));
     assert_eq!(
-        as_key(addr, &secret, "POST", "/api/v1/events", Some(&ev))
+        api_as(addr, &secret, "POST", "/api/v1/events", Some(&ev))
             .await
             .status,
         401
@@ -334,7 +312,7 @@ async fn secrets_are_shown_once_stored_hashed_and_revoked_at_once() {
     // Revoked: refused at once.
     let k2 = key(addr, "finance", None).await;
     assert_eq!(
-        as_key(addr, &k2, "GET", "/api/v1/problems", None)
+        api_as(addr, &k2, "GET", "/api/v1/problems", None)
             .await
             .status,
         200
@@ -347,7 +325,7 @@ async fn secrets_are_shown_once_stored_hashed_and_revoked_at_once() {
     assert_eq!(r.status, 200);
     assert!(r.json()["revoked_at"].is_string());
     assert_eq!(
-        as_key(addr, &k2, "GET", "/api/v1/problems", None)
+        api_as(addr, &k2, "GET", "/api/v1/problems", None)
             .await
             .status,
         401

@@ -29,20 +29,7 @@ where
 /// Admin request that tolerates a node or NATS being down: `None` on a
 /// refused connection or a 503 (nothing was acknowledged).
 async fn try_api(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Option<Resp> {
-    let auth = format!("Bearer {ADMIN}");
-    let text = body.map(Value::to_string);
-    let r = try_send(
-        addr,
-        method,
-        path,
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        text.as_deref().map(str::as_bytes),
-    )
-    .await
-    .ok()?;
+    let r = try_api_as(addr, ADMIN, method, path, body).await.ok()?;
     (r.status != 503).then_some(r)
 }
 

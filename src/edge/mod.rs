@@ -1,5 +1,6 @@
 //! The only module that knows HTTP: startup, the accept loop with graceful
-//! shutdown, routing, the redirect and the admin API.
+//! shutdown, readiness; routing and who may call what in [`routes`], the
+//! redirect and the admin API in their own modules.
 
 mod api;
 mod api_keys;
@@ -11,6 +12,7 @@ pub mod http;
 mod idle;
 pub mod money;
 pub mod redirect;
+mod routes;
 mod writes;
 
 use crate::background;
@@ -25,11 +27,9 @@ use crate::secrets::{self, AdminAuth, KeyringSource, SecretError};
 use crate::store::{Store, StoreError};
 use crate::token::Keyring;
 use http::{text, ApiError, Body};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntCounter;
@@ -497,7 +497,7 @@ async fn serve(
                             let app = app.clone();
                             let in_flight = requests.begin();
                             async move {
-                                let resp = route(app, peer, req).await;
+                                let resp = routes::route(app, peer, req).await;
                                 drop(in_flight);
                                 Ok::<_, Infallible>(resp)
                             }
@@ -609,225 +609,6 @@ async fn readiness(app: &Arc<App>) -> Response<Body> {
     }
 }
 
-/// Route patterns used as metric labels.
-fn route_label(method: &Method, segments: &[&str]) -> &'static str {
-    match (method, segments) {
-        (_, ["r", _]) => "/r/{code}",
-        (_, ["healthz"]) => "/healthz",
-        (_, ["readyz"]) => "/readyz",
-        (_, ["metrics"]) => "/metrics",
-        (_, ["api", "v1", "partners"]) => "/api/v1/partners",
-        (_, ["api", "v1", "partners", _]) => "/api/v1/partners/{id}",
-        (_, ["api", "v1", "links"]) => "/api/v1/links",
-        (_, ["api", "v1", "links", _]) => "/api/v1/links/{code}",
-        (_, ["api", "v1", "clicks"]) => "/api/v1/clicks",
-        (_, ["api", "v1", "clicks", _]) => "/api/v1/clicks/{id}",
-        (_, ["api", "v1", "keys"]) => "/api/v1/keys",
-        (_, ["api", "v1", "keys", "rotate"]) => "/api/v1/keys/rotate",
-        (_, ["api", "v1", "keys", _, "retire"]) => "/api/v1/keys/{id}/retire",
-        (_, ["api", "v1", "events"]) => "/api/v1/events",
-        (_, ["api", "v1", "fraud", "summary"]) => "/api/v1/fraud/summary",
-        (_, ["api", "v1", "fraud", "clicks"]) => "/api/v1/fraud/clicks",
-        (_, ["api", "v1", "fraud", "partners", _]) => "/api/v1/fraud/partners/{id}",
-        (_, ["api", "v1", "fx-rates"]) => "/api/v1/fx-rates",
-        (_, ["api", "v1", "coupons"]) => "/api/v1/coupons",
-        (_, ["api", "v1", "coupons", _]) => "/api/v1/coupons/{code}",
-        (_, ["api", "v1", "partners", _, "balance"]) => "/api/v1/partners/{id}/balance",
-        (_, ["api", "v1", "partners", _, "audit"]) => "/api/v1/partners/{id}/audit",
-        (_, ["api", "v1", "partners", _, "statement"]) => "/api/v1/partners/{id}/statement",
-        (_, ["api", "v1", "referrals"]) => "/api/v1/referrals",
-        (_, ["api", "v1", "problems"]) => "/api/v1/problems",
-        (_, ["api", "v1", "customers", _]) => "/api/v1/customers/{id}",
-        (_, ["api", "v1", "api-keys"]) => "/api/v1/api-keys",
-        (_, ["api", "v1", "api-keys", _]) => "/api/v1/api-keys/{id}",
-        (_, ["api", "v1", "payouts", "run"]) => "/api/v1/payouts/run",
-        (_, ["api", "v1", "payouts", _]) => "/api/v1/payouts/{id}",
-        (_, ["api", "v1", "payouts", _, "csv"]) => "/api/v1/payouts/{id}/csv",
-        (_, ["api", "v1", "payouts", _, "confirm"]) => "/api/v1/payouts/{id}/confirm",
-        _ => "other",
-    }
-}
-
-async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-    // The hot path: no allocation to route a click, no label lookup to count it.
-    if let Some(code) = req
-        .uri()
-        .path()
-        .strip_prefix("/r/")
-        .filter(|c| !c.contains('/'))
-    {
-        let resp = redirect::redirect(&app, peer, &req, code);
-        app.count_redirect_response(resp.status());
-        return resp;
-    }
-    let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let label = route_label(req.method(), &segments);
-    let resp = dispatch(&app, req, &segments)
-        .await
-        .unwrap_or_else(ApiError::into_response);
-    app.metrics
-        .http_responses
-        .with_label_values(&[label, resp.status().as_str()])
-        .inc();
-    resp
-}
-
-async fn dispatch(
-    app: &Arc<App>,
-    req: Request<Incoming>,
-    segments: &[&str],
-) -> Result<Response<Body>, ApiError> {
-    let method = req.method().clone();
-    match (&method, segments) {
-        (&Method::GET, ["healthz"]) => return Ok(text(StatusCode::OK, "ok\n")),
-        (&Method::GET, ["readyz"]) => return Ok(readiness(app).await),
-        (&Method::GET, ["metrics"]) => {
-            let mut r = Response::new(http_body_util::Full::new(app.metrics.render().into()));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return Ok(r);
-        }
-        (_, ["api", "v1", ..]) => {}
-        _ => return Err(ApiError::NotFound("route")),
-    }
-    let signed_events =
-        method == Method::POST && segments[2..] == ["events"] && money::is_signed(&req);
-    if signed_events {
-        return money::post_events(app.clone(), req, true).await;
-    }
-    let principal = principal(app, &req).ok_or(ApiError::Unauthorized)?;
-    permit(app, &principal, &method, &segments[2..]).await?;
-    if !app.calculates() && is_ledger_route(&method, &segments[2..]) {
-        return to_calculator(app, req).await;
-    }
-    match (&method, &segments[2..]) {
-        (&Method::POST, ["partners"]) => api::create_partner(app.clone(), req).await,
-        (&Method::GET, ["partners", id]) => api::get_partner(app, id),
-        (&Method::POST, ["links"]) => api::create_link(app.clone(), req).await,
-        (&Method::GET, ["links", code]) => api::get_link(app.clone(), code).await,
-        (&Method::DELETE, ["links", code]) => {
-            api::disable_link(app.clone(), code.to_string()).await
-        }
-        (&Method::GET, ["clicks"]) => api::list_clicks(app.clone(), req).await,
-        (&Method::GET, ["clicks", id]) => {
-            let id = id.to_string();
-            api::get_click(app.clone(), &id).await
-        }
-        (&Method::GET, ["keys"]) => Ok(api::list_keys(app)),
-        (&Method::POST, ["keys", "rotate"]) => api::change_keys(app.clone(), req, None).await,
-        (&Method::POST, ["keys", id, "retire"]) => {
-            let id = id.to_string();
-            api::change_keys(app.clone(), req, Some(&id)).await
-        }
-        (&Method::PATCH, ["partners", id]) => {
-            let id = id.to_string();
-            api::patch_partner(app.clone(), req, id).await
-        }
-        (&Method::GET, ["partners", id, "audit"]) => api::partner_audit(app, id),
-        (&Method::GET, ["fraud", "summary"]) => fraud_api::summary(app.clone(), req).await,
-        (&Method::GET, ["fraud", "clicks"]) => fraud_api::clicks(app.clone(), req).await,
-        (&Method::GET, ["fraud", "partners", id]) => {
-            fraud_api::partner(app.clone(), id.to_string()).await
-        }
-        (&Method::POST, ["events"]) => money::post_events(app.clone(), req, false).await,
-        (&Method::POST, ["fx-rates"]) => money::post_fx_rates(app.clone(), req).await,
-        (&Method::POST, ["coupons"]) => money::post_coupon(app.clone(), req).await,
-        (&Method::GET, ["coupons", code]) => {
-            let code = code.to_string();
-            money::get_coupon(app.clone(), req, &code).await
-        }
-        (&Method::GET, ["partners", id, "balance"]) => {
-            let id = id.to_string();
-            money::balance(app.clone(), req, &id).await
-        }
-        (&Method::GET, ["partners", id, "statement"]) => {
-            let id = id.to_string();
-            money::statement(app.clone(), req, &id).await
-        }
-        (&Method::GET, ["referrals"]) => money::referrals(app.clone(), req).await,
-        (&Method::GET, ["problems"]) => money::problems(app, &req),
-        (&Method::GET, ["customers", id]) => {
-            let id = id.to_string();
-            money::customer(app.clone(), req, &id).await
-        }
-        (&Method::POST, ["api-keys"]) => api_keys::create(app.clone(), req).await,
-        (&Method::GET, ["api-keys"]) => Ok(api_keys::list(app)),
-        (&Method::DELETE, ["api-keys", id]) => {
-            let id = id.to_string();
-            api_keys::revoke(app.clone(), &id).await
-        }
-        (&Method::POST, ["payouts", "run"]) => money::run_payouts(app.clone(), req).await,
-        (&Method::GET, ["payouts", id]) => {
-            let id = id.to_string();
-            money::get_payout(app.clone(), req, &id).await
-        }
-        (&Method::GET, ["payouts", id, "csv"]) => money::payout_csv(app.clone(), id).await,
-        (&Method::POST, ["payouts", id, "confirm"]) => money::confirm_payout(app.clone(), id).await,
-        (_, known) if route_label(&method, segments) != "other" && !known.is_empty() => {
-            Err(ApiError::MethodNotAllowed)
-        }
-        _ => Err(ApiError::NotFound("route")),
-    }
-}
-
-/// Routes answered from the ledger, which an edge node does not keep.
-fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
-    matches!(
-        (method, rest),
-        (&Method::POST, ["fx-rates"])
-            | (_, ["coupons", ..])
-            | (
-                &Method::GET,
-                ["partners", _, "balance" | "statement" | "audit"]
-            )
-            | (&Method::GET, ["referrals" | "problems"])
-            | (&Method::GET, ["customers", _])
-            | (_, ["payouts", ..])
-            // Every edge's clicks are on the calculators.
-            | (&Method::GET, ["clicks"] | ["fraud", ..])
-    )
-}
-
-/// Sends a ledger route on to the active calculator (cluster mode, edge
-/// nodes); a request that was forwarded once is never sent on again.
-async fn to_calculator(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    use crate::cluster::forward::{forward, Forward, FORWARDED_HEADER};
-    if req.headers().contains_key(FORWARDED_HEADER) {
-        return Err(ApiError::Unavailable(
-            "forwarded to a node that keeps no ledger".into(),
-        ));
-    }
-    let cluster = app.cluster.as_ref().expect("edge nodes are cluster nodes");
-    let Some(holder) = cluster.lease.holder() else {
-        return Err(ApiError::Unavailable(
-            "no calculator holds the lease at the moment".into(),
-        ));
-    };
-    let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path().to_string(), ToString::to_string);
-    let authorization = req.headers().get(AUTHORIZATION).cloned();
-    let content_type = req.headers().get(CONTENT_TYPE).cloned();
-    let body = http::read_body(req, app.config.max_body_bytes).await?;
-    forward(
-        &holder.api_url,
-        &holder.node_id,
-        Forward {
-            method,
-            path,
-            authorization,
-            content_type,
-            body,
-        },
-    )
-    .await
-}
-
 /// Makes sure the calculator knows every partner (idempotent: partners
 /// created before the calculator existed, or whose event failed to append).
 fn sync_partners(
@@ -866,60 +647,5 @@ pub(crate) fn partner_event(p: &crate::model::Partner) -> crate::store::events::
         id: crate::conversions::internal_id(&event),
         digest: crate::conversions::digest(&value),
         event,
-    }
-}
-
-/// Who `Authorization: Bearer <token>` is: the admin token or a live API
-/// key; the scheme name is case-insensitive (RFC 7235 §2.1).
-fn principal(app: &App, req: &Request<Incoming>) -> Option<crate::access::Principal> {
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())?;
-    if app.admin.check(token) {
-        return Some(crate::access::Principal::admin_token());
-    }
-    app.keys.authenticate(token, app.clock.now())
-}
-
-/// Whether `p` may use this route (see [`crate::access::check`]): `403`
-/// for another role's route; for a partner key, `404` for anything of
-/// another partner's, as if it did not exist.
-async fn permit(
-    app: &Arc<App>,
-    p: &crate::access::Principal,
-    method: &Method,
-    rest: &[&str],
-) -> Result<(), ApiError> {
-    use crate::access::Access;
-    match crate::access::check(p, method, rest) {
-        Access::Allowed => Ok(()),
-        Access::Denied => Err(ApiError::Forbidden(format!(
-            "a {} key may not {method} /api/v1/{}",
-            serde_json::to_value(p.role)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            rest.join("/")
-        ))),
-        Access::OwnPartner(i) => {
-            if p.partner_id.as_deref() == rest.get(i).copied() {
-                Ok(())
-            } else {
-                Err(ApiError::NotFound("partner"))
-            }
-        }
-        Access::OwnLink(i) => {
-            let code = rest.get(i).copied().unwrap_or_default().to_string();
-            let a = app.clone();
-            let link = http::blocking(move || a.directory.link(&code)).await??;
-            match (link, &p.partner_id) {
-                (Some(l), Some(mine)) if &l.partner_id == mine => Ok(()),
-                _ => Err(ApiError::NotFound("link")),
-            }
-        }
     }
 }

@@ -109,9 +109,33 @@ pub async fn try_send(
 
 /// Admin-authenticated JSON request.
 pub async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Resp {
-    let auth = format!("Bearer {ADMIN}");
-    let text = body.map(|b| b.to_string());
-    send(
+    api_as(addr, ADMIN, method, path, body.as_ref()).await
+}
+
+/// A JSON request with `token` as the bearer (an API key's secret).
+pub async fn api_as(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Resp {
+    try_api_as(addr, token, method, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// As [`api_as`], with a refused connection returned.
+pub async fn try_api_as(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Resp, String> {
+    let auth = format!("Bearer {token}");
+    let text = body.map(Value::to_string);
+    try_send(
         addr,
         method,
         path,
