@@ -999,4 +999,51 @@ allowed_hosts = ["acme.test"]
         );
         assert!(e.to_string().contains("5 invalid setting(s)"));
     }
+
+    #[test]
+    fn cluster_settings_are_read_and_every_bad_one_reported() {
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "REFEDGE_CLUSTER__NATS_URL",
+                    "nats://10.0.0.1:4222,nats://10.0.0.2:4222",
+                ),
+                ("REFEDGE_CLUSTER__ROLE", "edge"),
+                ("REFEDGE_CLUSTER__REPLICAS", "3"),
+            ]),
+        )
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.role, Role::Edge);
+        assert_eq!(cluster.replicas, 3);
+        assert_eq!(cluster.lease_seconds, 5);
+        assert!(Config::load(None, env(&[])).unwrap().cluster.is_none());
+
+        let e = Config::load(
+            None,
+            env(&[
+                ("REFEDGE_CLUSTER__NATS_URL", "http://10.0.0.1:4222"),
+                ("REFEDGE_CLUSTER__ROLE", "leader"),
+                ("REFEDGE_CLUSTER__NODE_ID", "edge 1"),
+                ("REFEDGE_CLUSTER__USER", "refedge"),
+                ("REFEDGE_CLUSTER__LEASE_SECONDS", "1"),
+                ("REFEDGE_CLUSTER__ADVERTISE_URL", "ftp://x"),
+            ]),
+        )
+        .unwrap_err();
+        let mut names: Vec<&str> = e.0.iter().map(|e| e.setting.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "cluster.advertise_url",
+                "cluster.lease_seconds",
+                "cluster.nats_url",
+                "cluster.node_id",
+                "cluster.role",
+                "cluster.user",
+            ]
+        );
+    }
 }
