@@ -466,6 +466,25 @@ async fn one_custom_code_raced_on_two_nodes_is_won_exactly_once_and_redirects_ev
         delays[25], delays[49]
     );
 
+    // A standing change on the edge: answered by the calculator with the
+    // audit log, and seen on the other node.
+    let r = api(
+        b,
+        "PATCH",
+        &format!("/api/v1/partners/{partner}"),
+        Some(json!({"status": "suspended", "reason": "review of traffic"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-refedge-served-by"), Some("edge-a"));
+    assert_eq!(r.json()["audit"][0]["status"], "suspended");
+    let path = format!("/api/v1/partners/{partner}");
+    until(10, "the standing on node A", || {
+        let path = path.clone();
+        async move { (api(a, "GET", &path, None).await.json()["status"] == "suspended").then_some(()) }
+    })
+    .await;
+
     // Disabled on one node: 410 on the other.
     let r = api(b, "DELETE", "/api/v1/links/race-0", None).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

@@ -188,6 +188,8 @@ fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
                 &Method::GET,
                 ["partners", _, "balance" | "statement" | "audit"]
             )
+            // A standing change answers with the audit log, the ledger's.
+            | (&Method::PATCH, ["partners", _])
             | (&Method::GET, ["referrals" | "problems"])
             | (&Method::GET, ["customers", _])
             | (_, ["payouts", ..])
