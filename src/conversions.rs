@@ -14,10 +14,9 @@
 
 use crate::clock::ms_to_datetime;
 use crate::commission::calculator::State;
-use crate::commission::event::{ClickSeen, Resolved, Signup};
+use crate::commission::event::{ClickSeen, Resolved};
 use crate::commission::quarantine::{try_apply, Quarantined};
 use crate::commission::{Calculator, Event, ProgramBook};
-use crate::id::ClickId;
 use crate::store::events::{Appended, NewEvent, StoredEvent};
 use crate::store::{Store, StoreError};
 use crate::token::Keyring;
@@ -27,8 +26,28 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
-/// A signup's click id that this node's click log does not hold.
-pub const NO_CLICK: &str = "no click with this id";
+/// What a signup's attribution token says, checked against the keyring
+/// (signature and key only: the window is judged against the signup's own
+/// time by the calculator).
+pub fn resolve_token(token: &str, keyring: &Keyring) -> Resolved {
+    match keyring.verify(token, i64::MIN + 1) {
+        Ok(c) => Resolved {
+            click: Some(ClickSeen {
+                id: c.click_id.to_string(),
+                partner_id: c.partner_id.into_owned(),
+                occurred_at: ms_to_datetime(c.issued_at * 1000),
+                program: Some(c.program.into_owned()),
+                link: Some(c.link.into_owned()),
+                flags: Vec::new(),
+            }),
+            error: None,
+        },
+        Err(e) => Resolved {
+            click: None,
+            error: Some(format!("attribution token refused: {}", e.label())),
+        },
+    }
+}
 
 /// A click as money sees it.
 pub fn click_seen(c: crate::model::ClickRecord) -> ClickSeen {
@@ -242,46 +261,6 @@ impl Conversions {
         let n = self.store.append_replicated(items)?;
         self.appended.notify_one();
         Ok(n)
-    }
-
-    /// Resolves a signup's token or click id to the click it points at
-    /// (blocking: reads the click log).
-    pub fn resolve_signup(&self, s: &mut Signup, keyring: &Keyring) -> Result<(), StoreError> {
-        let mut resolved = Resolved {
-            click: None,
-            error: None,
-        };
-        if let Some(token) = &s.attribution.token {
-            // Signature and key only: the window is judged against the
-            // signup's own time by the calculator.
-            match keyring.verify(token, i64::MIN + 1) {
-                Ok(c) => {
-                    resolved.click = Some(ClickSeen {
-                        id: c.click_id.to_string(),
-                        partner_id: c.partner_id.into_owned(),
-                        occurred_at: ms_to_datetime(c.issued_at * 1000),
-                        program: Some(c.program.into_owned()),
-                        link: Some(c.link.into_owned()),
-                        flags: Vec::new(),
-                    })
-                }
-                Err(e) => {
-                    resolved.error = Some(format!("attribution token refused: {}", e.label()))
-                }
-            }
-        } else if let Some(raw) = &s.attribution.click_id {
-            match raw.parse::<ClickId>() {
-                Err(e) => resolved.error = Some(format!("click id {e}")),
-                Ok(id) => match self.store.find_click(id)? {
-                    Some(c) => resolved.click = Some(click_seen(c)),
-                    None => resolved.error = Some(NO_CLICK.into()),
-                },
-            }
-        }
-        if resolved.click.is_some() || resolved.error.is_some() {
-            s.resolved = Some(resolved);
-        }
-        Ok(())
     }
 
     /// Applies what is left and saves a final snapshot.

@@ -204,28 +204,11 @@ pub async fn post_events(
         let _ = tokio::time::timeout(Duration::from_secs(2), app.clicklog.barrier()).await;
     }
     let now = app.clock.now();
-    let a = app.clone();
-    let (indices, items) = blocking(move || -> Result<_, crate::store::StoreError> {
-        let keyring = a.keyring.read().expect("keyring lock");
-        let mut indices = Vec::with_capacity(good.len());
-        let mut items = Vec::with_capacity(good.len());
-        for (i, mut item) in good {
-            if let Event::Signup(s) = &mut item.event {
-                a.conversions.resolve_signup(s, &keyring)?;
-                // Keep the pseudonym only: raw addresses never reach disk.
-                if let Some(ip) = s.customer.ip.take().and_then(|ip| ip.trim().parse().ok()) {
-                    s.customer.ip_hash = Some(crate::net::ip_hash(&a.ip_key, ip));
-                }
-            }
-            indices.push((i, item.id.clone()));
-            items.push(item);
-        }
-        drop(keyring);
-        Ok((indices, items))
-    })
-    .await??;
-    let mut items = items;
-    app.resolve_across_cluster(&mut items).await?;
+    let (indices, mut items): (Vec<_>, Vec<_>) = good
+        .into_iter()
+        .map(|(i, item)| ((i, item.id.clone()), item))
+        .unzip();
+    app.resolve_signups(&mut items).await?;
     let appended = app.append(items, now).await?;
     let (mut accepted, mut duplicates, mut conflicts) = (0, 0, 0);
     let mut last_seq = 0;

@@ -183,55 +183,75 @@ impl App {
 const LOOKUP_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl App {
-    /// Cluster mode: a signup's click id that this edge did not serve is
-    /// looked up across the cluster; a click another edge served and has
-    /// not shipped yet is waited for, up to `cluster.attribution_wait_seconds`
-    /// for the whole request, after which the signup is decided on what is
-    /// known, the wait recorded in the reason.
-    pub async fn resolve_across_cluster(
+    /// Resolves each signup's token or click id to the click it names, and
+    /// keeps only the pseudonym of its address (raw addresses never reach
+    /// disk). A click id is looked up with [`App::find_click`]; in cluster
+    /// mode a click another edge served and has not shipped yet is waited
+    /// for, up to `cluster.attribution_wait_seconds` for the whole request,
+    /// after which the signup is decided on what is known, the wait in the
+    /// reason.
+    pub async fn resolve_signups(
         self: &Arc<Self>,
         items: &mut [crate::store::events::NewEvent],
     ) -> Result<(), ApiError> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(());
-        };
-        let wait = std::time::Duration::from_secs(cluster.config.attribution_wait_seconds);
-        let deadline = std::time::Instant::now() + wait;
+        // In cluster mode: how long to wait, and until when.
+        let wait = self.cluster.as_ref().map(|c| {
+            let w = std::time::Duration::from_secs(c.config.attribution_wait_seconds);
+            (w, std::time::Instant::now() + w)
+        });
         for item in items.iter_mut() {
             let crate::commission::Event::Signup(s) = &mut item.event else {
                 continue;
             };
-            let Some(r) = s.resolved.as_mut() else {
-                continue;
-            };
-            if r.error.as_deref() != Some(crate::conversions::NO_CLICK) {
-                continue;
+            if let Some(token) = &s.attribution.token {
+                let keyring = self.keyring.read().expect("keyring lock");
+                s.resolved = Some(crate::conversions::resolve_token(token, &keyring));
+            } else if let Some(raw) = &s.attribution.click_id {
+                let resolved = match raw.parse::<crate::id::ClickId>() {
+                    Err(e) => crate::commission::event::Resolved {
+                        click: None,
+                        error: Some(format!("click id {e}")),
+                    },
+                    Ok(id) => self.click_for_signup(id, wait).await?,
+                };
+                s.resolved = Some(resolved);
             }
-            let Some(id) = s
-                .attribution
-                .click_id
-                .as_deref()
-                .and_then(|c| c.parse::<crate::id::ClickId>().ok())
-            else {
-                continue;
-            };
-            loop {
-                if let Some(c) = self.find_click(id).await? {
-                    r.click = Some(crate::conversions::click_seen(c));
-                    r.error = None;
-                    break;
-                }
-                if std::time::Instant::now() >= deadline {
-                    r.error = Some(format!(
-                        "{} on any edge of the cluster (waited {} s for the edges' clicks)",
-                        crate::conversions::NO_CLICK,
-                        wait.as_secs()
-                    ));
-                    break;
-                }
-                tokio::time::sleep(LOOKUP_PAUSE).await;
+            if let Some(ip) = s.customer.ip.take().and_then(|ip| ip.trim().parse().ok()) {
+                s.customer.ip_hash = Some(crate::net::ip_hash(&self.ip_key, ip));
             }
         }
         Ok(())
+    }
+
+    /// The click a signup's click id names, looked up again until the
+    /// deadline of `wait` (the wait and its end), if any.
+    async fn click_for_signup(
+        self: &Arc<Self>,
+        id: crate::id::ClickId,
+        wait: Option<(std::time::Duration, std::time::Instant)>,
+    ) -> Result<crate::commission::event::Resolved, ApiError> {
+        loop {
+            if let Some(c) = self.find_click(id).await? {
+                return Ok(crate::commission::event::Resolved {
+                    click: Some(crate::conversions::click_seen(c)),
+                    error: None,
+                });
+            }
+            let error = match wait {
+                Some((_, until)) if std::time::Instant::now() < until => {
+                    tokio::time::sleep(LOOKUP_PAUSE).await;
+                    continue;
+                }
+                Some((w, _)) => format!(
+                    "no click with this id on any edge of the cluster (waited {} s for the edges' clicks)",
+                    w.as_secs()
+                ),
+                None => "no click with this id".to_string(),
+            };
+            return Ok(crate::commission::event::Resolved {
+                click: None,
+                error: Some(error),
+            });
+        }
     }
 }
