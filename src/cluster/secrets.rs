@@ -7,9 +7,10 @@
 //! bucket's and writes them over its files. A node reaches the bucket
 //! before it loads its secrets when NATS answers within a few seconds of
 //! its start; otherwise it starts with its own, and on connecting adopts
-//! the cluster's keyring at once and its IP key at the next start (the
-//! click writer holds the key; the log says so). A rotation or retirement
-//! is a compare-and-set on the keyring, applied by every node from a watch.
+//! the cluster's keyring at once (from the watch, which starts with the
+//! keyring as it is) and its IP key at the next start (the click writer
+//! holds the key; the log says so). A rotation or retirement is a
+//! compare-and-set on the keyring, applied by every node from the watch.
 
 use super::{Cluster, ClusterError};
 use crate::secrets::{write_private, IP_KEY_FILE, KEYRING_FILE};
@@ -102,15 +103,27 @@ impl Cluster {
         ))
     }
 
-    /// Calls `adopt` with every keyring put in the bucket, for as long as
-    /// the node runs.
-    pub async fn watch_keyring(&self, adopt: impl Fn(Vec<u8>)) {
+    /// Calls `adopt` with the bucket's keyring, first as it is now and then
+    /// on every change, for as long as the node runs. A watch that breaks
+    /// starts again with the keyring as it is then, so a rotation made
+    /// while this node was cut off is adopted when it reconnects.
+    pub async fn watch_keyring<F, Fut>(&self, adopt: F)
+    where
+        F: Fn(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         loop {
-            match self.ready().await.secrets.watch(KEYRING_KEY).await {
+            match self
+                .ready()
+                .await
+                .secrets
+                .watch_with_history(KEYRING_KEY)
+                .await
+            {
                 Ok(mut w) => {
                     while let Some(Ok(e)) = w.next().await {
                         if e.operation == Operation::Put {
-                            adopt(e.value.to_vec());
+                            adopt(e.value.to_vec()).await;
                         }
                     }
                 }

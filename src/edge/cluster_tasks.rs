@@ -24,13 +24,13 @@ const PARTNER_BATCH: usize = 500;
 #[derive(Default)]
 pub struct Tasks {
     handles: Vec<JoinHandle<()>>,
-    app: Option<Arc<App>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Tasks {
     /// Gives the lease up (a standby takes over at once) and stops.
     pub async fn stop(self) {
-        if let Some(c) = self.app.as_ref().and_then(|a| a.cluster.as_ref()) {
+        if let Some(c) = &self.cluster {
             let _ = tokio::time::timeout(Duration::from_secs(2), c.release_lease()).await;
         }
         for h in self.handles {
@@ -56,21 +56,18 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
         handles.push(tokio::spawn(async move {
             cluster.connect().await;
             share_secrets_late(&app, &cluster).await;
-            if matches!(app.keyring_source, KeyringSource::File(_)) {
-                let a = app.clone();
-                tokio::spawn(async move {
-                    let c = a.cluster.clone().expect("cluster node");
-                    let handle = tokio::runtime::Handle::current();
-                    c.watch_keyring(|bytes| {
-                        let a = a.clone();
-                        handle.spawn(async move { adopt_keyring(&a, bytes).await });
-                    })
-                    .await;
-                });
-            }
             if cluster.role.calculates() {
                 announce_partners(&app, &cluster).await;
             }
+        }));
+    }
+    if matches!(app.keyring_source, KeyringSource::File(_)) {
+        let app = app.clone();
+        let cluster = cluster.clone();
+        handles.push(tokio::spawn(async move {
+            cluster
+                .watch_keyring(|bytes| adopt_keyring(&app, bytes))
+                .await;
         }));
     }
     {
@@ -94,16 +91,15 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
             cluster.clone().replicate_clicks(app.store.clone()),
         ));
     }
-    {
-        handles.push(tokio::spawn(
-            cluster
-                .clone()
-                .ship_clicks(app.store.clone(), app.metrics.clone()),
-        ));
-    }
+    handles.push(tokio::spawn(
+        cluster
+            .clone()
+            .ship_clicks(app.store.clone(), app.metrics.clone()),
+    ));
     handles.push(tokio::spawn(cluster.clone().run_lease(api_url.clone())));
     {
         let app = app.clone();
+        let cluster = cluster.clone();
         handles.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
@@ -137,7 +133,7 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
     }
     Tasks {
         handles,
-        app: Some(app.clone()),
+        cluster: Some(cluster),
     }
 }
 
@@ -203,7 +199,8 @@ pub async fn share_secrets_at_start(
 }
 
 /// After a late connect: shares the secrets; a keyring taken from the
-/// cluster is used at once, an IP key at the next start.
+/// cluster is used at once (the keyring watch starts with it), an IP key
+/// at the next start.
 async fn share_secrets_late(app: &Arc<App>, cluster: &Cluster) {
     if cluster
         .secrets_shared
@@ -217,13 +214,6 @@ async fn share_secrets_late(app: &Arc<App>, cluster: &Cluster) {
             cluster
                 .secrets_shared
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            if a.keyring {
-                if let Ok(bytes) =
-                    std::fs::read(app.config.data_dir.join(crate::secrets::KEYRING_FILE))
-                {
-                    adopt_keyring(app, bytes).await;
-                }
-            }
             if a.ip_key {
                 tracing::error!("cluster: this node started with its own IP-hash key; the cluster's is now in its data dir and is used from the next start (restart this node)");
             }
