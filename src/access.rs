@@ -33,15 +33,17 @@ pub enum Role {
 }
 
 impl Role {
-    /// Every role, for documentation and tests.
-    pub const ALL: [Role; 6] = [
-        Role::Admin,
-        Role::Marketing,
-        Role::Fraud,
-        Role::Finance,
-        Role::Ingest,
-        Role::Partner,
-    ];
+    /// Its name, as keys and the API spell it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Marketing => "marketing",
+            Role::Fraud => "fraud",
+            Role::Finance => "finance",
+            Role::Ingest => "ingest",
+            Role::Partner => "partner",
+        }
+    }
 }
 
 /// An API key as stored: never its secret.
@@ -93,11 +95,7 @@ impl ApiKey {
 }
 
 fn sha256_hex(s: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::net::to_hex(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref())
 }
 
 /// Equal, in time that does not depend on where they differ.
@@ -142,10 +140,11 @@ impl Keys {
         Ok(Self { store, by_id })
     }
 
-    /// Stores a key as it is now (new or revoked); blocking. Also how a
-    /// cluster node applies a key created or revoked on another.
+    /// Stores a key as it is now (new or revoked), durable at the store's
+    /// next flush; blocking. Also how a cluster node applies a key created
+    /// or revoked on another.
     pub fn apply(&self, k: &ApiKey) -> Result<(), StoreError> {
-        self.store.put_api_key(k)?;
+        self.store.stage_api_key(k)?;
         self.by_id.insert(k.id.clone(), k.clone());
         Ok(())
     }
@@ -254,6 +253,7 @@ mod tests {
         let (k, secret) = ApiKey::new("ci".into(), Role::Ingest, None, None, now, &rng);
         assert!(secret.starts_with("rk_") && !k.secret_sha256.contains(&secret));
         keys.apply(&k).unwrap();
+        keys.store.flush().unwrap();
         assert_eq!(keys.authenticate(&secret, now).unwrap().role, Role::Ingest);
         let mut wrong = secret.clone();
         wrong.pop();

@@ -447,14 +447,9 @@ impl Directory {
     }
 
     /// Validates a new link and picks its code (the one asked for, or a
-    /// random one); stores nothing. The flag says the code was asked for.
-    pub fn check_link(
-        &self,
-        new: &NewLink,
-        now: DateTime<Utc>,
-    ) -> Result<(Link, bool), DirectoryError> {
-        let (link, _) = self.check_link_live(new, now)?;
-        Ok((link, new.code.is_some()))
+    /// random one); stores nothing.
+    pub fn check_link(&self, new: &NewLink, now: DateTime<Utc>) -> Result<Link, DirectoryError> {
+        Ok(self.check_link_live(new, now)?.0)
     }
 
     fn check_link_live(
@@ -526,6 +521,8 @@ impl Directory {
     pub fn apply_link(&self, l: &Link) -> Result<(), StoreError> {
         self.store.stage_link(l)?;
         if l.disabled_at.is_some() {
+            // Into the disabled set first: a click in between finds the
+            // link in one or the other, never in neither.
             self.disabled.insert(SmolStr::new(&l.code));
             self.links.remove(&l.code);
             return Ok(());
@@ -555,12 +552,9 @@ impl Directory {
         let mut link = self.link(code)?.ok_or(DirectoryError::NotFound("link"))?;
         if link.disabled_at.is_none() {
             link.disabled_at = Some(now);
-            self.store.put_link(&link)?;
+            self.apply_link(&link)?;
+            self.store.flush()?;
         }
-        // Into the disabled set first: a click in between finds the link
-        // in one or the other, never in neither.
-        self.disabled.insert(SmolStr::new(code));
-        self.links.remove(code);
         Ok(link)
     }
 

@@ -24,8 +24,6 @@ use std::time::Duration;
 
 /// Clicks published per round.
 const SHIP_BATCH: usize = 2000;
-/// Header carrying the number of clicks in a message.
-pub const CLICKS_HEADER: &str = "Refedge-Clicks";
 /// Pause when there is nothing to ship.
 const IDLE: Duration = Duration::from_millis(50);
 
@@ -109,7 +107,6 @@ impl Cluster {
                 async_nats::header::NATS_MESSAGE_ID,
                 format!("{}.{}", self.node_id, chunk.first).as_str(),
             );
-            headers.insert(CLICKS_HEADER, chunk.clicks.to_string().as_str());
             acks.push(
                 parts
                     .js

@@ -32,8 +32,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Header carrying the hex digest of the event's canonical JSON.
-const DIGEST_HEADER: &str = "Refedge-Digest";
 /// Most messages appended to the local log in one batch.
 const REPLICATE_BATCH: usize = 2000;
 
@@ -41,6 +39,8 @@ const REPLICATE_BATCH: usize = 2000;
 #[derive(Serialize)]
 struct WireOut<'a> {
     id: &'a str,
+    /// The canonical JSON's digest, hex.
+    digest: String,
     received_at: DateTime<Utc>,
     event: &'a Event,
 }
@@ -49,17 +49,14 @@ struct WireOut<'a> {
 #[derive(Deserialize)]
 struct WireIn {
     id: String,
+    digest: String,
     received_at: DateTime<Utc>,
     event: Event,
 }
 
 /// The bucket key of an event id: ids are free text, keys are not.
 fn id_key(id: &str) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::net::to_hex(ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref())
 }
 
 /// Digest and sequence as kept in the bucket (32 + 8 bytes).
@@ -133,6 +130,7 @@ impl Cluster {
             }
             let payload = serde_json::to_vec(&WireOut {
                 id: &item.id,
+                digest: crate::net::to_hex(&item.digest),
                 received_at,
                 event: &item.event,
             })
@@ -142,7 +140,6 @@ impl Cluster {
                 async_nats::header::NATS_MESSAGE_ID,
                 id_key(&item.id).as_str(),
             );
-            headers.insert(DIGEST_HEADER, hex(&item.digest).as_str());
             let ack = parts
                 .js
                 .publish_with_headers(EVENTS_SUBJECT, headers, payload.into())
@@ -255,7 +252,7 @@ impl Cluster {
             for m in chunk {
                 let m = m.map_err(ClusterError::nats)?;
                 let seq = m.info().map_err(ClusterError::nats)?.stream_sequence;
-                match decode(&m.payload, m.headers.as_ref()) {
+                match decode(&m.payload) {
                     Ok((received_at, item)) => items.push(Replicated {
                         seq,
                         received_at,
@@ -284,23 +281,11 @@ impl Cluster {
 }
 
 /// A stream message back into an event.
-fn decode(
-    payload: &[u8],
-    headers: Option<&HeaderMap>,
-) -> Result<(DateTime<Utc>, NewEvent), String> {
+fn decode(payload: &[u8]) -> Result<(DateTime<Utc>, NewEvent), String> {
     let w: WireIn = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-    let raw = headers
-        .and_then(|h| h.get(DIGEST_HEADER))
-        .map(|v| v.as_str().to_string())
-        .ok_or("no digest header")?;
-    let bytes: Vec<u8> = (0..raw.len())
-        .step_by(2)
-        .filter_map(|i| {
-            raw.get(i..i + 2)
-                .and_then(|x| u8::from_str_radix(x, 16).ok())
-        })
-        .collect();
-    let digest: [u8; 32] = bytes.try_into().map_err(|_| "bad digest header")?;
+    let digest: [u8; 32] = crate::net::from_hex(&w.digest)
+        .and_then(|d| d.try_into().ok())
+        .ok_or("bad digest")?;
     Ok((
         w.received_at,
         NewEvent {

@@ -69,7 +69,6 @@ pub struct Cluster {
 
 /// What a connected node holds.
 pub(crate) struct Parts {
-    pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     pub(crate) events: jetstream::stream::Stream,
     pub(crate) event_ids: jetstream::kv::Store,
@@ -130,13 +129,6 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    /// Whether the streams and buckets are set up.
-    pub fn connected(&self) -> bool {
-        self.parts.get().is_some_and(|p| {
-            p.client.connection_state() == async_nats::connection::State::Connected
-        })
     }
 
     /// One attempt to connect, bounded by `within`; whether connected.
@@ -207,7 +199,7 @@ impl Cluster {
             .await
             .map_err(|_| ClusterError::Nats("connect timed out".into()))?
             .map_err(ClusterError::nats)?;
-        let js = jetstream::new(client.clone());
+        let js = jetstream::new(client);
         let replicas = c.replicas;
         let events = js
             .get_or_create_stream(jetstream::stream::Config {
@@ -239,7 +231,6 @@ impl Cluster {
         let lease = kv(&js, LEASE_BUCKET, replicas).await?;
         let nodes = kv(&js, NODES_BUCKET, replicas).await?;
         Ok(Parts {
-            client,
             js,
             events,
             event_ids,
@@ -295,16 +286,13 @@ fn node_id_file(dir: &Path) -> Result<String, ClusterError> {
     match std::fs::read_to_string(&path) {
         Ok(s) if crate::config::is_node_id(s.trim()) => Ok(s.trim().to_string()),
         Ok(_) => Err(ClusterError::Setup(format!(
-            "{} does not hold a node id (a-z, 0-9, '_', '-')",
+            "{} does not hold a node id (a-z, A-Z, 0-9, '_', '-')",
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut b = [0u8; 6];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-                .map_err(|_| ClusterError::Setup("no randomness for a node id".into()))?;
             let id = format!(
                 "node-{}",
-                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                crate::id::random_base62(&ring::rand::SystemRandom::new(), 12)
             );
             std::fs::write(&path, format!("{id}\n"))
                 .map_err(|e| ClusterError::Setup(format!("writing {}: {e}", path.display())))?;

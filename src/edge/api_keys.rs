@@ -1,9 +1,10 @@
 //! `/api/v1/api-keys` (admin only): create a key with a role (its secret
 //! shown once), list them (never a secret), revoke one at once.
 
-use super::http::{blocking, json, read_json, ApiError, Body};
+use super::http::{json, read_json, ApiError, Body};
 use super::App;
 use crate::access::{ApiKey, Role};
+use crate::cluster::directory::Change;
 use chrono::{DateTime, Utc};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
@@ -97,9 +98,7 @@ pub async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
             .await
             .map_err(|e| ApiError::Unavailable(format!("the cluster's directory: {e}")))?;
     }
-    let a = app.clone();
-    let k = key.clone();
-    blocking(move || a.keys.apply(&k)).await??;
+    app.apply_now(Change::ApiKey(key.clone())).await?;
     tracing::info!(key_id = %key.id, role = ?key.role, "API key created");
     let mut resp = json(StatusCode::CREATED, &out(&key, Some(&secret)));
     if let Ok(v) = HeaderValue::try_from(format!("/api/v1/api-keys/{}", key.id)) {
@@ -129,9 +128,7 @@ pub async fn revoke(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiError>
             k
         }
     };
-    let a = app.clone();
-    let k = key.clone();
-    blocking(move || a.keys.apply(&k)).await??;
+    app.apply_now(Change::ApiKey(key.clone())).await?;
     tracing::info!(key_id = %key.id, "API key revoked");
     Ok(json(StatusCode::OK, &out(&key, None)))
 }

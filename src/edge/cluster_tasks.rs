@@ -72,11 +72,7 @@ pub fn spawn(app: &Arc<App>, addr: SocketAddr) -> Tasks {
     }
     {
         let a = app.clone();
-        let apply = Arc::new(move |c: Change| match c {
-            Change::Partner(p) => a.directory.apply_partner(&p),
-            Change::Link(l) => a.directory.apply_link(&l),
-            Change::ApiKey(k) => a.keys.apply(&k),
-        });
+        let apply = Arc::new(move |c: Change| a.apply_change(c));
         handles.push(tokio::spawn(
             cluster.clone().watch_directory(app.store.clone(), apply),
         ));

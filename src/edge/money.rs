@@ -53,7 +53,7 @@ pub fn verify_signature(secret: &str, header: &str, body: &[u8], now_s: i64) -> 
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => sig = decode_hex(v),
+            Some(("v1", v)) => sig = crate::net::from_hex(v),
             _ => {}
         }
     }
@@ -77,18 +77,7 @@ pub fn sign_webhook(secret: &str, t: i64, body: &[u8]) -> String {
     msg.push(b'.');
     msg.extend_from_slice(body);
     let tag = hmac::sign(&key, &msg);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
+    format!("t={t},v1={}", crate::net::to_hex(tag.as_ref()))
 }
 
 /// Whether the request carries a webhook signature (then the admin token

@@ -265,10 +265,7 @@ async fn permit(
         Access::Allowed => Ok(()),
         Access::Denied => Err(ApiError::Forbidden(format!(
             "a {} key may not {method} /api/v1/{}",
-            serde_json::to_value(p.role)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
+            p.role.label(),
             rest.join("/")
         ))),
         Access::OwnPartner(i) => {

@@ -6,7 +6,7 @@
 
 use super::http::{blocking, ApiError};
 use super::App;
-use crate::cluster::directory::WriteError;
+use crate::cluster::directory::{Change, WriteError};
 use crate::directory::{DirectoryError, NewLink, NewPartner};
 use crate::model::{Link, Partner, PartnerStatus};
 use chrono::{DateTime, Utc};
@@ -45,7 +45,8 @@ impl App {
             .create_partner(&p)
             .await
             .map_err(cluster_unavailable)?;
-        self.apply_partner(p).await
+        self.apply_now(Change::Partner(p.clone())).await?;
+        Ok(p)
     }
 
     /// Creates a link; a custom code taken anywhere in the cluster is a 409.
@@ -59,22 +60,16 @@ impl App {
             return Ok(blocking(move || a.directory.create_link(new, now)).await??);
         };
         for _ in 0..CODE_ATTEMPTS {
-            let (link, custom) = self.directory.check_link(&new, now)?;
+            let link = self.directory.check_link(&new, now)?;
             if cluster
                 .create_link(&link)
                 .await
                 .map_err(cluster_unavailable)?
             {
-                let a = self.clone();
-                let l = link.clone();
-                blocking(move || {
-                    a.directory.apply_link(&l)?;
-                    a.store.flush()
-                })
-                .await??;
+                self.apply_now(Change::Link(link.clone())).await?;
                 return Ok(link);
             }
-            if custom {
+            if new.code.is_some() {
                 return Err(DirectoryError::CodeTaken(link.code).into());
             }
         }
@@ -95,12 +90,7 @@ impl App {
             return Ok(blocking(move || a.directory.disable_link(&code, now)).await??);
         };
         let link = cluster.disable_link(&code, now).await?;
-        let l = link.clone();
-        blocking(move || {
-            a.directory.apply_link(&l)?;
-            a.store.flush()
-        })
-        .await??;
+        self.apply_now(Change::Link(link.clone())).await?;
         Ok(link)
     }
 
@@ -115,18 +105,29 @@ impl App {
             return Ok(blocking(move || a.directory.set_status(&id, status)).await??);
         };
         let p = cluster.set_status(&id, status).await?;
-        self.apply_partner(p).await
+        self.apply_now(Change::Partner(p.clone())).await?;
+        Ok(p)
     }
 
-    async fn apply_partner(self: &Arc<Self>, p: Partner) -> Result<Partner, ApiError> {
+    /// Applies a directory change to this node's memory and store, durable
+    /// at the store's next flush (blocking): a write this node made in the
+    /// cluster's bucket, or one its watch brought from another node.
+    pub(super) fn apply_change(&self, c: Change) -> Result<(), crate::store::StoreError> {
+        match c {
+            Change::Partner(p) => self.directory.apply_partner(&p),
+            Change::Link(l) => self.directory.apply_link(&l),
+            Change::ApiKey(k) => self.keys.apply(&k),
+        }
+    }
+
+    /// [`App::apply_change`] and a flush, off the request task.
+    pub(super) async fn apply_now(self: &Arc<Self>, c: Change) -> Result<(), ApiError> {
         let a = self.clone();
-        blocking(move || {
-            a.directory.apply_partner(&p)?;
-            a.store.flush()?;
-            Ok::<_, crate::store::StoreError>(p)
+        Ok(blocking(move || {
+            a.apply_change(c)?;
+            a.store.flush()
         })
-        .await?
-        .map_err(Into::into)
+        .await??)
     }
 }
 

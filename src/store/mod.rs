@@ -232,14 +232,6 @@ impl Store {
         self.with(|t| Ok(t.partners.first().map(|_| ())?))
     }
 
-    /// Stores a partner durably.
-    pub fn put_partner(&self, p: &Partner) -> Result<(), StoreError> {
-        self.with(|t| {
-            t.partners.insert(p.id.as_bytes(), to_json(p))?;
-            Ok(t.db.flush().map(|_| ())?)
-        })
-    }
-
     /// Stores a partner; durable at the next flush.
     pub fn stage_partner(&self, p: &Partner) -> Result<(), StoreError> {
         self.with(|t| {
@@ -293,11 +285,11 @@ impl Store {
         })
     }
 
-    /// Stores an API key durably.
-    pub fn put_api_key(&self, k: &crate::access::ApiKey) -> Result<(), StoreError> {
+    /// Stores an API key; durable at the next flush.
+    pub fn stage_api_key(&self, k: &crate::access::ApiKey) -> Result<(), StoreError> {
         self.with(|t| {
             t.api_keys.insert(k.id.as_bytes(), to_json(k))?;
-            Ok(t.db.flush().map(|_| ())?)
+            Ok(())
         })
     }
 
@@ -327,14 +319,6 @@ impl Store {
             }
             t.db.flush()?;
             Ok(true)
-        })
-    }
-
-    /// Replaces an existing link durably.
-    pub fn put_link(&self, l: &Link) -> Result<(), StoreError> {
-        self.with(|t| {
-            t.links.insert(l.code.as_bytes(), to_json(l))?;
-            Ok(t.db.flush().map(|_| ())?)
         })
     }
 
