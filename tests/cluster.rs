@@ -615,11 +615,15 @@ async fn a_partner_fast_across_edges_but_slow_on_each_is_flagged_cluster_wide() 
         (click(e2, "/r/kc-fast", None).await.status == 302).then_some(())
     })
     .await;
+    // One click: not flagged.
+    let path = format!("/api/v1/fraud/partners/{partner}");
+    let calm = read(e1, &path).await;
+    assert_eq!(calm["cluster_velocity"]["flagged"], false, "{calm}");
+    assert_eq!(calm["cluster_velocity"]["limit_per_second"], 3);
     // Two clicks on each edge within one second: under the limit on each,
     // four together. Retried (a second apart) until the four share a
     // second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let path = format!("/api/v1/fraud/partners/{partner}");
     let profile = until(30, "the cluster-wide flag", || {
         let path = path.clone();
         async move {

@@ -46,6 +46,21 @@ pub struct ClickQuery {
     pub limit: usize,
 }
 
+impl ClickQuery {
+    /// The click ids the query can match (`from`, `after`, `to`), `None`
+    /// when it can match none.
+    pub(super) fn id_range(&self) -> Option<(ClickId, ClickId)> {
+        let mut lo = self.from_ms.map_or(ClickId(0), ClickId::lower_bound);
+        if let Some(after) = self.after {
+            lo = lo.max(ClickId(after.0.saturating_add(1)));
+        }
+        let hi = self.to_ms.map_or(ClickId(u128::MAX), |t| {
+            ClickId(ClickId::lower_bound(t).0.saturating_sub(1))
+        });
+        (lo <= hi && self.limit > 0).then_some((lo, hi))
+    }
+}
+
 /// One page of clicks, oldest first.
 #[derive(Debug, Clone)]
 pub struct ClickPage {
@@ -177,20 +192,13 @@ impl Store {
 
     /// One page of clicks matching `q`, oldest first.
     pub fn clicks(&self, q: &ClickQuery) -> Result<ClickPage, StoreError> {
-        let mut lo = q.from_ms.map_or(ClickId(0), ClickId::lower_bound);
-        if let Some(after) = q.after {
-            lo = lo.max(ClickId(after.0.saturating_add(1)));
-        }
-        let hi = q.to_ms.map_or(ClickId(u128::MAX), |t| {
-            ClickId(ClickId::lower_bound(t).0.saturating_sub(1))
-        });
         let page = ClickPage {
             clicks: Vec::new(),
             next: None,
         };
-        if lo > hi || q.limit == 0 {
+        let Some((lo, hi)) = q.id_range() else {
             return Ok(page);
-        }
+        };
         // Chunks are keyed by their first id: the chunk holding `lo` may
         // start before it, so begin at the last chunk starting at or before.
         let prefix = match &q.partner {

@@ -134,20 +134,13 @@ impl Store {
     /// A page of every edge's clicks, as [`Store::clicks`] pages the local
     /// log (by partner through its index, by link filtered).
     pub fn cluster_clicks_page(&self, q: &ClickQuery) -> Result<ClickPage, StoreError> {
-        let mut lo = q.from_ms.map_or(ClickId(0), ClickId::lower_bound);
-        if let Some(after) = q.after {
-            lo = lo.max(ClickId(after.0.saturating_add(1)));
-        }
-        let hi = q.to_ms.map_or(ClickId(u128::MAX), |t| {
-            ClickId(ClickId::lower_bound(t).0.saturating_sub(1))
-        });
         let mut page = ClickPage {
             clicks: Vec::new(),
             next: None,
         };
-        if lo > hi || q.limit == 0 {
+        let Some((lo, hi)) = q.id_range() else {
             return Ok(page);
-        }
+        };
         self.with(|t| {
             let ids: Box<dyn Iterator<Item = Result<ClickId, StoreError>>> = match &q.partner {
                 Some(p) => {
@@ -275,7 +268,6 @@ mod tests {
         // Clicks 5, 7 and 9 fall in one second: p1 had two in it.
         assert_eq!(s.cluster_velocity("p1", 1).unwrap().len(), 1);
         assert_eq!(s.cluster_velocity("p1", 2).unwrap(), vec![]);
-        // A second batch adds to the counts.
         // A second batch adds to the counts; a repeat of a click does not.
         let more: Vec<_> = [rec(6, "p1"), rec(5, "p1")]
             .into_iter()
