@@ -3,12 +3,12 @@
 //! query, the caller's `Authorization`, the body) and the answer returned
 //! as it is, with `X-Refedge-Served-By` naming the node that answered.
 
+use crate::edge::client::send;
 use crate::edge::http::{ApiError, Body};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use std::time::Duration;
 
 /// Marks a forwarded request: it is never forwarded again.
@@ -30,64 +30,36 @@ pub struct Forward {
 
 /// Sends `f` to the calculator at `base` (`http://host:port`).
 pub async fn forward(base: &str, node: &str, f: Forward) -> Result<Response<Body>, ApiError> {
+    let mut req = Request::builder()
+        .method(f.method)
+        .uri(&f.path)
+        .header(FORWARDED_HEADER, "1");
+    if let Some(a) = f.authorization {
+        req = req.header(AUTHORIZATION, a);
+    }
+    if let Some(c) = f.content_type {
+        req = req.header(CONTENT_TYPE, c);
+    }
     let unavailable = |why: String| {
         ApiError::Unavailable(format!("the active calculator {node} at {base}: {why}"))
     };
-    let authority = base
-        .strip_prefix("http://")
-        .map(|r| r.trim_end_matches('/'))
-        .filter(|a| !a.is_empty() && !a.contains('/'))
-        .ok_or_else(|| unavailable("not an http://host:port URL".into()))?
-        .to_string();
-    let call = async {
-        let stream = tokio::net::TcpStream::connect(&authority)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(f.method)
-            .uri(&f.path)
-            .header("host", &authority)
-            .header(FORWARDED_HEADER, "1");
-        if let Some(a) = f.authorization {
-            req = req.header(AUTHORIZATION, a);
-        }
-        if let Some(c) = f.content_type {
-            req = req.header(CONTENT_TYPE, c);
-        }
-        let req = req
-            .body(Full::new(f.body))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let resp = tx
-            .send_request(req)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .to_bytes();
-        let mut out = Response::new(Full::new(bytes));
-        *out.status_mut() = parts.status;
-        for (name, value) in parts.headers.iter() {
-            if matches!(
-                name.as_str(),
-                "content-type" | "content-disposition" | "cache-control" | "retry-after"
-            ) {
-                out.headers_mut().insert(name.clone(), value.clone());
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(node) {
-            out.headers_mut().insert(SERVED_BY_HEADER, v);
-        }
-        Ok(out)
-    };
-    tokio::time::timeout(FORWARD_TIMEOUT, call)
+    let answer = tokio::time::timeout(FORWARD_TIMEOUT, send(base, req, f.body))
         .await
         .map_err(|_| unavailable("no answer in time".into()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (parts, bytes) = answer.into_parts();
+    let mut out = Response::new(Full::new(bytes));
+    *out.status_mut() = parts.status;
+    for (name, value) in parts.headers.iter() {
+        if matches!(
+            name.as_str(),
+            "content-type" | "content-disposition" | "cache-control" | "retry-after"
+        ) {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(node) {
+        out.headers_mut().insert(SERVED_BY_HEADER, v);
+    }
+    Ok(out)
 }
