@@ -73,6 +73,24 @@ pub struct Config {
     pub programs: BTreeMap<String, Program>,
     /// Cluster mode (NATS JetStream); `None` runs one process on its own.
     pub cluster: Option<ClusterConfig>,
+    /// The staff console and the partner portal.
+    pub console: ConsoleConfig,
+}
+
+/// The staff console (`/console/`) and partner portal (`/portal/`)
+/// (`[console]`).
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// A session unused for this long is signed out.
+    pub session_idle_minutes: u64,
+    /// A session ends this long after sign-in, however busy.
+    pub session_max_hours: u64,
+    /// Adds `Secure` to the session cookie; turn on behind HTTPS.
+    pub secure_cookies: bool,
+    /// Sign-in attempts a client address may make a minute.
+    pub signin_per_minute: u32,
+    /// How long a partner's one-time sign-in link stays valid.
+    pub signin_link_hours: u64,
 }
 
 /// What a node does in a cluster.
@@ -617,6 +635,16 @@ impl Reader {
             self.bad("programs".into(), "at least one program is needed");
         }
         let cluster = self.cluster(&mut root);
+        let mut t = self.table(&mut root, "", "console");
+        let console = ConsoleConfig {
+            session_idle_minutes: self.uint(&mut t, "console", "session_idle_minutes", 30, 1, 1440),
+            session_max_hours: self.uint(&mut t, "console", "session_max_hours", 12, 1, 720),
+            secure_cookies: self.boolean(&mut t, "console", "secure_cookies", false),
+            signin_per_minute: self.uint(&mut t, "console", "signin_per_minute", 10, 1, 10_000)
+                as u32,
+            signin_link_hours: self.uint(&mut t, "console", "signin_link_hours", 72, 1, 720),
+        };
+        self.finish(t, "console");
         self.finish(root, "");
 
         Config {
@@ -639,6 +667,7 @@ impl Reader {
             signing_keys,
             programs,
             cluster,
+            console,
         }
     }
 

@@ -262,6 +262,8 @@ pub struct Directory {
     store: Store,
     /// Partners by id, each with what its links share.
     partners: DashMap<String, PartnerEntry>,
+    /// Partner ids, newest first: the order partners are listed in.
+    newest_first: std::sync::RwLock<std::collections::BTreeSet<(std::cmp::Reverse<i64>, String)>>,
     /// Links by code: the redirect's only lookup. Codes sit inline in the
     /// entry: no allocation per link, no pointer to follow on a lookup.
     links: Links,
@@ -280,7 +282,9 @@ impl Directory {
             .map(|(k, p)| (k.clone(), Arc::new(p.clone())))
             .collect();
         let partners = DashMap::new();
+        let mut newest_first = std::collections::BTreeSet::new();
         for p in store.partners()? {
+            newest_first.insert(order_key(&p));
             partners.insert(p.id.clone(), PartnerEntry::new(p, &programs));
         }
         let links = Links::new();
@@ -311,6 +315,7 @@ impl Directory {
             programs,
             store,
             partners,
+            newest_first: std::sync::RwLock::new(newest_first),
             links,
             disabled,
             rng: SystemRandom::new(),
@@ -335,6 +340,40 @@ impl Directory {
     /// A partner by id.
     pub fn partner(&self, id: &str) -> Option<Partner> {
         self.partners.get(id).map(|p| p.partner.clone())
+    }
+
+    /// A page of partners, newest first, that `keep` accepts, starting
+    /// after the partner `after`; and whether more follow.
+    pub fn partners_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&Partner) -> bool,
+    ) -> (Vec<Partner>, bool) {
+        let order = self.newest_first.read().expect("partner order lock");
+        let start = after.and_then(|id| self.partner(id)).map(|p| order_key(&p));
+        let mut out = Vec::new();
+        let range = match &start {
+            Some(k) => order.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
+            None => order.range::<(std::cmp::Reverse<i64>, String), _>(..),
+        };
+        for (_, id) in range {
+            let Some(p) = self.partners.get(id) else {
+                continue;
+            };
+            if keep(&p.partner) {
+                if out.len() == limit {
+                    return (out, true);
+                }
+                out.push(p.partner.clone());
+            }
+        }
+        (out, false)
+    }
+
+    /// How many partners there are.
+    pub fn partner_count(&self) -> usize {
+        self.partners.len()
     }
 
     /// Changes a partner's standing durably. Terminated is final. Blocks on
@@ -425,6 +464,10 @@ impl Directory {
                 e.partner = p.clone();
             }
             None => {
+                self.newest_first
+                    .write()
+                    .expect("partner order lock")
+                    .insert(order_key(p));
                 self.partners
                     .insert(p.id.clone(), PartnerEntry::new(p.clone(), &self.programs));
             }
@@ -562,6 +605,13 @@ impl Directory {
     pub fn link(&self, code: &str) -> Result<Option<Link>, DirectoryError> {
         Ok(self.store.link(code)?)
     }
+}
+
+fn order_key(p: &Partner) -> (std::cmp::Reverse<i64>, String) {
+    (
+        std::cmp::Reverse(p.created_at.timestamp_millis()),
+        p.id.clone(),
+    )
 }
 
 /// Codes: 3 to 64 of `[A-Za-z0-9_-]`.

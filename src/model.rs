@@ -48,6 +48,17 @@ pub enum PartnerStatus {
     Terminated,
 }
 
+impl PartnerStatus {
+    /// Its name, as the API spells it.
+    pub fn label(self) -> &'static str {
+        match self {
+            PartnerStatus::Active => "active",
+            PartnerStatus::Suspended => "suspended",
+            PartnerStatus::Terminated => "terminated",
+        }
+    }
+}
+
 /// A tracked link: `/r/{code}` redirects to `destination`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {

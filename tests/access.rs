@@ -195,6 +195,42 @@ async fn every_route_answers_each_role_as_its_rules_say() {
             None,
             &["admin", "finance"],
         ),
+        (
+            "GET",
+            "/api/v1/payouts".into(),
+            None,
+            &["admin", "finance"],
+        ),
+        (
+            "GET",
+            "/api/v1/partners?q=blog".into(),
+            None,
+            &["admin", "marketing", "fraud", "finance"],
+        ),
+        (
+            "GET",
+            format!("/api/v1/partners/{a}/links"),
+            None,
+            &["admin", "marketing", "fraud", "finance", "partner"],
+        ),
+        (
+            "GET",
+            format!("/api/v1/partners/{a}/referrals"),
+            None,
+            &["admin", "marketing", "fraud", "finance", "partner"],
+        ),
+        (
+            "GET",
+            format!("/api/v1/partners/{a}/payouts"),
+            None,
+            &["admin", "marketing", "fraud", "finance", "partner"],
+        ),
+        (
+            "POST",
+            format!("/api/v1/partners/{a}/portal-link"),
+            None,
+            &["admin", "marketing"],
+        ),
         ("GET", "/api/v1/api-keys".into(), None, &["admin"]),
         ("POST", "/api/v1/api-keys".into(), Some(&empty), &["admin"]),
         (
@@ -236,6 +272,9 @@ async fn every_route_answers_each_role_as_its_rules_say() {
         format!("/api/v1/partners/{b}"),
         format!("/api/v1/partners/{b}/balance"),
         format!("/api/v1/partners/{b}/statement?month=2026-02"),
+        format!("/api/v1/partners/{b}/links"),
+        format!("/api/v1/partners/{b}/referrals"),
+        format!("/api/v1/partners/{b}/payouts"),
         "/api/v1/links/own-b".to_string(),
     ] {
         let r = api_as(addr, p, "GET", &path, None).await;

@@ -1,6 +1,7 @@
 //! The admin API under `/api/v1`: partners, links, clicks, signing keys.
 //! Every call is authenticated by the caller of these handlers.
 
+use super::http::ApiRequest;
 use super::http::{
     blocking, json, parse_cursor, parse_json, parse_limit, parse_time_ms, query_pairs, read_json,
     ApiError, Body,
@@ -12,9 +13,8 @@ use crate::model::{ClickRecord, Link};
 use crate::secrets::{encode_keyring, write_private, KeyringSource};
 use crate::store::ClickQuery;
 use chrono::{DateTime, Utc};
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,10 +40,7 @@ struct PartnerIn {
 }
 
 /// `POST /api/v1/partners`
-pub async fn create_partner(
-    app: Arc<App>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn create_partner(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let input: PartnerIn = read_json(req, app.config.max_body_bytes).await?;
     let mut ip_hashes = Vec::new();
     for (i, raw) in input.ips.iter().enumerate() {
@@ -99,7 +96,7 @@ struct LinkIn {
 }
 
 #[derive(Serialize)]
-struct LinkOut<'a> {
+pub(super) struct LinkOut<'a> {
     code: &'a str,
     url: String,
     destination: &'a str,
@@ -112,7 +109,7 @@ struct LinkOut<'a> {
     click_count: u64,
 }
 
-fn link_out<'a>(app: &App, l: &'a Link, click_count: u64) -> LinkOut<'a> {
+pub(super) fn link_out<'a>(app: &App, l: &'a Link, click_count: u64) -> LinkOut<'a> {
     LinkOut {
         code: &l.code,
         url: format!("{}/r/{}", app.public_url, l.code),
@@ -131,10 +128,7 @@ fn link_out<'a>(app: &App, l: &'a Link, click_count: u64) -> LinkOut<'a> {
 }
 
 /// `POST /api/v1/links`
-pub async fn create_link(
-    app: Arc<App>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn create_link(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let input: LinkIn = read_json(req, app.config.max_body_bytes).await?;
     let now = app.clock.now();
     let link = app
@@ -199,10 +193,7 @@ pub async fn get_click(app: Arc<App>, raw: &str) -> Result<Response<Body>, ApiEr
 
 /// `GET /api/v1/clicks?link=&partner=&from=&to=&limit=&cursor=`: oldest
 /// first; pass `next_cursor` back as `cursor` for the next page.
-pub async fn list_clicks(
-    app: Arc<App>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn list_clicks(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let mut q = ClickQuery {
         limit: 100,
         ..ClickQuery::default()
@@ -287,7 +278,7 @@ struct Empty {}
 /// the keyring and save it before answering.
 pub async fn change_keys(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     retire: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let KeyringSource::File(path) = &app.keyring_source else {
@@ -407,7 +398,7 @@ struct StandingIn {
 /// is still paid. Every change goes to the partner's audit log.
 pub async fn patch_partner(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     id: String,
 ) -> Result<Response<Body>, ApiError> {
     let input: StandingIn = read_json(req, app.config.max_body_bytes).await?;
@@ -432,11 +423,7 @@ pub async fn patch_partner(
     }
     let status = input.status;
     let partner = app.set_status(id.clone(), status).await?;
-    let label = match status {
-        crate::model::PartnerStatus::Active => "active",
-        crate::model::PartnerStatus::Suspended => "suspended",
-        crate::model::PartnerStatus::Terminated => "terminated",
-    };
+    let label = status.label();
     let change = crate::commission::event::PartnerStatusChange {
         partner_id: id.clone(),
         status: label.into(),

@@ -1,14 +1,14 @@
 //! `/api/v1/api-keys` (admin only): create a key with a role (its secret
 //! shown once), list them (never a secret), revoke one at once.
 
+use super::http::ApiRequest;
 use super::http::{json, read_json, ApiError, Body};
 use super::App;
 use crate::access::{ApiKey, Role};
 use crate::cluster::directory::Change;
 use chrono::{DateTime, Utc};
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, LOCATION};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -52,7 +52,7 @@ fn out<'a>(k: &'a ApiKey, secret: Option<&'a str>) -> KeyOut<'a> {
 
 /// `POST /api/v1/api-keys`: `{name, role, partner_id?, expires_at?}` →
 /// `201` with the secret, shown this once.
-pub async fn create(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn create(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let input: KeyIn = read_json(req, app.config.max_body_bytes).await?;
     let name = input.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 200 {

@@ -1,6 +1,7 @@
 //! The fraud team's view: summaries, flagged clicks with their evidence,
 //! and one partner's profile, read from the click log and the calculator.
 
+use super::http::ApiRequest;
 use super::http::{
     blocking, json, parse_cursor, parse_limit, parse_time_ms, query_pairs, ApiError, Body,
 };
@@ -9,8 +10,7 @@ use crate::id::ClickId;
 use crate::model::ClickRecord;
 use crate::store::{ClickQuery, Store, StoreError};
 use chrono::{DateTime, Utc};
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::{json as j, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ struct Params {
     cursor: Option<ClickId>,
 }
 
-fn params(app: &App, req: &Request<Incoming>, allowed: &[&str]) -> Result<Params, ApiError> {
+fn params(app: &App, req: &ApiRequest, allowed: &[&str]) -> Result<Params, ApiError> {
     let mut p = Params {
         program: None,
         partner: None,
@@ -116,7 +116,7 @@ fn scan(
 }
 
 /// `GET /api/v1/fraud/summary?program=&from=&to=`
-pub async fn summary(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn summary(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let p = params(&app, &req, &["program", "from", "to"])?;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
     let store = Clicks::of(&app);
@@ -170,7 +170,7 @@ pub async fn summary(app: Arc<App>, req: Request<Incoming>) -> Result<Response<B
 
 /// `GET /api/v1/fraud/clicks?partner=&reason=&from=&to=&limit=&cursor=`:
 /// flagged clicks with the rule that fired and on which value.
-pub async fn clicks(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn clicks(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let p = params(
         &app,
         &req,

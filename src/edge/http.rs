@@ -17,6 +17,13 @@ pub const RETRY_AFTER_S: &str = "5";
 /// Response body type used everywhere.
 pub type Body = Full<Bytes>;
 
+/// An API request's body: from the socket, or built in the process (the
+/// console and portal call the API as their signed-in principal).
+pub type ApiBody = http_body_util::Either<Incoming, Full<Bytes>>;
+
+/// An API request.
+pub type ApiRequest = Request<ApiBody>;
+
 /// Everything an API call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -196,7 +203,7 @@ fn text_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
 
 /// Reads a body of at most `limit` bytes; the content type, if given, must
 /// be JSON.
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<bytes::Bytes, ApiError> {
+pub async fn read_body(req: ApiRequest, limit: usize) -> Result<bytes::Bytes, ApiError> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         if !ct.starts_with("application/json") {
@@ -228,10 +235,7 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<bytes::By
 
 /// Reads a JSON body of at most `limit` bytes into `T`, naming the field at
 /// fault when it does not fit.
-pub async fn read_json<T: DeserializeOwned>(
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<T, ApiError> {
+pub async fn read_json<T: DeserializeOwned>(req: ApiRequest, limit: usize) -> Result<T, ApiError> {
     parse_json(&read_body(req, limit).await?)
 }
 
@@ -288,7 +292,7 @@ pub fn parse_cursor(v: &str) -> Result<crate::id::ClickId, ApiError> {
 }
 
 /// Query string pairs, decoded.
-pub fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
+pub fn query_pairs(req: &ApiRequest) -> Vec<(String, String)> {
     url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()

@@ -7,10 +7,12 @@ mod api_keys;
 pub mod client;
 pub mod client_ip;
 mod cluster_tasks;
+mod console;
 mod fraud_api;
 pub mod http;
 mod idle;
 pub mod money;
+mod partner_reads;
 pub mod redirect;
 mod routes;
 mod writes;
@@ -72,9 +74,13 @@ pub struct App {
     /// Serialises keyring changes so saves land in order.
     keyring_write: tokio::sync::Mutex<()>,
     /// Admin token check.
-    admin: AdminAuth,
+    pub(crate) admin: AdminAuth,
     /// API keys with roles.
     pub keys: crate::access::Keys,
+    /// Console and portal sessions, and partners' sign-in links.
+    pub sessions: crate::access::sessions::Sessions,
+    /// Sign-in attempts per client address.
+    signin_limiter: console::SigninLimiter,
     /// The admin token itself, for this node's calls to other cluster
     /// nodes (every node of a cluster is given the same one).
     node_token: String,
@@ -357,6 +363,14 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     let app = Arc::new(App {
         admin: AdminAuth::new(&admin_token, &rng),
         keys,
+        sessions: crate::access::sessions::Sessions::new(
+            store.clone(),
+            crate::access::sessions::Lifetimes {
+                idle: chrono::Duration::minutes(config.console.session_idle_minutes as i64),
+                absolute: chrono::Duration::hours(config.console.session_max_hours as i64),
+            },
+        ),
+        signin_limiter: console::signin_limiter(config.console.signin_per_minute, clock.clone()),
         node_token: admin_token.clone(),
         ids: ClickIdGen::new(newest),
         keyring: RwLock::new(keyring),

@@ -2,6 +2,7 @@
 //! exchange rates, coupons, balances, statements, referrals, customers and
 //! payouts. Reads accept `wait_for=<seq>` to see a given event applied.
 
+use super::http::ApiRequest;
 use super::http::{
     blocking, json, parse_json, parse_time, parse_value, query_pairs, read_body, ApiError, Body,
 };
@@ -15,9 +16,8 @@ use crate::store::events::{Appended, NewEvent};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use ring::hmac;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -82,7 +82,7 @@ pub fn sign_webhook(secret: &str, t: i64, body: &[u8]) -> String {
 
 /// Whether the request carries a webhook signature (then the admin token
 /// is not required).
-pub fn is_signed(req: &Request<Incoming>) -> bool {
+pub fn is_signed(req: &ApiRequest) -> bool {
     req.headers().contains_key(SIGNATURE_HEADER)
 }
 
@@ -90,7 +90,7 @@ pub fn is_signed(req: &Request<Incoming>) -> bool {
 /// means every accepted event is durably in the log.
 pub async fn post_events(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     signed: bool,
 ) -> Result<Response<Body>, ApiError> {
     let webhook_program = if signed {
@@ -284,10 +284,7 @@ fn status_of(a: Appended) -> StatusCode {
 }
 
 /// `POST /api/v1/fx-rates`: `{at, base, rates: {CUR: "rate"}}`.
-pub async fn post_fx_rates(
-    app: Arc<App>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn post_fx_rates(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, app.config.max_body_bytes).await?;
     let rates: FxRates = parse_json(&body)?;
     let event = Event::FxRates(rates);
@@ -314,10 +311,7 @@ struct CouponIn {
 }
 
 /// `POST /api/v1/coupons`: assigns a coupon code to a partner.
-pub async fn post_coupon(
-    app: Arc<App>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn post_coupon(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, app.config.max_body_bytes).await?;
     let c: CouponIn = parse_json(&body)?;
     if !crate::directory::is_valid_code(&c.code) {
@@ -353,7 +347,7 @@ pub async fn post_coupon(
 /// `GET /api/v1/coupons/{code}`: the coupon and its redemptions.
 pub async fn get_coupon(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     code: &str,
 ) -> Result<Response<Body>, ApiError> {
     wait(&app, &query_pairs(&req)).await?;
@@ -409,7 +403,7 @@ async fn wait(app: &Arc<App>, pairs: &[(String, String)]) -> Result<(), ApiError
 /// `GET /api/v1/problems?program=`: events the calculator failed on and
 /// set aside (`quarantined`), and events applied with something they could
 /// not do (`problems`: an unknown invoice, a missing exchange rate).
-pub fn problems(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub fn problems(app: &App, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(req);
     only(&pairs, &["program"])?;
     let program = param(&pairs, "program");
@@ -478,7 +472,7 @@ fn partner_program(app: &App, pid: &str) -> Option<String> {
 /// `GET /api/v1/partners/{id}/balance?as_of=`
 pub async fn balance(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     pid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
@@ -501,7 +495,7 @@ pub async fn balance(
 /// `GET /api/v1/partners/{id}/statement?month=YYYY-MM`
 pub async fn statement(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     pid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
@@ -548,7 +542,7 @@ pub async fn statement(
 }
 
 /// `GET /api/v1/referrals?partner=&program=`
-pub async fn referrals(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn referrals(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
     only(&pairs, &["partner", "program", "wait_for"])?;
     wait(&app, &pairs).await?;
@@ -581,7 +575,7 @@ pub async fn referrals(app: Arc<App>, req: Request<Incoming>) -> Result<Response
 /// why not.
 pub async fn customer(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     cid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
@@ -622,10 +616,7 @@ struct RunIn {
 
 /// `POST /api/v1/payouts/run`: the batch of what is due on `as_of`;
 /// idempotent per program and date.
-pub async fn run_payouts(
-    app: Arc<App>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+pub async fn run_payouts(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let body = read_body(req, app.config.max_body_bytes).await?;
     let r: RunIn = parse_json(&body)?;
     let Some(program) = app.config.programs.get(&r.program) else {
@@ -696,6 +687,40 @@ pub async fn run_payouts(
     }
 }
 
+/// `GET /api/v1/payouts?program=`: every batch, newest first, with its
+/// totals by currency (items: `GET /api/v1/payouts/{id}`).
+pub fn list_payouts(app: &App, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(req);
+    only(&pairs, &["program"])?;
+    let program = param(&pairs, "program");
+    if let Some(p) = program {
+        known_program(app, p)?;
+    }
+    let mut out: Vec<serde_json::Value> = app.conversions.read(|c| {
+        c.state
+            .payouts
+            .values()
+            .filter(|b| program.is_none_or(|p| b.program == p))
+            .map(|b| {
+                let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
+                for i in &b.items {
+                    *totals.entry(i.currency.clone()).or_default() += i.amount;
+                }
+                let totals: BTreeMap<String, String> = totals
+                    .into_iter()
+                    .map(|(k, v)| (k, format!("{v:.2}")))
+                    .collect();
+                j!({
+                    "id": b.id, "program": b.program, "as_of": b.as_of, "status": b.status,
+                    "partners": b.items.len(), "totals": totals,
+                })
+            })
+            .collect()
+    });
+    out.sort_by(|a, b| b["as_of"].as_str().cmp(&a["as_of"].as_str()));
+    Ok(json(StatusCode::OK, &j!({"payouts": out})))
+}
+
 fn batch_of(app: &App, id: &str) -> Result<PayoutBatch, ApiError> {
     app.conversions
         .read(|c| c.state.payouts.get(id).cloned())
@@ -705,7 +730,7 @@ fn batch_of(app: &App, id: &str) -> Result<PayoutBatch, ApiError> {
 /// `GET /api/v1/payouts/{id}`
 pub async fn get_payout(
     app: Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
     wait(&app, &query_pairs(&req)).await?;

@@ -2,8 +2,8 @@
 //! API key) and whether their role may use it, and on a cluster's edge the
 //! ledger routes sent on to the active calculator.
 
-use super::http::{self, text, ApiError, Body};
-use super::{api, api_keys, fraud_api, money, readiness, redirect, App};
+use super::http::{self, text, ApiError, ApiRequest, Body};
+use super::{api, api_keys, console, fraud_api, money, partner_reads, readiness, redirect, App};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -41,12 +41,24 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "customers", _]) => "/api/v1/customers/{id}",
         (_, ["api", "v1", "api-keys"]) => "/api/v1/api-keys",
         (_, ["api", "v1", "api-keys", _]) => "/api/v1/api-keys/{id}",
+        (_, ["api", "v1", "payouts"]) => "/api/v1/payouts",
         (_, ["api", "v1", "payouts", "run"]) => "/api/v1/payouts/run",
+        (_, ["api", "v1", "partners", _, "links"]) => "/api/v1/partners/{id}/links",
+        (_, ["api", "v1", "partners", _, "referrals"]) => "/api/v1/partners/{id}/referrals",
+        (_, ["api", "v1", "partners", _, "payouts"]) => "/api/v1/partners/{id}/payouts",
+        (_, ["api", "v1", "partners", _, "portal-link"]) => "/api/v1/partners/{id}/portal-link",
         (_, ["api", "v1", "payouts", _]) => "/api/v1/payouts/{id}",
         (_, ["api", "v1", "payouts", _, "csv"]) => "/api/v1/payouts/{id}/csv",
         (_, ["api", "v1", "payouts", _, "confirm"]) => "/api/v1/payouts/{id}/confirm",
         _ => "other",
     }
+}
+
+/// Whether `rest` (the path after `/api/v1/`) is one of the API's routes.
+fn is_api_route(rest: &[&str]) -> bool {
+    let mut full = vec!["api", "v1"];
+    full.extend_from_slice(rest);
+    !rest.is_empty() && route_label(&Method::GET, &full) != "other"
 }
 
 pub(super) async fn route(
@@ -66,9 +78,22 @@ pub(super) async fn route(
         return resp;
     }
     let path = req.uri().path().to_owned();
+    for (prefix, portal) in [("/console", false), ("/portal", true)] {
+        if path == prefix {
+            return console::see_other(&format!("{prefix}/"));
+        }
+        if path.starts_with(prefix) && path[prefix.len()..].starts_with('/') {
+            let resp = console::route(app.clone(), peer, req, portal).await;
+            app.metrics
+                .http_responses
+                .with_label_values(&[prefix, resp.status().as_str()])
+                .inc();
+            return resp;
+        }
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let label = route_label(req.method(), &segments);
-    let resp = dispatch(&app, req, &segments)
+    let resp = dispatch(&app, req.map(http_body_util::Either::Left), &segments)
         .await
         .unwrap_or_else(ApiError::into_response);
     app.metrics
@@ -80,7 +105,7 @@ pub(super) async fn route(
 
 async fn dispatch(
     app: &Arc<App>,
-    req: Request<Incoming>,
+    req: ApiRequest,
     segments: &[&str],
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
@@ -104,11 +129,24 @@ async fn dispatch(
         return money::post_events(app.clone(), req, true).await;
     }
     let principal = principal(app, &req).ok_or(ApiError::Unauthorized)?;
-    permit(app, &principal, &method, &segments[2..]).await?;
-    if !app.calculates() && is_ledger_route(&method, &segments[2..]) {
+    api_as(app, &principal, req, &segments[2..]).await
+}
+
+/// An API call (the path after `/api/v1/`, split on `/`) made as `p`: the
+/// role's rule, then the handler. The console and portal call the API
+/// through here as their signed-in principal.
+pub(super) async fn api_as(
+    app: &Arc<App>,
+    p: &crate::access::Principal,
+    req: ApiRequest,
+    rest: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    permit(app, p, &method, rest).await?;
+    if !app.calculates() && is_ledger_route(&method, rest) {
         return to_calculator(app, req).await;
     }
-    match (&method, &segments[2..]) {
+    match (&method, rest) {
         (&Method::POST, ["partners"]) => api::create_partner(app.clone(), req).await,
         (&Method::GET, ["partners", id]) => api::get_partner(app, id),
         (&Method::POST, ["links"]) => api::create_link(app.clone(), req).await,
@@ -164,6 +202,18 @@ async fn dispatch(
             let id = id.to_string();
             api_keys::revoke(app.clone(), &id).await
         }
+        (&Method::GET, ["payouts"]) => money::list_payouts(app, &req),
+        (&Method::GET, ["partners"]) => partner_reads::list(app, &req),
+        (&Method::GET, ["partners", id, "links"]) => {
+            let id = id.to_string();
+            partner_reads::links(app.clone(), req, &id).await
+        }
+        (&Method::GET, ["partners", id, "referrals"]) => partner_reads::referrals(app, id),
+        (&Method::GET, ["partners", id, "payouts"]) => partner_reads::payouts(app, id),
+        (&Method::POST, ["partners", id, "portal-link"]) => {
+            let id = id.to_string();
+            partner_reads::portal_link(app.clone(), &id).await
+        }
         (&Method::POST, ["payouts", "run"]) => money::run_payouts(app.clone(), req).await,
         (&Method::GET, ["payouts", id]) => {
             let id = id.to_string();
@@ -171,9 +221,7 @@ async fn dispatch(
         }
         (&Method::GET, ["payouts", id, "csv"]) => money::payout_csv(app.clone(), id).await,
         (&Method::POST, ["payouts", id, "confirm"]) => money::confirm_payout(app.clone(), id).await,
-        (_, known) if route_label(&method, segments) != "other" && !known.is_empty() => {
-            Err(ApiError::MethodNotAllowed)
-        }
+        (_, known) if is_api_route(known) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound("route")),
     }
 }
@@ -186,8 +234,10 @@ fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
             | (_, ["coupons", ..])
             | (
                 &Method::GET,
-                ["partners", _, "balance" | "statement" | "audit"]
+                ["partners", _, "balance" | "statement" | "audit" | "referrals" | "payouts"]
             )
+            // Sign-in links are kept by the calculator that serves the portal.
+            | (&Method::POST, ["partners", _, "portal-link"])
             // A standing change answers with the audit log, the ledger's.
             | (&Method::PATCH, ["partners", _])
             | (&Method::GET, ["referrals" | "problems"])
@@ -200,7 +250,7 @@ fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
 
 /// Sends a ledger route on to the active calculator (cluster mode, edge
 /// nodes); a request that was forwarded once is never sent on again.
-async fn to_calculator(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn to_calculator(app: &Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     use crate::cluster::forward::{forward, Forward, FORWARDED_HEADER};
     if req.headers().contains_key(FORWARDED_HEADER) {
         return Err(ApiError::Unavailable(
@@ -237,7 +287,7 @@ async fn to_calculator(app: &Arc<App>, req: Request<Incoming>) -> Result<Respons
 
 /// Who `Authorization: Bearer <token>` is: the admin token or a live API
 /// key; the scheme name is case-insensitive (RFC 7235 §2.1).
-fn principal(app: &App, req: &Request<Incoming>) -> Option<crate::access::Principal> {
+fn principal(app: &App, req: &ApiRequest) -> Option<crate::access::Principal> {
     let token = req
         .headers()
         .get(AUTHORIZATION)

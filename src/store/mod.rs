@@ -15,6 +15,7 @@ pub mod cluster_clicks;
 mod codec;
 mod counts;
 pub mod events;
+pub mod sessions;
 
 pub use clicks::{ClickPage, ClickQuery};
 
@@ -90,6 +91,11 @@ struct Trees {
     cluster_clicks: sled::Tree,
     /// API keys by id (their secrets' hashes only).
     api_keys: sled::Tree,
+    /// Each partner's links: `partner id`, `0`, `code` → nothing.
+    partner_links: sled::Tree,
+    /// Console and portal sessions, and one-time sign-in links, by the
+    /// SHA-256 of their secret (see [`sessions`]).
+    sessions: sled::Tree,
 }
 
 impl Trees {
@@ -117,6 +123,8 @@ impl Trees {
             calc: db.open_tree("calc")?,
             cluster_clicks: db.open_tree("cluster_clicks")?,
             api_keys: db.open_tree("api_keys")?,
+            partner_links: db.open_tree("partner_links")?,
+            sessions: db.open_tree("sessions")?,
             db,
         })
     }
@@ -157,6 +165,7 @@ impl Store {
             counts: std::sync::Arc::new(counts),
         };
         store.replay_clicks(&marks)?;
+        store.with(index_partner_links)?;
         let head = store.with(events::head)?;
         *store.next_event_seq.lock().expect("event seq lock") = head + 1;
         Ok(store)
@@ -244,6 +253,7 @@ impl Store {
     pub fn stage_link(&self, l: &Link) -> Result<(), StoreError> {
         self.with(|t| {
             t.links.insert(l.code.as_bytes(), to_json(l))?;
+            t.partner_links.insert(partner_link_key(l), &[][..])?;
             Ok(())
         })
     }
@@ -317,6 +327,7 @@ impl Store {
             if swapped.is_err() {
                 return Ok(false);
             }
+            t.partner_links.insert(partner_link_key(l), &[][..])?;
             t.db.flush()?;
             Ok(true)
         })
@@ -325,6 +336,36 @@ impl Store {
     /// A link by code.
     pub fn link(&self, code: &str) -> Result<Option<Link>, StoreError> {
         self.with(|t| get_json(&t.links, code))
+    }
+
+    /// A page of a partner's links, by code, after the code `after`.
+    pub fn links_of(
+        &self,
+        partner_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Link>, StoreError> {
+        self.with(|t| {
+            let mut prefix = partner_id.as_bytes().to_vec();
+            prefix.push(0);
+            let mut start = prefix.clone();
+            if let Some(a) = after {
+                start.extend_from_slice(a.as_bytes());
+                start.push(0);
+            }
+            let mut out = Vec::new();
+            for kv in t.partner_links.range(start..) {
+                let (k, _) = kv?;
+                if !k.starts_with(&prefix) || out.len() == limit {
+                    break;
+                }
+                let code = &k[prefix.len()..];
+                if let Some(v) = t.links.get(code)? {
+                    out.push(from_json(code, &v)?);
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Every link, one at a time (a million links never sit in one `Vec`).
@@ -337,6 +378,31 @@ impl Store {
             Ok(())
         })
     }
+}
+
+fn partner_link_key(l: &Link) -> Vec<u8> {
+    let mut k = Vec::with_capacity(l.partner_id.len() + 1 + l.code.len());
+    k.extend_from_slice(l.partner_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(l.code.as_bytes());
+    k
+}
+
+/// Builds the partner → links index once, for a store written before it
+/// existed (a link stored since is indexed when it is written).
+fn index_partner_links(t: &Trees) -> Result<(), StoreError> {
+    if !t.partner_links.is_empty() || t.links.is_empty() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for kv in t.links.iter() {
+        let (k, v) = kv?;
+        let l: Link = from_json(&k, &v)?;
+        batch.insert(partner_link_key(&l), &[][..]);
+    }
+    t.partner_links.apply_batch(batch)?;
+    t.db.flush()?;
+    Ok(())
 }
 
 /// Writes, syncs and removes a 64 KiB file in `dir`: whether the disk

@@ -6,6 +6,8 @@
 //! its SHA-256, compared in constant time. A revoked or expired key is
 //! refused at once.
 
+pub mod sessions;
+
 use crate::id::random_base62;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -94,12 +96,12 @@ impl ApiKey {
     }
 }
 
-fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     crate::net::to_hex(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref())
 }
 
 /// Equal, in time that does not depend on where they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -199,6 +201,14 @@ pub fn check(p: &Principal, method: &Method, rest: &[&str]) -> Access {
     }
     let roles: &[Role] = match (method, rest) {
         (&Method::POST, ["partners"]) => &[Marketing],
+        (&Method::GET, ["partners"]) => &[Marketing, Fraud, Finance],
+        (&Method::GET, ["partners", _, "links" | "referrals" | "payouts"]) => {
+            if p.role == Partner {
+                return Access::OwnPartner(1);
+            }
+            &[Marketing, Fraud, Finance]
+        }
+        (&Method::POST, ["partners", _, "portal-link"]) => &[Marketing],
         (&Method::GET, ["partners", _]) => {
             if p.role == Partner {
                 return Access::OwnPartner(1);
