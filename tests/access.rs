@@ -195,12 +195,7 @@ async fn every_route_answers_each_role_as_its_rules_say() {
             None,
             &["admin", "finance"],
         ),
-        (
-            "GET",
-            "/api/v1/payouts".into(),
-            None,
-            &["admin", "finance"],
-        ),
+        ("GET", "/api/v1/payouts".into(), None, &["admin", "finance"]),
         (
             "GET",
             "/api/v1/partners?q=blog".into(),

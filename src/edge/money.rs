@@ -687,15 +687,16 @@ pub async fn run_payouts(app: Arc<App>, req: ApiRequest) -> Result<Response<Body
     }
 }
 
-/// `GET /api/v1/payouts?program=`: every batch, newest first, with its
+/// `GET /api/v1/payouts?program=&wait_for=`: every batch, newest first, with its
 /// totals by currency (items: `GET /api/v1/payouts/{id}`).
-pub fn list_payouts(app: &App, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
-    let pairs = query_pairs(req);
-    only(&pairs, &["program"])?;
+pub async fn list_payouts(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(&req);
+    only(&pairs, &["program", "wait_for"])?;
     let program = param(&pairs, "program");
     if let Some(p) = program {
-        known_program(app, p)?;
+        known_program(&app, p)?;
     }
+    wait(&app, &pairs).await?;
     let mut out: Vec<serde_json::Value> = app.conversions.read(|c| {
         c.state
             .payouts

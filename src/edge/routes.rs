@@ -202,7 +202,7 @@ pub(super) async fn api_as(
             let id = id.to_string();
             api_keys::revoke(app.clone(), &id).await
         }
-        (&Method::GET, ["payouts"]) => money::list_payouts(app, &req),
+        (&Method::GET, ["payouts"]) => money::list_payouts(app.clone(), req).await,
         (&Method::GET, ["partners"]) => partner_reads::list(app, &req),
         (&Method::GET, ["partners", id, "links"]) => {
             let id = id.to_string();

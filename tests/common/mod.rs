@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use tempfile::TempDir;
 
+pub mod browser;
 pub mod nats;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";

@@ -42,7 +42,9 @@ const CSS: &str = include_str!("../../../assets/console.css");
 const JS: &str = include_str!("../../../assets/console.js");
 
 /// Headers on every page: no inline script, no framing, no sniffing, no
-/// caching, and no referrer (a sign-in link's secret is in its URL).
+/// caching, and no referrer to other sites (a sign-in link's secret is in
+/// its URL). `no-referrer` would also make browsers send `Origin: null`
+/// on our own forms, which the same-origin check must refuse.
 const SECURITY_HEADERS: [(&str, &str); 6] = [
     (
         "content-security-policy",
@@ -51,7 +53,7 @@ const SECURITY_HEADERS: [(&str, &str); 6] = [
     ),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
+    ("referrer-policy", "same-origin"),
     ("cache-control", "no-store"),
     ("cross-origin-opener-policy", "same-origin"),
 ];
