@@ -65,7 +65,7 @@ async fn marketer_creates_a_partner_and_links_with_utm_and_qr() {
     let shots = shots();
     let marketing = key(&s, "marketing", None).await;
     sign_in(&b, &base, &marketing).await;
-    assert_eq!(b.path().await, "/console/", "{}", b.source().await);
+    b.expect_path("/console/").await;
     // The menu follows the role: no payouts, no keys.
     let nav = b.text("header nav").await;
     assert!(
@@ -85,12 +85,8 @@ async fn marketer_creates_a_partner_and_links_with_utm_and_qr() {
         "button",
     )
     .await;
-    assert!(
-        b.path().await.ends_with("?done=partner"),
-        "{}",
-        b.path().await
-    );
     assert_eq!(b.text("#partner-name").await, "Spring Blog active");
+    assert!(b.path().await.ends_with("?done=partner"));
     let pid = b
         .path()
         .await
@@ -115,7 +111,7 @@ async fn marketer_creates_a_partner_and_links_with_utm_and_qr() {
         "button",
     )
     .await;
-    assert_eq!(b.path().await, "/console/links/spring-flyer?done=link");
+    b.expect_path("/console/links/spring-flyer?done=link").await;
     assert_eq!(
         b.text("#link-destination").await,
         "https://krispcall.com/pricing?plan=pro&utm_source=flyer&utm_medium=print&utm_campaign=spring+2026"
@@ -216,7 +212,7 @@ async fn analyst_suspends_a_partner_with_a_reason_and_finance_pays() {
     );
     b.goto(&format!("{base}/console/")).await;
     b.click("header button").await;
-    assert_eq!(b.path().await, "/console/signin");
+    b.expect_path("/console/signin").await;
 
     // Finance previews, runs, downloads and confirms the batch of the 13th
     // (on the 14th: balances are read as of now).
@@ -244,10 +240,8 @@ async fn analyst_suspends_a_partner_with_a_reason_and_finance_pays() {
     let before = m.get("/api/v1/payouts").await;
     assert_eq!(before["payouts"], json!([]), "a preview records nothing");
     b.click("#run").await;
-    assert_eq!(
-        b.path().await,
-        "/console/payouts/po_krispcall_20260513?done=run"
-    );
+    b.expect_path("/console/payouts/po_krispcall_20260513?done=run")
+        .await;
     assert_eq!(b.text("#batch-status").await, "created");
     let cookie = format!(
         "refedge_session={}",
@@ -317,7 +311,7 @@ async fn a_partner_signs_in_with_a_one_time_link_and_sees_only_their_own() {
         // The partner opens it: a button, not an automatic sign-in.
         b.goto(&link).await;
         b.click("#signin").await;
-        assert_eq!(b.path().await, "/portal/");
+        b.expect_path("/portal/").await;
         assert_eq!(b.text("#partner-name").await, "Test Partner");
         let referrals = b.text("#referrals").await;
         assert!(
@@ -351,7 +345,7 @@ async fn a_partner_signs_in_with_a_one_time_link_and_sees_only_their_own() {
         assert!(b.text("#error-message").await.contains("No such link"));
         // Staff pages are not the partner's.
         b.goto(&format!("{base}/console/partners/{bea}")).await;
-        assert_eq!(b.path().await, "/portal/");
+        b.expect_path("/portal/").await;
         // The link was used up.
         b.goto(&link).await;
         assert!(b.source().await.contains("has been used or has expired"));

@@ -71,11 +71,19 @@ impl Browser {
                 .await
             {
                 Ok(client) => {
+                    // Elements are waited for (a page after a form may
+                    // still be loading).
+                    let t = fantoccini::wd::TimeoutConfiguration::new(
+                        None,
+                        Some(Duration::from_secs(30)),
+                        Some(Duration::from_secs(5)),
+                    );
+                    client.update_timeouts(t).await.unwrap();
                     return Some(Self {
                         client,
                         driver,
                         _profile: profile,
-                    })
+                    });
                 }
                 Err(e) => last = Some(e),
             }
@@ -141,6 +149,19 @@ impl Browser {
             Some(q) => format!("{}?{q}", u.path()),
             None => u.path().to_string(),
         }
+    }
+
+    /// Waits (up to 10 s) until the page is `want` (path and query).
+    pub async fn expect_path(&self, want: &str) {
+        let mut now = String::new();
+        for _ in 0..200 {
+            now = self.path().await;
+            if now == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("expected to be on {want}, still on {now}");
     }
 
     /// A PNG screenshot saved to `dir/name.png` when `dir` is given.
