@@ -181,9 +181,59 @@ async fn analyst_suspends_a_partner_with_a_reason_and_finance_pays() {
     let ann = earning_partner(&s, &mut m).await;
     let other = s.partner("krispcall", "eve@spam.example").await;
 
-    // The analyst suspends a partner, with a reason, on its page.
+    // A bot's click on the other partner's link: flagged, with evidence.
+    s.link(&other, "https://krispcall.com/", Some("eve-k"))
+        .await;
+    let r = send(
+        s.addr(),
+        "GET",
+        "/r/eve-k",
+        &[
+            ("user-agent", "python-requests/2.31"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 302);
+
+    // The analyst finds it on the fraud page, opens the partner, and
+    // suspends it with a reason.
     let fraud = key(&s, "fraud", None).await;
     sign_in(&b, &base, &fraud).await;
+    b.goto(&format!("{base}/console/fraud")).await;
+    let flagged = b.text("#flagged").await;
+    assert!(
+        flagged.contains(&other) && flagged.contains("bot") && flagged.contains("python-requests"),
+        "{flagged}"
+    );
+    assert!(b.text("#ranked").await.contains(&other));
+    b.fill_and_submit("#fraud-filter", &[("reason", "stuffing")], "button")
+        .await;
+    assert!(b.text("#flagged").await.contains("No flagged clicks match"));
+    b.screenshot(shots.as_deref(), "fraud").await;
+    b.goto(&format!("{base}/console/fraud?reason=bot")).await;
+    b.click(&format!("#flagged a[href='/console/partners/{other}']"))
+        .await;
+    b.expect_path(&format!("/console/partners/{other}")).await;
+    // The fraud profile's chart: one flagged click today.
+    let chart = b.text("#clicks-chart").await;
+    assert!(
+        chart.contains("counted (blue) and flagged (red)"),
+        "{chart}"
+    );
+    let title = b
+        .client
+        .execute(
+            "return document.querySelector('#clicks-chart svg > title').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        title.as_str(),
+        Some("Clicks per day, last 30 days: 0 counted, 1 flagged")
+    );
     b.goto(&format!("{base}/console/partners/{other}")).await;
     b.fill_and_submit(
         "#change-status",

@@ -228,7 +228,7 @@ pub async fn partner(app: Arc<App>, id: String) -> Result<Response<Body>, ApiErr
     let store = Clicks::of(&app);
     let pid = id.clone();
     let (days, visitors, total, flagged) = blocking(move || -> Result<_, StoreError> {
-        let mut days: BTreeMap<String, (u64, BTreeMap<String, u64>)> = BTreeMap::new();
+        let mut days: BTreeMap<String, (u64, u64, BTreeMap<String, u64>)> = BTreeMap::new();
         let mut visitors: HashSet<String> = HashSet::new();
         let (mut total, mut flagged) = (0u64, 0u64);
         scan(
@@ -244,8 +244,9 @@ pub async fn partner(app: Arc<App>, id: String) -> Result<Response<Body>, ApiErr
                 day.0 += 1;
                 if c.verdict != "valid" {
                     flagged += 1;
+                    day.1 += 1;
                     for f in &c.flags {
-                        *day.1.entry(f.reason.label().to_string()).or_default() += 1;
+                        *day.2.entry(f.reason.label().to_string()).or_default() += 1;
                     }
                 }
                 true
@@ -276,7 +277,9 @@ pub async fn partner(app: Arc<App>, id: String) -> Result<Response<Body>, ApiErr
     });
     let days: Vec<Value> = days
         .into_iter()
-        .map(|(d, (clicks, reasons))| j!({"date": d, "clicks": clicks, "flagged_by_reason": reasons}))
+        .map(|(d, (clicks, flagged, reasons))| {
+            j!({"date": d, "clicks": clicks, "flagged": flagged, "flagged_by_reason": reasons})
+        })
         .collect();
     let at: DateTime<Utc> = app.clock.now();
     let velocity = cluster_velocity(&app, &partner).await?;

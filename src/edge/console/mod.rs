@@ -7,6 +7,8 @@
 //! tokens and same-origin checks on every form, the security headers,
 //! form bodies, and error pages. One file per page below.
 
+mod chart;
+mod fraud;
 mod keys;
 mod links;
 mod partners;
@@ -195,6 +197,9 @@ impl Chrome {
             Role::Admin | Role::Marketing | Role::Fraud | Role::Finance
         ) {
             menu.push(("/console/partners", "Partners"));
+        }
+        if matches!(s.role, Role::Admin | Role::Fraud) {
+            menu.push(("/console/fraud", "Fraud"));
         }
         if matches!(s.role, Role::Admin | Role::Finance) {
             menu.push(("/console/payouts", "Payouts"));
@@ -529,6 +534,7 @@ async fn dispatch(ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
         (_, ["partners", ..]) => partners::handle(ctx, &r[1..]).await,
         (_, ["links", ..]) => links::handle(ctx, &r[1..]).await,
         (_, ["payouts", ..]) => payouts::handle(ctx, &r[1..]).await,
+        (_, ["fraud", ..]) => fraud::handle(ctx, &r[1..]).await,
         (_, ["api-keys", ..]) => keys::handle(ctx, &r[1..]).await,
         _ => Err(ApiError::NotFound("page")),
     }

@@ -61,6 +61,25 @@ struct Detail {
     referrals: Option<Referrals>,
     payouts: Option<PartnerPayouts>,
     portal_url: Option<String>,
+    fraud: Option<FraudProfile>,
+    /// Clicks per day over the last 30 days (fraud profile), as SVG.
+    chart: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct FraudDay {
+    date: chrono::NaiveDate,
+    clicks: u64,
+    flagged: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct FraudProfile {
+    clicks: u64,
+    flagged: u64,
+    flagged_share: String,
+    distinct_visitors: u64,
+    days: Vec<FraudDay>,
 }
 
 /// `/console/partners...`
@@ -154,6 +173,19 @@ async fn detail(
     );
     let month_q: String = url::form_urlencoded::byte_serialize(month.as_bytes()).collect();
     let referrals = ctx.api_opt(&format!("referrals?partner={}", p.id)).await?;
+    let fraud: Option<FraudProfile> = ctx.api_opt(&format!("fraud/partners/{id}")).await?;
+    let chart = fraud.as_ref().map(|f| {
+        let to = ctx.app.clock.now().date_naive();
+        let by_day: std::collections::HashMap<_, _> = f
+            .days
+            .iter()
+            .map(|d| (d.date, (d.clicks - d.flagged, d.flagged)))
+            .collect();
+        let days = super::chart::fill(to - chrono::Duration::days(29), to, |d| {
+            by_day.get(&d).copied().unwrap_or((0, 0))
+        });
+        super::chart::daily(&days, "Clicks per day, last 30 days")
+    });
     render(&Detail {
         chrome: Chrome::of(ctx),
         links: ctx.api_opt(&format!("partners/{id}/links")).await?,
@@ -166,6 +198,8 @@ async fn detail(
         referrals,
         month,
         portal_url,
+        fraud,
+        chart,
         p,
     })
 }
