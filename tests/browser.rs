@@ -158,6 +158,54 @@ async fn marketer_creates_a_partner_and_links_with_utm_and_qr() {
     assert_eq!(click(s.addr(), "/r/spring-flyer", None).await.status, 302);
     b.goto(&format!("{base}/console/partners/{pid}")).await;
     assert!(b.text("#links").await.contains("spring-flyer"));
+    // Twenty links for a campaign from a CSV file: a result per row.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("campaign.csv");
+    let mut text = String::from(
+        "partner_id,destination,code,utm_source,utm_medium,utm_campaign,utm_content,utm_term\n",
+    );
+    for i in 0..20 {
+        text.push_str(&format!(
+            "{pid},https://krispcall.com/features,camp-{i},mail,email,autumn,v{i},\n"
+        ));
+    }
+    text.push_str(&format!("{pid},https://evil.example/,,,,,,\n"));
+    text.push_str("p_nobody,https://krispcall.com/,,,,,,\n");
+    std::fs::write(&csv, text).unwrap();
+    b.goto(&format!("{base}/console/links")).await;
+    b.client
+        .find(fantoccini::Locator::Css("#bulk-form input[type=file]"))
+        .await
+        .unwrap()
+        .send_keys(&csv.display().to_string())
+        .await
+        .unwrap();
+    b.click("#bulk-form button").await;
+    assert_eq!(
+        b.text("#bulk-summary").await,
+        "20 of 22 links created",
+        "{}",
+        b.source().await
+    );
+    let results = b.text("#bulk-results").await;
+    assert!(results.contains(&format!("{base}/r/camp-19")), "{results}");
+    assert!(
+        results.contains("23 p_nobody partner_id: no partner with id"),
+        "{results}"
+    );
+    assert!(
+        results.contains("is not allowed for program krispcall"),
+        "{results}"
+    );
+    b.screenshot(shots.as_deref(), "links-bulk").await;
+    let camp = api(s.addr(), "GET", "/api/v1/links/camp-7", None)
+        .await
+        .json();
+    assert_eq!(camp["destination"], "https://krispcall.com/features?utm_source=mail&utm_medium=email&utm_campaign=autumn&utm_content=v7");
+    // Find a link by its code.
+    b.goto(&format!("{base}/console/links?code=camp-3")).await;
+    b.expect_path("/console/links/camp-3").await;
+
     // Search finds the partner; disable the link.
     b.goto(&format!("{base}/console/partners?q=SPRING")).await;
     assert!(b.text("#partners").await.contains("Spring Blog"));

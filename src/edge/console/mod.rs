@@ -35,8 +35,8 @@ use std::sync::Arc;
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "refedge_session";
 
-/// Largest form body.
-const MAX_FORM_BYTES: usize = 64 << 10;
+/// Largest form body (a CSV of links).
+const MAX_FORM_BYTES: usize = 1 << 20;
 
 /// The stylesheet and the one script (copy buttons), served from the
 /// binary; nothing is loaded from anywhere else.
@@ -197,6 +197,7 @@ impl Chrome {
             Role::Admin | Role::Marketing | Role::Fraud | Role::Finance
         ) {
             menu.push(("/console/partners", "Partners"));
+            menu.push(("/console/links", "Links"));
         }
         if matches!(s.role, Role::Admin | Role::Fraud) {
             menu.push(("/console/fraud", "Fraud"));
@@ -447,14 +448,18 @@ async fn context(
             .await
             .map_err(|_| ApiError::TooLarge(MAX_FORM_BYTES))?
             .to_bytes();
-        let ct = ctx
+        let header = ctx
             .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
-            .to_ascii_lowercase();
+            .to_string();
+        // (Lower case to compare; a multipart boundary keeps its case.)
+        let ct = header.to_ascii_lowercase();
         if ct.starts_with("application/x-www-form-urlencoded") {
             ctx.form = url::form_urlencoded::parse(&raw).into_owned().collect();
+        } else if ct.starts_with("multipart/form-data") {
+            ctx.form = multipart_fields(&header, raw).await?;
         } else {
             return Err(ApiError::UnsupportedMediaType(ct));
         }
@@ -473,6 +478,32 @@ async fn context(
         }
     }
     Ok(ctx)
+}
+
+/// The fields of a `multipart/form-data` body, a file's content as its
+/// value (UTF-8).
+async fn multipart_fields(
+    content_type: &str,
+    body: Bytes,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| ApiError::invalid("content-type", e.to_string()))?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut m = multer::Multipart::new(stream, boundary);
+    let mut out = Vec::new();
+    while let Some(field) = m
+        .next_field()
+        .await
+        .map_err(|e| ApiError::invalid("form", e.to_string()))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        let text = field
+            .text()
+            .await
+            .map_err(|e| ApiError::invalid(name.clone(), e.to_string()))?;
+        out.push((name, text));
+    }
+    Ok(out)
 }
 
 fn session_cookie(headers: &hyper::HeaderMap) -> Option<String> {
