@@ -157,10 +157,7 @@ async fn create(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     Ok(see_other(&format!("/console/links/{}?done=link", l.code)))
 }
 
-async fn create_row(
-    ctx: &Ctx,
-    row: &std::collections::HashMap<String, String>,
-) -> Result<LinkView, ApiError> {
+async fn create_row(ctx: &Ctx, row: &Row) -> Result<LinkView, ApiError> {
     create_from(ctx, |f| {
         row.get(f).map(|v| v.trim().to_string()).unwrap_or_default()
     })
@@ -175,12 +172,13 @@ fn describe(e: &ApiError) -> String {
     }
 }
 
+/// A CSV row: column → value.
+pub type Row = std::collections::HashMap<String, String>;
+
 /// The rows of an uploaded CSV by line, as column → value; the header
 /// must name only known columns and at least `partner_id` and
 /// `destination`.
-pub fn parse_csv(
-    text: &str,
-) -> Result<Vec<(usize, std::collections::HashMap<String, String>)>, ApiError> {
+pub fn parse_csv(text: &str) -> Result<Vec<(usize, Row)>, ApiError> {
     if text.trim().is_empty() {
         return Err(ApiError::invalid(
             "csv",
