@@ -857,6 +857,7 @@ impl Reader {
                 "needs at least one host, or no link could ever redirect",
             );
         }
+        let partner_links = self.boolean(&mut t, prefix, "partner_links", false);
         let webhook_secret = self.string(&mut t, prefix, "webhook_secret");
         if webhook_secret.as_ref().is_some_and(|s| s.len() < 16) {
             self.bad(
@@ -889,6 +890,7 @@ impl Reader {
             allowed_hosts,
             money,
             webhook_secret,
+            partner_links,
             fraud,
         }
     }

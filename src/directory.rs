@@ -697,6 +697,7 @@ mod tests {
             ],
             money: None,
             webhook_secret: None,
+            partner_links: false,
             fraud: Default::default(),
         }
     }

@@ -36,6 +36,9 @@ pub struct Program {
     pub money: Option<crate::commission::rules::Rules>,
     /// Secret for signed webhook deliveries of this program's events.
     pub webhook_secret: Option<String>,
+    /// Partners may create their own links (API with a partner key, or the
+    /// portal), within `allowed_hosts`.
+    pub partner_links: bool,
     /// Fraud rules for clicks and signups (`[fraud]`; defaults otherwise).
     pub fraud: crate::fraud::FraudRules,
 }

@@ -391,3 +391,98 @@ async fn a_portal_sign_in_link_is_used_once_and_runs_out() {
     .await;
     assert_eq!(r.status, 410);
 }
+
+#[tokio::test]
+async fn partners_create_their_own_links_only_where_the_program_allows() {
+    let s = TestServer::start_with(|c| {
+        c.programs.get_mut("aloware").unwrap().partner_links = true;
+    })
+    .await;
+    let k = s.partner("krispcall", "k@blog.example").await;
+    let a = s.partner("aloware", "a@blog.example").await;
+    let other = s.partner("aloware", "o@blog.example").await;
+    let (_, k_key) = key(&s, "partner", Some(&k)).await;
+    let (_, a_key) = key(&s, "partner", Some(&a)).await;
+    let link = |pid: &str, dest: &str| json!({"partner_id": pid, "destination": dest});
+    // KrispCall keeps link creation to its staff.
+    let r = api_as(
+        s.addr(),
+        &k_key,
+        "POST",
+        "/api/v1/links",
+        Some(&link(&k, "https://krispcall.com/")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(String::from_utf8_lossy(&r.body).contains("partner_links"));
+    // Aloware lets partners: their own, on the program's hosts.
+    let r = api_as(
+        s.addr(),
+        &a_key,
+        "POST",
+        "/api/v1/links",
+        Some(&link(&a, "https://aloware.com/pricing")),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = api_as(
+        s.addr(),
+        &a_key,
+        "POST",
+        "/api/v1/links",
+        Some(&link(&other, "https://aloware.com/")),
+    )
+    .await;
+    assert_eq!(r.status, 404, "never another partner's");
+    let r = api_as(
+        s.addr(),
+        &a_key,
+        "POST",
+        "/api/v1/links",
+        Some(&link(&a, "https://evil.example/")),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    // The same from the portal's form (its partner_id field is ignored).
+    let cookie = sign_in(&s, &a_key).await;
+    let page = String::from_utf8(get(&s, &cookie, "/portal/").await.body).unwrap();
+    assert!(page.contains("id=\"new-link\""));
+    let form = format!(
+        "csrf={}&partner_id={other}&destination={}&utm_source=blog",
+        csrf(&page),
+        urlencode("https://aloware.com/demo")
+    );
+    let r = post(&s, &cookie, "/portal/links", &form).await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    let mine = api(
+        s.addr(),
+        "GET",
+        &format!("/api/v1/partners/{a}/links"),
+        None,
+    )
+    .await
+    .json();
+    let dests: Vec<&str> = mine["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["destination"].as_str().unwrap())
+        .collect();
+    assert!(
+        dests.contains(&"https://aloware.com/demo?utm_source=blog"),
+        "{dests:?}"
+    );
+    let theirs = api(
+        s.addr(),
+        "GET",
+        &format!("/api/v1/partners/{other}/links"),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(theirs["links"], json!([]));
+    // KrispCall's portal shows no form.
+    let cookie = sign_in(&s, &k_key).await;
+    let page = String::from_utf8(get(&s, &cookie, "/portal/").await.body).unwrap();
+    assert!(!page.contains("id=\"new-link\""));
+}

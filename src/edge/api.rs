@@ -127,9 +127,30 @@ pub(super) fn link_out<'a>(app: &App, l: &'a Link, click_count: u64) -> LinkOut<
     }
 }
 
-/// `POST /api/v1/links`
-pub async fn create_link(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
+/// `POST /api/v1/links`; with a partner key (`owner`), only a link of the
+/// partner's own, in a program with `partner_links = true`.
+pub async fn create_link(
+    app: Arc<App>,
+    req: ApiRequest,
+    owner: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let input: LinkIn = read_json(req, app.config.max_body_bytes).await?;
+    if let Some(owner) = owner {
+        if input.partner_id != owner {
+            return Err(ApiError::NotFound("partner"));
+        }
+        let program = app
+            .directory
+            .partner(owner)
+            .and_then(|p| app.config.programs.get(&p.program).cloned())
+            .ok_or(ApiError::NotFound("partner"))?;
+        if !program.partner_links {
+            return Err(ApiError::Forbidden(format!(
+                "a partner key may not create links in program {} (its partner_links setting is off)",
+                program.key
+            )));
+        }
+    }
     let now = app.clock.now();
     let link = app
         .create_link(

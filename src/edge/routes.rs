@@ -149,7 +149,11 @@ pub(super) async fn api_as(
     match (&method, rest) {
         (&Method::POST, ["partners"]) => api::create_partner(app.clone(), req).await,
         (&Method::GET, ["partners", id]) => api::get_partner(app, id),
-        (&Method::POST, ["links"]) => api::create_link(app.clone(), req).await,
+        (&Method::POST, ["links"]) => {
+            let owner = (p.role == crate::access::Role::Partner)
+                .then(|| p.partner_id.clone().unwrap_or_default());
+            api::create_link(app.clone(), req, owner.as_deref()).await
+        }
         (&Method::GET, ["links", code]) => api::get_link(app.clone(), code).await,
         (&Method::DELETE, ["links", code]) => {
             api::disable_link(app.clone(), code.to_string()).await

@@ -152,8 +152,13 @@ async fn create_from(ctx: &Ctx, field: impl Fn(&str) -> String) -> Result<LinkVi
     ctx.api(Method::POST, "links", Some(body)).await
 }
 
+/// A link from the form's fields (the console's and the portal's).
+pub(super) async fn create_from_form(ctx: &Ctx) -> Result<LinkView, ApiError> {
+    create_from(ctx, |f| ctx.field(f).to_string()).await
+}
+
 async fn create(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
-    let l = create_from(ctx, |f| ctx.field(f).to_string()).await?;
+    let l = create_from_form(ctx).await?;
     Ok(see_other(&format!("/console/links/{}?done=link", l.code)))
 }
 

@@ -51,6 +51,8 @@ struct Home {
     statement: Statement,
     referrals: Referrals,
     payouts: PartnerPayouts,
+    /// The program lets partners create links: where they may point.
+    new_links: Option<String>,
 }
 
 /// `/portal/...`
@@ -67,6 +69,14 @@ pub(super) async fn handle(ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
     };
     match (&ctx.method, r.as_slice()) {
         (&Method::GET, []) => home(ctx, &pid).await,
+        (&Method::POST, ["links"]) => {
+            let mut fields: Vec<(String, String)> = ctx.form.clone();
+            fields.retain(|(k, _)| k != "partner_id");
+            fields.push(("partner_id".into(), pid.clone()));
+            ctx.form = fields;
+            let l = super::links::create_from_form(ctx).await?;
+            Ok(see_other(&format!("/portal/?done=link#link-{}", l.code)))
+        }
         (&Method::GET, ["links", code, file]) => super::links::qr_download(ctx, code, file).await,
         _ => Err(ApiError::NotFound("page")),
     }
@@ -88,11 +98,26 @@ async fn home(ctx: &Ctx, pid: &str) -> Result<Response<Body>, ApiError> {
     for l in &mut statement.lines {
         l.customer_id = l.customer_id.as_deref().map(mask_customer);
     }
+    let p: Partner = ctx
+        .api(Method::GET, &format!("partners/{pid}"), None)
+        .await?;
+    let new_links = ctx
+        .app
+        .config
+        .programs
+        .get(&p.program)
+        .filter(|prog| prog.partner_links && p.status == crate::model::PartnerStatus::Active)
+        .map(|prog| {
+            prog.allowed_hosts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
     render(&Home {
         chrome: Chrome::of(ctx),
-        p: ctx
-            .api(Method::GET, &format!("partners/{pid}"), None)
-            .await?,
+        p,
+        new_links,
         links: ctx
             .api(Method::GET, &format!("partners/{pid}/links"), None)
             .await?,
