@@ -6,6 +6,7 @@
 //! - [`fraud`]: click verdicts (bots, stuffing, rate limits, duplicates, paid search), no HTTP types.
 //! - [`clock`]: the only reader of the system clock.
 //! - [`code`]: link codes as compact map keys.
+//! - [`device`]: the device class of a click from its user agent.
 //! - [`commission`]: rules as data, events, the calculator and its append-only ledger; no I/O.
 //! - [`conversions`]: event ingestion (idempotent, durable) and the calculator task.
 //! - [`id`]: time-ordered click ids, random partner ids and link codes.
@@ -31,6 +32,7 @@ pub mod code;
 pub mod commission;
 pub mod config;
 pub mod conversions;
+pub mod device;
 pub mod directory;
 pub mod edge;
 pub mod fraud;

@@ -270,7 +270,9 @@ async fn every_route_answers_each_role_as_its_rules_say() {
         format!("/api/v1/partners/{b}/links"),
         format!("/api/v1/partners/{b}/referrals"),
         format!("/api/v1/partners/{b}/payouts"),
+        format!("/api/v1/partners/{b}/clicks/daily"),
         "/api/v1/links/own-b".to_string(),
+        "/api/v1/links/own-b/stats".to_string(),
     ] {
         let r = api_as(addr, p, "GET", &path, None).await;
         assert_eq!(r.status, 404, "{path}");

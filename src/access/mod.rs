@@ -237,6 +237,19 @@ pub fn check(p: &Principal, method: &Method, rest: &[&str]) -> Access {
             &[Marketing, Fraud]
         }
         (&Method::DELETE, ["links", _]) => &[Marketing],
+        (&Method::GET, ["links", _, "stats"]) => {
+            if p.role == Partner {
+                return Access::OwnLink(1);
+            }
+            &[Marketing, Fraud]
+        }
+        (&Method::GET, ["partners", _, "clicks", "daily"]) => {
+            if p.role == Partner {
+                return Access::OwnPartner(1);
+            }
+            &[Marketing, Fraud, Finance]
+        }
+        (&Method::GET, ["stats", "daily"]) => &[Marketing, Fraud, Finance],
         (&Method::GET, ["clicks"] | ["clicks", _]) => &[Marketing, Fraud],
         (&Method::GET, ["fraud", ..]) => &[Fraud],
         (&Method::POST, ["events"]) => &[Ingest],

@@ -15,6 +15,7 @@ pub mod money;
 mod partner_reads;
 pub mod redirect;
 mod routes;
+mod stats_api;
 mod writes;
 
 use crate::background;
@@ -417,12 +418,30 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             }
         })
     };
+    let roller = {
+        let app = app.clone();
+        let thread = background::Thread::spawn("rollups").map_err(|source| StartError::Thread {
+            name: "rollups",
+            source,
+        })?;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let store = app.store.clone();
+                if let Err(error) = thread.run(move || store.roll_up_all()).await {
+                    tracing::warn!(%error, "click rollups: a pass failed; retried in a second");
+                }
+            }
+        })
+    };
     let healer = tokio::spawn(heal_store(app.clone()));
     let app_for_serve = app.clone();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(async move {
         let result = serve(listener, app_for_serve, rx, writer, calculator).await;
         pruner.abort();
+        roller.abort();
         healer.abort();
         cluster_tasks.stop().await;
         result

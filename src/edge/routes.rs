@@ -3,7 +3,9 @@
 //! ledger routes sent on to the active calculator.
 
 use super::http::{self, text, ApiError, ApiRequest, Body};
-use super::{api, api_keys, console, fraud_api, money, partner_reads, readiness, redirect, App};
+use super::{
+    api, api_keys, console, fraud_api, money, partner_reads, readiness, redirect, stats_api, App,
+};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -42,6 +44,11 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "api-keys"]) => "/api/v1/api-keys",
         (_, ["api", "v1", "api-keys", _]) => "/api/v1/api-keys/{id}",
         (_, ["api", "v1", "payouts"]) => "/api/v1/payouts",
+        (_, ["api", "v1", "stats", "daily"]) => "/api/v1/stats/daily",
+        (_, ["api", "v1", "partners", _, "clicks", "daily"]) => {
+            "/api/v1/partners/{id}/clicks/daily"
+        }
+        (_, ["api", "v1", "links", _, "stats"]) => "/api/v1/links/{code}/stats",
         (_, ["api", "v1", "payouts", "run"]) => "/api/v1/payouts/run",
         (_, ["api", "v1", "partners", _, "links"]) => "/api/v1/partners/{id}/links",
         (_, ["api", "v1", "partners", _, "referrals"]) => "/api/v1/partners/{id}/referrals",
@@ -205,6 +212,15 @@ pub(super) async fn api_as(
         (&Method::DELETE, ["api-keys", id]) => {
             let id = id.to_string();
             api_keys::revoke(app.clone(), &id).await
+        }
+        (&Method::GET, ["stats", "daily"]) => stats_api::daily(app.clone(), req).await,
+        (&Method::GET, ["partners", id, "clicks", "daily"]) => {
+            let id = id.to_string();
+            stats_api::partner_daily(app.clone(), req, &id).await
+        }
+        (&Method::GET, ["links", code, "stats"]) => {
+            let code = code.to_string();
+            stats_api::link_stats(app.clone(), req, &code).await
         }
         (&Method::GET, ["payouts"]) => money::list_payouts(app.clone(), req).await,
         (&Method::GET, ["partners"]) => partner_reads::list(app, &req),

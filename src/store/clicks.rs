@@ -25,7 +25,7 @@ pub const CHUNK: usize = 256;
 /// quarter of its 512 KiB segment becomes a separate blob file: 17 chunks
 /// of about 6 KiB keep every leaf inline.
 pub const CHUNK_BYTES: usize = 6 << 10;
-const CHUNK_TAG: u8 = b'b';
+pub(super) const CHUNK_TAG: u8 = b'b';
 const BY_PARTNER: u8 = b'p';
 
 /// Which clicks to list.
@@ -70,7 +70,7 @@ pub struct ClickPage {
     pub next: Option<ClickId>,
 }
 
-fn chunk_key(first: ClickId) -> ChunkKey {
+pub(super) fn chunk_key(first: ClickId) -> ChunkKey {
     let mut k = [CHUNK_TAG; 17];
     k[1..].copy_from_slice(&first.to_bytes());
     k
@@ -84,7 +84,7 @@ fn partner_prefix(partner: &str) -> Vec<u8> {
     k
 }
 
-fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<ClickRecord>, StoreError> {
+pub(super) fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<ClickRecord>, StoreError> {
     if bytes.first() == Some(&b'[') {
         return serde_json::from_slice(bytes).map_err(|e| corrupt(key, e.to_string()));
     }

@@ -15,6 +15,7 @@ pub mod cluster_clicks;
 mod codec;
 mod counts;
 pub mod events;
+pub mod rollups;
 pub mod sessions;
 
 pub use clicks::{ClickPage, ClickQuery};
@@ -70,6 +71,8 @@ pub struct Store {
     next_event_seq: std::sync::Arc<std::sync::Mutex<u64>>,
     /// Per-link click counts (see [`clicks`]); kept across a reopen.
     counts: std::sync::Arc<counts::ClickCounts>,
+    /// One rollup pass at a time (see [`rollups`]).
+    rollup_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// The trees of one open `Db`.
@@ -96,6 +99,8 @@ struct Trees {
     /// Console and portal sessions, and one-time sign-in links, by the
     /// SHA-256 of their secret (see [`sessions`]).
     sessions: sled::Tree,
+    /// Click rollups by day (see [`rollups`]).
+    rollups: sled::Tree,
 }
 
 impl Trees {
@@ -125,6 +130,7 @@ impl Trees {
             api_keys: db.open_tree("api_keys")?,
             partner_links: db.open_tree("partner_links")?,
             sessions: db.open_tree("sessions")?,
+            rollups: db.open_tree("rollups")?,
             db,
         })
     }
@@ -163,6 +169,7 @@ impl Store {
             failed: Default::default(),
             next_event_seq: Default::default(),
             counts: std::sync::Arc::new(counts),
+            rollup_lock: Default::default(),
         };
         store.replay_clicks(&marks)?;
         store.with(index_partner_links)?;

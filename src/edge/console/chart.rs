@@ -1,15 +1,15 @@
-//! Charts as SVG drawn on the server: clicks per day, counted and flagged,
-//! as stacked bars. Only numbers and dates this module formats go into
-//! the SVG, so it is embedded in pages as it is.
+//! Charts as SVG drawn on the server: clicks per day, counted and not
+//! counted (flagged or blocked), as stacked bars. Only numbers, dates and
+//! an escaped title go into the SVG, so pages embed it as it is.
 
 use std::fmt::Write;
 
 /// One day's bar.
 pub struct Day {
-    /// `YYYY-MM-DD`.
     pub date: chrono::NaiveDate,
     pub counted: u64,
-    pub flagged: u64,
+    /// Flagged or blocked.
+    pub not_counted: u64,
 }
 
 const W: u32 = 720;
@@ -17,24 +17,24 @@ const H: u32 = 180;
 const LEFT: u32 = 44;
 const BOTTOM: u32 = 22;
 
-/// Stacked bars of counted (blue) and flagged (red) clicks per day, with
+/// Stacked bars of counted (blue) and not counted (red) clicks per day, with
 /// a y axis and the first and last dates; an accessible title says the
 /// totals.
 pub fn daily(days: &[Day], title: &str) -> String {
     let max = days
         .iter()
-        .map(|d| d.counted + d.flagged)
+        .map(|d| d.counted + d.not_counted)
         .max()
         .unwrap_or(0)
         .max(1);
-    let (counted, flagged): (u64, u64) = days
+    let (counted, not_counted): (u64, u64) = days
         .iter()
-        .fold((0, 0), |(c, f), d| (c + d.counted, f + d.flagged));
+        .fold((0, 0), |(c, f), d| (c + d.counted, f + d.not_counted));
     let mut s = String::new();
     let _ = write!(
         s,
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" xmlns=\"http://www.w3.org/2000/svg\">\
-         <title>{}: {counted} counted, {flagged} flagged</title>",
+         <title>{}: {counted} counted, {not_counted} not counted</title>",
         escape(title)
     );
     let plot_w = W - LEFT - 4;
@@ -57,18 +57,18 @@ pub fn daily(days: &[Day], title: &str) -> String {
     for (i, d) in days.iter().enumerate() {
         let x = LEFT + 2 + slot * i as u32;
         let h_c = (plot_h as u64 * d.counted / max) as u32;
-        let h_f = (plot_h as u64 * d.flagged / max) as u32;
+        let h_f = (plot_h as u64 * d.not_counted / max) as u32;
         let base = 8 + plot_h;
         let _ = write!(
             s,
             "<rect x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{h_c}\" fill=\"#2f5bea\"><title>{}: {} counted</title></rect>\
-             <rect x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{h_f}\" fill=\"#c0362c\"><title>{}: {} flagged</title></rect>",
+             <rect x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{h_f}\" fill=\"#c0362c\"><title>{}: {} not counted</title></rect>",
             base - h_c,
             d.date,
             d.counted,
             base - h_c - h_f,
             d.date,
-            d.flagged
+            d.not_counted
         );
     }
     if let (Some(first), Some(last)) = (days.first(), days.last()) {
@@ -103,11 +103,11 @@ pub fn fill(
     from.iter_days()
         .take_while(|d| *d <= to)
         .map(|date| {
-            let (counted, flagged) = get(date);
+            let (counted, not_counted) = get(date);
             Day {
                 date,
                 counted,
-                flagged,
+                not_counted,
             }
         })
         .collect()
@@ -129,7 +129,7 @@ mod tests {
         });
         assert_eq!(days.len(), 3);
         let svg = daily(&days, "Clicks <all>");
-        assert!(svg.contains("<title>Clicks &lt;all&gt;: 10 counted, 2 flagged</title>"));
+        assert!(svg.contains("<title>Clicks &lt;all&gt;: 10 counted, 2 not counted</title>"));
         // The busiest day's two bars fill the plot's height together.
         let plot_h = H - BOTTOM - 8;
         assert!(svg.contains(&format!("height=\"{}\"", plot_h * 8 / 10)));

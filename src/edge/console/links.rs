@@ -45,6 +45,25 @@ pub fn with_utm(destination: &str, utm: &[(&str, &str)]) -> Result<String, ApiEr
 struct LinkPage {
     chrome: Chrome,
     l: LinkView,
+    chart: String,
+    /// Clicks of the last 30 days by referrer host and device class,
+    /// most first.
+    hosts: Vec<(String, u64)>,
+    devices: Vec<(String, u64)>,
+}
+
+#[derive(serde::Deserialize)]
+struct LinkStats {
+    #[serde(flatten)]
+    days: super::views::CountedDays,
+    referrer_hosts: std::collections::BTreeMap<String, u64>,
+    devices: std::collections::BTreeMap<String, u64>,
+}
+
+fn most_first(m: std::collections::BTreeMap<String, u64>) -> Vec<(String, u64)> {
+    let mut v: Vec<_> = m.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
 }
 
 /// The CSV's columns; `code` and the UTM ones may be empty.
@@ -106,9 +125,15 @@ pub(super) async fn handle(ctx: &mut Ctx, r: &[&str]) -> Result<Response<Body>, 
         }
         (&Method::GET, [code]) => {
             let l: LinkView = ctx.api(Method::GET, &format!("links/{code}"), None).await?;
+            let stats: LinkStats = ctx
+                .api(Method::GET, &format!("links/{code}/stats"), None)
+                .await?;
             render(&LinkPage {
                 chrome: Chrome::of(ctx),
                 l,
+                chart: stats.days.chart("Clicks per day, last 30 days"),
+                hosts: most_first(stats.referrer_hosts),
+                devices: most_first(stats.devices),
             })
         }
         (&Method::POST, [code, "disable"]) => {

@@ -17,23 +17,114 @@ struct Overview {
     chrome: Chrome,
     partners: usize,
     links: usize,
-    programs: Vec<(String, String)>,
+    /// The period, in days (7, 30 or 90).
+    period: i64,
+    chart: String,
+    /// Per program: key, name, counted and not counted clicks.
+    programs: Vec<(String, String, u64, u64)>,
+    counted: u64,
+    not_counted: u64,
+    /// Referrals and refused signups in the period (roles that read them).
+    signups: Option<(usize, usize)>,
+    /// Payout batches dated in the period, totals by currency (finance).
+    paid: Option<Vec<(String, String)>>,
 }
 
-/// `GET /console/`
+#[derive(serde::Deserialize)]
+struct StatDay {
+    date: chrono::NaiveDate,
+    valid: u64,
+    flagged: u64,
+    blocked: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Stats {
+    days: Vec<StatDay>,
+}
+
+#[derive(serde::Deserialize)]
+struct At {
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(serde::Deserialize)]
+struct SignupLists {
+    referrals: Vec<At>,
+    rejections: Vec<At>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchTotals {
+    as_of: chrono::DateTime<chrono::Utc>,
+    totals: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Batches {
+    payouts: Vec<BatchTotals>,
+}
+
+/// `GET /console/?days=7|30|90`: clicks per day (counted and not) over
+/// every program, per program, and the period's signups and payouts.
 pub(super) async fn overview(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
-    let programs = ctx
-        .app
-        .config
-        .programs
-        .iter()
-        .map(|(k, p)| (k.clone(), p.name.clone()))
-        .collect();
+    let period = match ctx.q("days") {
+        Some("7") => 7,
+        Some("90") => 90,
+        _ => 30,
+    };
+    let to = ctx.app.clock.now().date_naive();
+    let from = to - chrono::Duration::days(period - 1);
+    let mut per_day: std::collections::HashMap<chrono::NaiveDate, (u64, u64)> =
+        std::collections::HashMap::new();
+    let mut programs = Vec::new();
+    for (key, p) in &ctx.app.config.programs {
+        let stats: Option<Stats> = ctx
+            .api_opt(&format!("stats/daily?program={key}&from={from}&to={to}"))
+            .await?;
+        let (mut c, mut n) = (0, 0);
+        for d in stats.map(|s| s.days).unwrap_or_default() {
+            let e = per_day.entry(d.date).or_default();
+            e.0 += d.valid;
+            e.1 += d.flagged + d.blocked;
+            c += d.valid;
+            n += d.flagged + d.blocked;
+        }
+        programs.push((key.clone(), p.name.clone(), c, n));
+    }
+    let days = super::chart::fill(from, to, |d| per_day.get(&d).copied().unwrap_or((0, 0)));
+    let chart = super::chart::daily(&days, &format!("Clicks per day, last {period} days"));
+    let start = from.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let signups = ctx.api_opt::<SignupLists>("referrals").await?.map(|l| {
+        (
+            l.referrals.iter().filter(|r| r.at >= start).count(),
+            l.rejections.iter().filter(|r| r.at >= start).count(),
+        )
+    });
+    let paid = ctx.api_opt::<Batches>("payouts").await?.map(|b| {
+        let mut sums: std::collections::BTreeMap<String, rust_decimal::Decimal> =
+            Default::default();
+        for batch in b.payouts.iter().filter(|x| x.as_of >= start) {
+            for (cur, t) in &batch.totals {
+                *sums.entry(cur.clone()).or_default() +=
+                    t.parse::<rust_decimal::Decimal>().unwrap_or_default();
+            }
+        }
+        sums.into_iter()
+            .map(|(c, v)| (c, format!("{v:.2}")))
+            .collect()
+    });
     render(&Overview {
         chrome: Chrome::of(ctx),
         partners: ctx.app.directory.partner_count(),
         links: ctx.app.directory.link_count(),
+        counted: programs.iter().map(|p| p.2).sum(),
+        not_counted: programs.iter().map(|p| p.3).sum(),
+        period,
+        chart,
         programs,
+        signups,
+        paid,
     })
 }
 
@@ -62,15 +153,8 @@ struct Detail {
     payouts: Option<PartnerPayouts>,
     portal_url: Option<String>,
     fraud: Option<FraudProfile>,
-    /// Clicks per day over the last 30 days (fraud profile), as SVG.
+    /// Clicks per day over the last 30 days, as SVG.
     chart: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct FraudDay {
-    date: chrono::NaiveDate,
-    clicks: u64,
-    flagged: u64,
 }
 
 #[derive(serde::Deserialize)]
@@ -79,7 +163,6 @@ struct FraudProfile {
     flagged: u64,
     flagged_share: String,
     distinct_visitors: u64,
-    days: Vec<FraudDay>,
 }
 
 /// `/console/partners...`
@@ -174,18 +257,9 @@ async fn detail(
     let month_q: String = url::form_urlencoded::byte_serialize(month.as_bytes()).collect();
     let referrals = ctx.api_opt(&format!("referrals?partner={}", p.id)).await?;
     let fraud: Option<FraudProfile> = ctx.api_opt(&format!("fraud/partners/{id}")).await?;
-    let chart = fraud.as_ref().map(|f| {
-        let to = ctx.app.clock.now().date_naive();
-        let by_day: std::collections::HashMap<_, _> = f
-            .days
-            .iter()
-            .map(|d| (d.date, (d.clicks - d.flagged, d.flagged)))
-            .collect();
-        let days = super::chart::fill(to - chrono::Duration::days(29), to, |d| {
-            by_day.get(&d).copied().unwrap_or((0, 0))
-        });
-        super::chart::daily(&days, "Clicks per day, last 30 days")
-    });
+    let clicks: Option<super::views::CountedDays> =
+        ctx.api_opt(&format!("partners/{id}/clicks/daily")).await?;
+    let chart = clicks.map(|c| c.chart("Clicks per day, last 30 days"));
     render(&Detail {
         chrome: Chrome::of(ctx),
         links: ctx.api_opt(&format!("partners/{id}/links")).await?,

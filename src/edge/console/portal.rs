@@ -53,6 +53,8 @@ struct Home {
     payouts: PartnerPayouts,
     /// The program lets partners create links: where they may point.
     new_links: Option<String>,
+    /// Clicks per day, last 30 days (counted and not), as SVG.
+    chart: String,
 }
 
 /// `/portal/...`
@@ -114,8 +116,12 @@ async fn home(ctx: &Ctx, pid: &str) -> Result<Response<Body>, ApiError> {
                 .collect::<Vec<_>>()
                 .join(", ")
         });
+    let clicks: super::views::CountedDays = ctx
+        .api(Method::GET, &format!("partners/{pid}/clicks/daily"), None)
+        .await?;
     render(&Home {
         chrome: Chrome::of(ctx),
+        chart: clicks.chart("Your clicks per day, last 30 days"),
         p,
         new_links,
         links: ctx

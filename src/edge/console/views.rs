@@ -125,3 +125,34 @@ pub struct PartnerPayout {
 pub struct PartnerPayouts {
     pub payouts: Vec<PartnerPayout>,
 }
+
+/// A day of `GET /api/v1/partners/{id}/clicks/daily` or a link's stats.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CountedDay {
+    pub date: chrono::NaiveDate,
+    pub counted: u64,
+    pub not_counted: u64,
+}
+
+/// `GET /api/v1/partners/{id}/clicks/daily`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CountedDays {
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+    pub days: Vec<CountedDay>,
+}
+
+impl CountedDays {
+    /// The days as an SVG chart (every day of the period, zeros included).
+    pub fn chart(&self, title: &str) -> String {
+        let by_day: std::collections::HashMap<_, _> = self
+            .days
+            .iter()
+            .map(|d| (d.date, (d.counted, d.not_counted)))
+            .collect();
+        let days = super::chart::fill(self.from, self.to, |d| {
+            by_day.get(&d).copied().unwrap_or((0, 0))
+        });
+        super::chart::daily(&days, title)
+    }
+}

@@ -1,0 +1,388 @@
+//! Click rollups for the console and portal: per day, clicks by verdict
+//! and fraud reason for each program, partner and link, and each link's
+//! clicks by referrer host and device class. Pages read these, never the
+//! raw clicks.
+//!
+//! They are made from the click log, not on the redirect path: a rollup
+//! pass reads the chunks after its cursor, adds them up, and writes the
+//! sums and the new cursor in one sled batch — so rollups always equal
+//! the log up to the cursor, whatever crashes. (Kept off the click
+//! writer's batch on purpose: the writer's CPU is the redirect's, which
+//! the performance goal counts.) One pass at a time ([`Store::roll_up`]
+//! holds a lock); a background task runs one every second and every read
+//! runs one first, so a read sees every click on disk.
+//!
+//! Keys (in the `rollups` tree):
+//! - `c` → the first click id of the last chunk rolled up
+//! - `d` + day (`u32` BE, days since 1970-01-01) + scope tag + name →
+//!   a [`Tally`]: `g` program, `p` partner, `l` link
+//! - `d` + day + `h` + link + `0x00` + referrer host → `u64` BE
+//! - `d` + day + `v` + link + `0x00` + device class → `u64` BE
+
+use super::clicks::{chunk_key, decode_chunk, CHUNK_TAG};
+use super::{corrupt, Store, StoreError};
+use crate::fraud::Reason;
+use crate::id::ClickId;
+use crate::model::ClickRecord;
+use chrono::NaiveDate;
+use std::collections::{BTreeMap, HashMap};
+
+const CURSOR: &[u8] = b"c";
+const DAY: u8 = b'd';
+
+/// What a rollup counts over: one program, partner or link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Program(String),
+    Partner(String),
+    Link(String),
+}
+
+impl Scope {
+    fn tag(&self) -> (u8, &str) {
+        match self {
+            Scope::Program(k) => (b'g', k),
+            Scope::Partner(p) => (b'p', p),
+            Scope::Link(l) => (b'l', l),
+        }
+    }
+}
+
+/// Clicks of one scope on one day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Counted (earns).
+    pub valid: u64,
+    /// Redirected but not counted.
+    pub flagged: u64,
+    /// Not redirected.
+    pub blocked: u64,
+    /// Clicks per fraud reason, in [`Reason::ALL`] order (a click with two
+    /// reasons counts in both).
+    pub reasons: [u64; 6],
+}
+
+impl Tally {
+    /// Every click.
+    pub fn total(&self) -> u64 {
+        self.valid + self.flagged + self.blocked
+    }
+
+    /// Not counted: flagged or blocked.
+    pub fn not_counted(&self) -> u64 {
+        self.flagged + self.blocked
+    }
+
+    /// Clicks per reason, by the reason's name, without zeros.
+    pub fn by_reason(&self) -> BTreeMap<&'static str, u64> {
+        Reason::ALL
+            .iter()
+            .zip(self.reasons)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.label(), n))
+            .collect()
+    }
+
+    fn add_click(&mut self, c: &ClickRecord) {
+        match c.verdict.as_str() {
+            "valid" => self.valid += 1,
+            "blocked" => self.blocked += 1,
+            _ => self.flagged += 1,
+        }
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            if c.flags.iter().any(|f| f.reason == *r) {
+                self.reasons[i] += 1;
+            }
+        }
+    }
+
+    fn add(&mut self, o: &Tally) {
+        self.valid += o.valid;
+        self.flagged += o.flagged;
+        self.blocked += o.blocked;
+        for (a, b) in self.reasons.iter_mut().zip(o.reasons) {
+            *a += b;
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        [self.valid, self.flagged, self.blocked]
+            .iter()
+            .chain(&self.reasons)
+            .flat_map(|n| n.to_be_bytes())
+            .collect()
+    }
+
+    fn decode(key: &[u8], v: &[u8]) -> Result<Self, StoreError> {
+        if v.len() != 72 {
+            return Err(corrupt(key, "a tally is 9 counts"));
+        }
+        let n = |i: usize| u64::from_be_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let mut reasons = [0; 6];
+        for (i, r) in reasons.iter_mut().enumerate() {
+            *r = n(3 + i);
+        }
+        Ok(Self {
+            valid: n(0),
+            flagged: n(1),
+            blocked: n(2),
+            reasons,
+        })
+    }
+}
+
+/// Days since 1970-01-01.
+fn day_number(d: NaiveDate) -> u32 {
+    (d - NaiveDate::default()).num_days().max(0) as u32
+}
+
+fn day_key(day: u32, tag: u8, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + name.len());
+    k.push(DAY);
+    k.extend_from_slice(&day.to_be_bytes());
+    k.push(tag);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn pair_key(day: u32, tag: u8, link: &str, sub: &str) -> Vec<u8> {
+    let mut k = day_key(day, tag, link);
+    k.push(0);
+    k.extend_from_slice(sub.as_bytes());
+    k
+}
+
+/// The host of a referer, lower case, without `www.`; `direct` when none.
+pub fn referrer_host(referer: Option<&str>) -> String {
+    referer
+        .and_then(|r| url::Url::parse(r).ok())
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .map(|h| h.strip_prefix("www.").map(str::to_string).unwrap_or(h))
+        .unwrap_or_else(|| "direct".into())
+}
+
+/// One pass's sums, before they are added to what is stored.
+#[derive(Default)]
+struct Sums {
+    tallies: HashMap<Vec<u8>, Tally>,
+    counts: HashMap<Vec<u8>, u64>,
+}
+
+impl Sums {
+    fn add(&mut self, c: &ClickRecord) {
+        let day = day_number(c.at.date_naive());
+        let mut one = Tally::default();
+        one.add_click(c);
+        for (tag, name) in [(b'g', &c.program), (b'p', &c.partner_id), (b'l', &c.link)] {
+            self.tallies
+                .entry(day_key(day, tag, name))
+                .or_default()
+                .add(&one);
+        }
+        let host = referrer_host(c.referer.as_deref());
+        *self
+            .counts
+            .entry(pair_key(day, b'h', &c.link, &host))
+            .or_default() += 1;
+        let device = crate::device::class(c.user_agent.as_deref()).label();
+        *self
+            .counts
+            .entry(pair_key(day, b'v', &c.link, device))
+            .or_default() += 1;
+    }
+}
+
+impl Store {
+    /// Rolls up the chunks written since the last pass, at most
+    /// `max_chunks` of them; returns how many clicks it added. Blocking.
+    pub fn roll_up(&self, max_chunks: usize) -> Result<usize, StoreError> {
+        let _one_pass = self
+            .rollup_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.with(|t| {
+            let from = match t.rollups.get(CURSOR)? {
+                Some(v) => {
+                    let b: [u8; 16] = v
+                        .as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt(CURSOR, "not a click id"))?;
+                    chunk_key(ClickId(ClickId::from_bytes(b).0.saturating_add(1)))
+                }
+                None => chunk_key(ClickId(0)),
+            };
+            let mut sums = Sums::default();
+            let mut last = None;
+            let mut clicks = 0;
+            for kv in t
+                .clicks
+                .range(from.to_vec()..[CHUNK_TAG + 1].to_vec())
+                .take(max_chunks)
+            {
+                let (k, v) = kv?;
+                for c in decode_chunk(&k, &v)? {
+                    sums.add(&c);
+                    clicks += 1;
+                }
+                last = Some(k);
+            }
+            let Some(last) = last else {
+                return Ok(0);
+            };
+            let mut b = sled::Batch::default();
+            for (k, add) in sums.tallies {
+                let mut tally = match t.rollups.get(&k)? {
+                    Some(v) => Tally::decode(&k, &v)?,
+                    None => Tally::default(),
+                };
+                tally.add(&add);
+                b.insert(k, tally.encode());
+            }
+            for (k, add) in sums.counts {
+                let now = match t.rollups.get(&k)? {
+                    Some(v) => u64::from_be_bytes(
+                        v.as_ref()
+                            .try_into()
+                            .map_err(|_| corrupt(&k, "not a count"))?,
+                    ),
+                    None => 0,
+                };
+                b.insert(k, &(now + add).to_be_bytes()[..]);
+            }
+            b.insert(CURSOR, &last[1..]);
+            t.rollups.apply_batch(b)?;
+            Ok(clicks)
+        })
+    }
+
+    /// Rolls up everything written so far. Blocking.
+    pub fn roll_up_all(&self) -> Result<(), StoreError> {
+        while self.roll_up(256)? > 0 {}
+        Ok(())
+    }
+
+    /// The scope's tallies for each day from `from` to `to` (inclusive),
+    /// days without clicks left out. Blocking.
+    pub fn daily(
+        &self,
+        scope: &Scope,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<(NaiveDate, Tally)>, StoreError> {
+        let (tag, name) = scope.tag();
+        self.with(|t| {
+            let mut out = Vec::new();
+            let mut d = from;
+            while d <= to {
+                let k = day_key(day_number(d), tag, name);
+                if let Some(v) = t.rollups.get(&k)? {
+                    out.push((d, Tally::decode(&k, &v)?));
+                }
+                d = d.succ_opt().expect("in range");
+            }
+            Ok(out)
+        })
+    }
+
+    /// A link's clicks from `from` to `to` by referrer host and by device
+    /// class. Blocking.
+    pub fn link_breakdown(
+        &self,
+        code: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), StoreError> {
+        self.with(|t| {
+            let mut hosts = BTreeMap::new();
+            let mut devices = BTreeMap::new();
+            let mut d = from;
+            while d <= to {
+                for (tag, into) in [(b'h', &mut hosts), (b'v', &mut devices)] {
+                    let prefix = pair_key(day_number(d), tag, code, "");
+                    for kv in t.rollups.scan_prefix(&prefix) {
+                        let (k, v) = kv?;
+                        let sub = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                        let n = u64::from_be_bytes(
+                            v.as_ref()
+                                .try_into()
+                                .map_err(|_| corrupt(&k, "not a count"))?,
+                        );
+                        *into.entry(sub).or_default() += n;
+                    }
+                }
+                d = d.succ_opt().expect("in range");
+            }
+            Ok((hosts, devices))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ClickRecord;
+
+    fn click(ms: i64, link: &str, verdict: &str, referer: Option<&str>, ua: &str) -> ClickRecord {
+        let mut c: ClickRecord = serde_json::from_str(&serde_json::json!({
+            "id": ClickId::lower_bound(ms).to_string(), "at": crate::clock::ms_to_datetime(ms),
+            "link": link, "partner_id": format!("p_{link}"), "program": "krispcall", "method": "GET",
+            "ip_hash": "00", "ip_prefix": "192.0.2.0/24", "headers": {}, "cookie": "set",
+            "verdict": verdict, "user_agent": ua,
+        }).to_string())
+        .unwrap();
+        c.referer = referer.map(str::to_string);
+        if verdict != "valid" {
+            c.flags = vec![crate::fraud::Flag {
+                reason: Reason::Bot,
+                evidence: "ua".into(),
+            }];
+        }
+        c
+    }
+
+    #[test]
+    fn rollups_equal_the_log_however_the_passes_fall() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let day1 = 1_772_366_400_000; // 2026-03-01T12:00Z
+        let day2 = day1 + 86_400_000;
+        let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+        let mut all = Vec::new();
+        for i in 0..600 {
+            let at = if i < 400 { day1 + i } else { day2 + i };
+            let verdict = if i % 10 == 0 { "flagged" } else { "valid" };
+            let referer = (i % 3 == 0).then_some("https://www.blog.example/post");
+            let link = if i % 2 == 0 { "aa1" } else { "bb2" };
+            all.push(click(at, link, verdict, referer, chrome));
+        }
+        // Three batches, rolled up after the first, then after the rest.
+        for (n, part) in all.chunks(200).enumerate() {
+            store.write_clicks(&crate::model::rows(part)).unwrap();
+            if n == 0 {
+                store.roll_up(1).unwrap();
+            }
+        }
+        store.roll_up_all().unwrap();
+        // Reopened (a restart): the cursor holds, nothing counted twice.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        store.roll_up_all().unwrap();
+        let d = |ms: i64| crate::clock::ms_to_datetime(ms).date_naive();
+        let days = store
+            .daily(&Scope::Program("krispcall".into()), d(day1), d(day2))
+            .unwrap();
+        assert_eq!(days.len(), 2);
+        assert_eq!((days[0].1.valid, days[0].1.flagged), (360, 40));
+        assert_eq!((days[1].1.valid, days[1].1.flagged), (180, 20));
+        assert_eq!(days[0].1.by_reason()["bot"], 40);
+        let link = store
+            .daily(&Scope::Link("aa1".into()), d(day1), d(day2))
+            .unwrap();
+        assert_eq!(link.iter().map(|(_, t)| t.total()).sum::<u64>(), 300);
+        let (hosts, devices) = store.link_breakdown("aa1", d(day1), d(day2)).unwrap();
+        assert_eq!(hosts["blog.example"] + hosts["direct"], 300);
+        assert_eq!(hosts["blog.example"], 100);
+        assert_eq!(devices["desktop"], 300);
+        assert_eq!(referrer_host(Some("not a url")), "direct");
+    }
+}
