@@ -169,11 +169,11 @@ pub async fn link_stats(
     let found = days(&app, Scope::Link(code.to_string()), from, to).await?;
     let store = app.store.clone();
     let c = code.to_string();
-    let (hosts, devices) = blocking(move || store.link_breakdown(&c, from, to)).await??;
+    let b = blocking(move || store.link_breakdown(&c, from, to)).await??;
     let days: Vec<Value> = found.iter().map(|(d, t)| day_json(*d, t, false)).collect();
     Ok(json(
         StatusCode::OK,
         &j!({"code": code, "from": from, "to": to, "days": days,
-             "referrer_hosts": hosts, "devices": devices}),
+             "referrer_hosts": b.hosts, "devices": b.devices}),
     ))
 }

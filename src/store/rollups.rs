@@ -161,6 +161,13 @@ pub fn referrer_host(referer: Option<&str>) -> String {
         .unwrap_or_else(|| "direct".into())
 }
 
+/// A link's clicks by referrer host and by device class.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Breakdown {
+    pub hosts: BTreeMap<String, u64>,
+    pub devices: BTreeMap<String, u64>,
+}
+
 /// One pass's sums, before they are added to what is stored.
 #[derive(Default)]
 struct Sums {
@@ -291,7 +298,7 @@ impl Store {
         code: &str,
         from: NaiveDate,
         to: NaiveDate,
-    ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), StoreError> {
+    ) -> Result<Breakdown, StoreError> {
         self.with(|t| {
             let mut hosts = BTreeMap::new();
             let mut devices = BTreeMap::new();
@@ -312,7 +319,7 @@ impl Store {
                 }
                 d = d.succ_opt().expect("in range");
             }
-            Ok((hosts, devices))
+            Ok(Breakdown { hosts, devices })
         })
     }
 }
@@ -379,7 +386,8 @@ mod tests {
             .daily(&Scope::Link("aa1".into()), d(day1), d(day2))
             .unwrap();
         assert_eq!(link.iter().map(|(_, t)| t.total()).sum::<u64>(), 300);
-        let (hosts, devices) = store.link_breakdown("aa1", d(day1), d(day2)).unwrap();
+        let crate::store::rollups::Breakdown { hosts, devices } =
+            store.link_breakdown("aa1", d(day1), d(day2)).unwrap();
         assert_eq!(hosts["blog.example"] + hosts["direct"], 300);
         assert_eq!(hosts["blog.example"], 100);
         assert_eq!(devices["desktop"], 300);
