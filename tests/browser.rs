@@ -389,6 +389,8 @@ async fn a_partner_signs_in_with_a_one_time_link_and_sees_only_their_own() {
     let ann = earning_partner(&s, &mut m).await;
     let bea = s.partner("krispcall", "bea@other.example").await;
     s.link(&bea, "https://krispcall.com/", Some("bea-k")).await;
+    // The next morning: the first commission is pending.
+    s.clock.set("2026-03-02T09:00:00Z".parse().unwrap());
     for width in [1280, 375] {
         let Some(b) = Browser::start(width).await else {
             return;

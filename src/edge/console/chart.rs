@@ -21,12 +21,12 @@ const BOTTOM: u32 = 22;
 /// a y axis and the first and last dates; an accessible title says the
 /// totals.
 pub fn daily(days: &[Day], title: &str) -> String {
-    let max = days
-        .iter()
-        .map(|d| d.counted + d.not_counted)
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let max = nice(
+        days.iter()
+            .map(|d| d.counted + d.not_counted)
+            .max()
+            .unwrap_or(0),
+    );
     let (counted, not_counted): (u64, u64) = days
         .iter()
         .fold((0, 0), |(c, f), d| (c + d.counted, f + d.not_counted));
@@ -86,6 +86,20 @@ pub fn daily(days: &[Day], title: &str) -> String {
     s
 }
 
+/// The axis' top: the smallest of 2, 5 or 10 times a power of ten (at
+/// least 2, so the middle gridline is a whole number) not below `n`.
+fn nice(n: u64) -> u64 {
+    let mut p = 1;
+    loop {
+        for m in [2, 5, 10] {
+            if m * p >= n {
+                return m * p;
+            }
+        }
+        p *= 10;
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -130,9 +144,14 @@ mod tests {
         assert_eq!(days.len(), 3);
         let svg = daily(&days, "Clicks <all>");
         assert!(svg.contains("<title>Clicks &lt;all&gt;: 10 counted, 2 not counted</title>"));
-        // The busiest day's two bars fill the plot's height together.
+        // The axis runs to 10: the busiest day's two bars fill the plot.
         let plot_h = H - BOTTOM - 8;
         assert!(svg.contains(&format!("height=\"{}\"", plot_h * 8 / 10)));
+        assert!(svg.contains(">10</text>") && svg.contains(">5</text>"));
+        assert_eq!(
+            (nice(0), nice(1), nice(3), nice(10), nice(11), nice(4500)),
+            (2, 2, 5, 10, 20, 5000)
+        );
         assert!(svg.contains("2026-03-01") && svg.contains("2026-03-03"));
     }
 }

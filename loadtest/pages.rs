@@ -1,0 +1,308 @@
+//! The console and portal on real volumes: seeds a data dir (partners,
+//! links and clicks over 90 days, written through the store as the server
+//! writes them), starts the release server on it, signs in, and times
+//! each page over sequential requests on loopback (p50, p95, max, in ms).
+//! Driven by `loadtest/pages`; targets 127.0.0.1 only, bounded in
+//! requests, and stops the server it started by its pid.
+//!
+//! Usage: pages BINARY DATA_DIR PARTNERS LINKS CLICKS REQUESTS OUT_JSON
+
+use bytes::Bytes;
+use chrono::{Duration as Days, Utc};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use refedge::id::ClickId;
+use refedge::model::{ClickHeaders, ClickRecord, CookieOutcome, Link, Partner, PartnerStatus};
+use refedge::store::Store;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "pages-bench-admin-token-0123456789";
+const DAYS: i64 = 90;
+const PROGRAMS: [&str; 4] = ["krispcall", "aloware", "aircall", "ringostat"];
+const HOSTS: [&str; 4] = [
+    "krispcall.com",
+    "aloware.com",
+    "aircall.io",
+    "ringostat.com",
+];
+const UAS: [&str; 3] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (iPad; CPU OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+];
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
+    args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+        eprintln!("usage: pages BINARY DATA_DIR PARTNERS LINKS CLICKS REQUESTS OUT_JSON");
+        std::process::exit(2)
+    })
+}
+
+fn partner_id(i: usize) -> String {
+    format!("p_bench{i:09}")
+}
+
+/// A small fast generator (the seed data needs spread, not secrecy).
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn seed(dir: &std::path::Path, partners: usize, links: usize, clicks: usize) {
+    let store = Store::open(dir).expect("open store");
+    let now = Utc::now();
+    let t0 = Instant::now();
+    for i in 0..partners {
+        let program = PROGRAMS[i % 4];
+        store
+            .stage_partner(&Partner {
+                id: partner_id(i),
+                program: program.into(),
+                name: format!("Partner {i}"),
+                email: format!("partner{i}@blog{}.example", i % 977),
+                website: format!("https://blog{i}.example"),
+                currency: "USD".into(),
+                status: PartnerStatus::Active,
+                customer_ids: vec![],
+                ip_hashes: vec![],
+                created_at: now - Days::days(DAYS) + Days::seconds(i as i64),
+            })
+            .unwrap();
+    }
+    for j in 0..links {
+        let p = j % partners;
+        store
+            .stage_link(&Link {
+                code: format!("l{j:07}"),
+                partner_id: partner_id(p),
+                program: PROGRAMS[p % 4].into(),
+                destination: format!("https://{}/pricing?c={j}", HOSTS[p % 4]),
+                created_at: now - Days::days(DAYS),
+                disabled_at: None,
+            })
+            .unwrap();
+    }
+    store.flush().unwrap();
+    eprintln!(
+        "seeded {partners} partners and {links} links in {:.1?}",
+        t0.elapsed()
+    );
+    let t0 = Instant::now();
+    let start = (now - Days::days(DAYS)).timestamp_millis();
+    let span = DAYS * 86_400_000;
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut batch = Vec::with_capacity(4096);
+    for i in 0..clicks {
+        let ms = start + (i as i64 * span) / clicks as i64;
+        let j = (rng.next() % links as u64) as usize;
+        let p = j % partners;
+        let flagged = rng.next() % 100 < 3;
+        let rec = ClickRecord {
+            id: ClickId(ClickId::lower_bound(ms).0 + i as u128),
+            at: refedge::clock::ms_to_datetime(ms),
+            link: format!("l{j:07}"),
+            partner_id: partner_id(p),
+            program: PROGRAMS[p % 4].into(),
+            method: "GET".into(),
+            ip_hash: format!("{:032x}", rng.next()),
+            ip_prefix: format!("100.64.{}.0/24", rng.next() % 256),
+            user_agent: Some(UAS[i % 3].into()),
+            referer: (i % 2 == 0).then(|| format!("https://blog{p}.example/post")),
+            query: None,
+            headers: ClickHeaders::default(),
+            cookie: if flagged {
+                CookieOutcome::NotSet
+            } else {
+                CookieOutcome::Set
+            },
+            prior_token_error: None,
+            verdict: if flagged { "flagged" } else { "valid" }.into(),
+            flags: if flagged {
+                vec![refedge::fraud::Flag {
+                    reason: refedge::fraud::Reason::Bot,
+                    evidence: "user agent matches a crawler pattern".into(),
+                }]
+            } else {
+                vec![]
+            },
+        };
+        batch.push(rec);
+        if batch.len() == 4096 || i + 1 == clicks {
+            store.write_clicks(&refedge::model::rows(&batch)).unwrap();
+            batch.clear();
+        }
+    }
+    eprintln!("seeded {clicks} clicks in {:.1?}", t0.elapsed());
+    let t0 = Instant::now();
+    store.roll_up_all().unwrap();
+    store.snapshot_click_counts().unwrap();
+    store.flush().unwrap();
+    eprintln!("rolled up in {:.1?}", t0.elapsed());
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    assert!(addr.ip().is_loopback(), "loopback only");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tx
+        .send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let hs = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, hs, body)
+}
+
+async fn sign_in(addr: SocketAddr, path: &str, body: &str) -> String {
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, headers, _) = send(addr, "POST", path, &form, body).await;
+    assert_eq!(status, 303, "sign-in at {path}");
+    let c = headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .expect("cookie")
+        .1
+        .clone();
+    c.split(';').next().unwrap().to_string()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let binary: String = arg(&args, 1);
+    let dir: String = arg(&args, 2);
+    let (partners, links, clicks, requests): (usize, usize, usize, usize) =
+        (arg(&args, 3), arg(&args, 4), arg(&args, 5), arg(&args, 6));
+    let out: String = arg(&args, 7);
+    let dir = std::path::PathBuf::from(dir);
+    if !dir.join("seeded").exists() {
+        let _ = std::fs::remove_dir_all(dir.join("db"));
+        seed(&dir.join("db"), partners, links, clicks);
+        std::fs::write(dir.join("seeded"), b"").unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = std::process::Command::new(&binary)
+        .arg("serve")
+        .env("REFEDGE_DATA_DIR", &dir)
+        .env("REFEDGE_LISTEN", addr.to_string())
+        .env("REFEDGE_ADMIN_TOKEN", TOKEN)
+        .env("REFEDGE_LOG", "warn")
+        .spawn()
+        .expect("start the server");
+    let started = Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("server up in {:.1?}", started.elapsed());
+    let staff = sign_in(addr, "/console/signin", &format!("key={TOKEN}")).await;
+    let auth = format!("Bearer {TOKEN}");
+    let (_, _, body) = send(
+        addr,
+        "POST",
+        &format!("/api/v1/partners/{}/portal-link", partner_id(7)),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let url = v["url"].as_str().unwrap();
+    let partner = sign_in(addr, &url[url.find("/portal/").unwrap()..], "").await;
+    let pid = partner_id(7);
+    let pages: Vec<(&str, String, &String)> = vec![
+        ("overview, 30 days", "/console/".into(), &staff),
+        ("overview, 90 days", "/console/?days=90".into(), &staff),
+        ("partners list", "/console/partners".into(), &staff),
+        (
+            "partners search",
+            "/console/partners?q=blog977".into(),
+            &staff,
+        ),
+        ("partner page", format!("/console/partners/{pid}"), &staff),
+        ("link page", "/console/links/l0000007".into(), &staff),
+        ("fraud page", "/console/fraud".into(), &staff),
+        ("payouts", "/console/payouts".into(), &staff),
+        ("API keys", "/console/api-keys".into(), &staff),
+        ("portal", "/portal/".into(), &partner),
+    ];
+    let mut results = Vec::new();
+    for (name, path, cookie) in &pages {
+        let h = [("cookie", cookie.as_str())];
+        for _ in 0..3 {
+            let (status, _, body) = send(addr, "GET", path, &h, "").await;
+            assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        }
+        let mut ms = Vec::with_capacity(requests);
+        for _ in 0..requests {
+            let t = Instant::now();
+            let (status, _, _) = send(addr, "GET", path, &h, "").await;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200, "{path}");
+        }
+        ms.sort_by(f64::total_cmp);
+        let (p50, p95, max) = (
+            percentile(&ms, 0.5),
+            percentile(&ms, 0.95),
+            ms[ms.len() - 1],
+        );
+        println!("{name:<20} p50 {p50:>8.2} ms   p95 {p95:>8.2} ms   max {max:>8.2} ms");
+        results.push(serde_json::json!({"page": name, "path": path, "p50_ms": p50, "p95_ms": p95, "max_ms": max}));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let report = serde_json::json!({
+        "partners": partners, "links": links, "clicks": clicks, "days": DAYS,
+        "requests_per_page": requests, "pages": results,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    eprintln!("wrote {out}");
+}
