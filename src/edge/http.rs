@@ -291,6 +291,17 @@ pub fn parse_cursor(v: &str) -> Result<crate::id::ClickId, ApiError> {
         .map_err(|e| ApiError::invalid("cursor", format!("is not a click id: {e}")))
 }
 
+/// Refuses a query parameter not in `allowed`, naming it.
+pub fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
+    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        Some((k, _)) => Err(ApiError::invalid(
+            k.as_str(),
+            format!("unknown parameter; use {}", allowed.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Query string pairs, decoded.
 pub fn query_pairs(req: &ApiRequest) -> Vec<(String, String)> {
     url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())

@@ -4,7 +4,8 @@
 
 use super::http::ApiRequest;
 use super::http::{
-    blocking, json, parse_json, parse_time, parse_value, query_pairs, read_body, ApiError, Body,
+    blocking, json, only_params, parse_json, parse_time, parse_value, query_pairs, read_body,
+    ApiError, Body,
 };
 use super::App;
 use crate::commission::calculator::PayoutBatch;
@@ -405,7 +406,7 @@ async fn wait(app: &Arc<App>, pairs: &[(String, String)]) -> Result<(), ApiError
 /// not do (`problems`: an unknown invoice, a missing exchange rate).
 pub fn problems(app: &App, req: &ApiRequest) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(req);
-    only(&pairs, &["program"])?;
+    only_params(&pairs, &["program"])?;
     let program = param(&pairs, "program");
     if let Some(p) = program {
         known_program(app, p)?;
@@ -443,16 +444,6 @@ pub fn known_program(app: &App, program: &str) -> Result<(), ApiError> {
     }
 }
 
-fn only(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
-    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        Some((k, _)) => Err(ApiError::invalid(
-            k.as_str(),
-            format!("unknown parameter; use {}", allowed.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
 fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
@@ -476,7 +467,7 @@ pub async fn balance(
     pid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only(&pairs, &["as_of", "wait_for"])?;
+    only_params(&pairs, &["as_of", "wait_for"])?;
     let as_of = match param(&pairs, "as_of") {
         Some(v) => parse_time("as_of", v)?,
         None => app.clock.now(),
@@ -499,7 +490,7 @@ pub async fn statement(
     pid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only(&pairs, &["month", "wait_for"])?;
+    only_params(&pairs, &["month", "wait_for"])?;
     let month = param(&pairs, "month")
         .ok_or_else(|| ApiError::invalid("month", "is required (YYYY-MM)"))?;
     let start = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
@@ -544,7 +535,7 @@ pub async fn statement(
 /// `GET /api/v1/referrals?partner=&program=`
 pub async fn referrals(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only(&pairs, &["partner", "program", "wait_for"])?;
+    only_params(&pairs, &["partner", "program", "wait_for"])?;
     wait(&app, &pairs).await?;
     let partner = param(&pairs, "partner");
     let program = param(&pairs, "program");
@@ -579,7 +570,7 @@ pub async fn customer(
     cid: &str,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only(&pairs, &["program", "wait_for"])?;
+    only_params(&pairs, &["program", "wait_for"])?;
     wait(&app, &pairs).await?;
     let programs: Vec<String> = match param(&pairs, "program") {
         Some(p) => vec![p.to_string()],
@@ -691,7 +682,7 @@ pub async fn run_payouts(app: Arc<App>, req: ApiRequest) -> Result<Response<Body
 /// totals by currency (items: `GET /api/v1/payouts/{id}`).
 pub async fn list_payouts(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only(&pairs, &["program", "wait_for"])?;
+    only_params(&pairs, &["program", "wait_for"])?;
     let program = param(&pairs, "program");
     if let Some(p) = program {
         known_program(&app, p)?;

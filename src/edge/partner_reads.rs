@@ -2,22 +2,14 @@
 //! search, a partner's links, referrals (customers masked) and payouts,
 //! and staff-made one-time sign-in links to the partner portal.
 
-use super::http::{blocking, json, parse_limit, query_pairs, ApiError, ApiRequest, Body};
+use super::http::{
+    blocking, json, only_params, parse_limit, query_pairs, ApiError, ApiRequest, Body,
+};
 use super::App;
 use crate::model::{Partner, PartnerStatus};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use std::sync::Arc;
-
-fn only_params(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
-    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        Some((k, _)) => Err(ApiError::invalid(
-            k.clone(),
-            format!("unknown parameter; use {}", allowed.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
 
 #[derive(Serialize)]
 struct PartnerPage {

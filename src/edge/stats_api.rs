@@ -2,7 +2,9 @@
 //! for a program, partner or link, and a link's referrer hosts and device
 //! classes. Each read first rolls up every click on disk.
 
-use super::http::{blocking, json, parse_time, query_pairs, ApiError, ApiRequest, Body};
+use super::http::{
+    blocking, json, only_params, parse_time, query_pairs, ApiError, ApiRequest, Body,
+};
 use super::App;
 use crate::store::rollups::{Scope, Tally};
 use chrono::NaiveDate;
@@ -39,16 +41,6 @@ fn period(app: &App, pairs: &[(String, String)]) -> Result<(NaiveDate, NaiveDate
     Ok((from, to))
 }
 
-fn only(pairs: &[(String, String)], allowed: &[&str]) -> Result<(), ApiError> {
-    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-        Some((k, _)) => Err(ApiError::invalid(
-            k.clone(),
-            format!("unknown parameter; use {}", allowed.join(", ")),
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Every click on disk, rolled up.
 async fn catch_up(app: &Arc<App>) -> Result<(), ApiError> {
     let _ = tokio::time::timeout(Duration::from_secs(2), app.clicklog.barrier()).await;
@@ -81,7 +73,7 @@ async fn days(
 /// clicks per day by verdict and reason.
 pub async fn daily(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only(&pairs, &["program", "partner", "link", "from", "to"])?;
+    only_params(&pairs, &["program", "partner", "link", "from", "to"])?;
     let (from, to) = period(&app, &pairs)?;
     let scopes: Vec<_> = pairs
         .iter()
@@ -138,7 +130,7 @@ pub async fn partner_daily(
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only(&pairs, &["from", "to"])?;
+    only_params(&pairs, &["from", "to"])?;
     let (from, to) = period(&app, &pairs)?;
     app.directory
         .partner(id)
@@ -159,7 +151,7 @@ pub async fn link_stats(
     code: &str,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only(&pairs, &["from", "to"])?;
+    only_params(&pairs, &["from", "to"])?;
     let (from, to) = period(&app, &pairs)?;
     let a = app.clone();
     let c = code.to_string();
