@@ -142,6 +142,7 @@ fn seed(dir: &std::path::Path, partners: usize, links: usize, clicks: usize) {
     eprintln!("seeded {clicks} clicks in {:.1?}", t0.elapsed());
     let t0 = Instant::now();
     store.roll_up_all().unwrap();
+    store.write_pending_rollups().unwrap();
     store.snapshot_click_counts().unwrap();
     store.flush().unwrap();
     eprintln!("rolled up in {:.1?}", t0.elapsed());

@@ -575,9 +575,15 @@ async fn serve(
     let _ = writer.await;
     app.conversions.stop(calculator).await;
     let store = app.store.clone();
-    let counts = tokio::task::spawn_blocking(move || store.snapshot_click_counts())
-        .await
-        .expect("flush does not panic");
+    let counts = tokio::task::spawn_blocking(move || {
+        // Rollups are made again from the log when this fails: not an error.
+        if let Err(error) = store.write_pending_rollups() {
+            tracing::warn!(%error, "click rollups: the pending sums were not written");
+        }
+        store.snapshot_click_counts()
+    })
+    .await
+    .expect("flush does not panic");
     let dropped = app
         .metrics
         .clicks_dropped

@@ -71,8 +71,9 @@ pub struct Store {
     next_event_seq: std::sync::Arc<std::sync::Mutex<u64>>,
     /// Per-link click counts (see [`clicks`]); kept across a reopen.
     counts: std::sync::Arc<counts::ClickCounts>,
-    /// One rollup pass at a time (see [`rollups`]).
-    rollup_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Rollup sums not yet written; its lock makes one pass at a time
+    /// (see [`rollups`]).
+    rollup: std::sync::Arc<std::sync::Mutex<rollups::Pending>>,
 }
 
 /// The trees of one open `Db`.
@@ -169,7 +170,7 @@ impl Store {
             failed: Default::default(),
             next_event_seq: Default::default(),
             counts: std::sync::Arc::new(counts),
-            rollup_lock: Default::default(),
+            rollup: Default::default(),
         };
         store.replay_clicks(&marks)?;
         store.with(index_partner_links)?;

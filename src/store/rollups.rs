@@ -4,13 +4,17 @@
 //! raw clicks.
 //!
 //! They are made from the click log, not on the redirect path: a rollup
-//! pass reads the chunks after its cursor, adds them up, and writes the
-//! sums and the new cursor in one sled batch — so rollups always equal
-//! the log up to the cursor, whatever crashes. (Kept off the click
-//! writer's batch on purpose: the writer's CPU is the redirect's, which
-//! the performance goal counts.) One pass at a time ([`Store::roll_up`]
-//! holds a lock); a background task runs one every second and every read
-//! runs one first, so a read sees every click on disk.
+//! pass reads the chunks after its cursor and adds them to sums held in
+//! memory ([`Pending`]); every [`WRITE_EVERY`] (or [`WRITE_KEYS`] keys) the
+//! sums and the new cursor are written in one sled batch — so what is
+//! stored always equals the log up to the stored cursor, whatever crashes
+//! (after a crash the sums since are made again from the log). Reads add
+//! the pending sums to the stored ones. (Kept off the click writer's batch
+//! on purpose: the writer's CPU is the redirect's, which the performance
+//! goal counts; and writing each second's sums would rewrite the day's
+//! keys every second.) One pass at a time; a background task runs one
+//! every second and every read runs one first, so a read sees every click
+//! on disk.
 //!
 //! Keys (in the `rollups` tree):
 //! - `c` → the first click id of the last chunk rolled up
@@ -26,6 +30,12 @@ use crate::id::ClickId;
 use crate::model::ClickRecord;
 use chrono::NaiveDate;
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Pending sums are written at least this often.
+pub const WRITE_EVERY: Duration = Duration::from_secs(10);
+/// ... or once they hold this many keys.
+pub const WRITE_KEYS: usize = 200_000;
 
 const CURSOR: &[u8] = b"c";
 const DAY: u8 = b'd';
@@ -152,6 +162,12 @@ fn pair_key(day: u32, tag: u8, link: &str, sub: &str) -> Vec<u8> {
     k
 }
 
+fn read_count(k: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(
+        v.try_into().map_err(|_| corrupt(k, "not a count"))?,
+    ))
+}
+
 /// The host of a referer, lower case, without `www.`; `direct` when none.
 pub fn referrer_host(referer: Option<&str>) -> String {
     referer
@@ -168,12 +184,27 @@ pub struct Breakdown {
     pub devices: BTreeMap<String, u64>,
 }
 
-/// One pass's sums, before they are added to what is stored.
+/// Sums not yet written, and the chunk they reach to.
+#[derive(Default)]
+pub(super) struct Pending {
+    sums: Sums,
+    /// Key of the last chunk added; `None` when nothing is pending.
+    last: Option<Vec<u8>>,
+    /// When the sums were last written (or the first pass ran).
+    written: Option<Instant>,
+}
+
+/// Sums before they are added to what is stored.
 #[derive(Default)]
 struct Sums {
     tallies: HashMap<Vec<u8>, Tally>,
     counts: HashMap<Vec<u8>, u64>,
+    /// Device classes of the user agents seen lately.
+    devices: HashMap<String, &'static str>,
 }
+
+/// User agents whose device class is remembered.
+const DEVICE_CACHE: usize = 10_000;
 
 impl Sums {
     fn add(&mut self, c: &ClickRecord) {
@@ -191,7 +222,20 @@ impl Sums {
             .counts
             .entry(pair_key(day, b'h', &c.link, &host))
             .or_default() += 1;
-        let device = crate::device::class(c.user_agent.as_deref()).label();
+        let ua = c.user_agent.as_deref().unwrap_or_default();
+        let device = match self.devices.get(ua) {
+            Some(d) => *d,
+            None => {
+                // Parsing is the dearest part of a click's sums; user
+                // agents repeat.
+                let d = crate::device::class(Some(ua)).label();
+                if self.devices.len() >= DEVICE_CACHE {
+                    self.devices.clear();
+                }
+                self.devices.insert(ua.to_string(), d);
+                d
+            }
+        };
         *self
             .counts
             .entry(pair_key(day, b'v', &c.link, device))
@@ -201,41 +245,67 @@ impl Sums {
 
 impl Store {
     /// Rolls up the chunks written since the last pass, at most
-    /// `max_chunks` of them; returns how many clicks it added. Blocking.
+    /// `max_chunks` of them, and writes the pending sums when they are due;
+    /// returns how many clicks it added. Blocking.
     pub fn roll_up(&self, max_chunks: usize) -> Result<usize, StoreError> {
-        let _one_pass = self
-            .rollup_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.with(|t| {
-            let from = match t.rollups.get(CURSOR)? {
-                Some(v) => {
-                    let b: [u8; 16] = v
-                        .as_ref()
-                        .try_into()
-                        .map_err(|_| corrupt(CURSOR, "not a click id"))?;
-                    chunk_key(ClickId(ClickId::from_bytes(b).0.saturating_add(1)))
+        let mut pending = self.pending();
+        let written = *pending.written.get_or_insert_with(Instant::now);
+        let clicks = self.with(|t| {
+            let from = match &pending.last {
+                Some(k) => {
+                    let mut next = k.clone();
+                    next.push(0);
+                    next
                 }
-                None => chunk_key(ClickId(0)),
+                None => match t.rollups.get(CURSOR)? {
+                    Some(v) => {
+                        let b: [u8; 16] = v
+                            .as_ref()
+                            .try_into()
+                            .map_err(|_| corrupt(CURSOR, "not a click id"))?;
+                        chunk_key(ClickId(ClickId::from_bytes(b).0.saturating_add(1))).to_vec()
+                    }
+                    None => chunk_key(ClickId(0)).to_vec(),
+                },
             };
-            let mut sums = Sums::default();
-            let mut last = None;
             let mut clicks = 0;
             for kv in t
                 .clicks
-                .range(from.to_vec()..[CHUNK_TAG + 1].to_vec())
+                .range(from..[CHUNK_TAG + 1].to_vec())
                 .take(max_chunks)
             {
                 let (k, v) = kv?;
                 for c in decode_chunk(&k, &v)? {
-                    sums.add(&c);
+                    pending.sums.add(&c);
                     clicks += 1;
                 }
-                last = Some(k);
+                pending.last = Some(k.to_vec());
             }
-            let Some(last) = last else {
-                return Ok(0);
-            };
+            Ok(clicks)
+        })?;
+        let keys = pending.sums.tallies.len() + pending.sums.counts.len();
+        if pending.last.is_some() && (written.elapsed() >= WRITE_EVERY || keys >= WRITE_KEYS) {
+            self.write_rollups(&mut pending)?;
+        }
+        Ok(clicks)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.rollup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds the pending sums to the stored ones, with their cursor, in one
+    /// batch.
+    fn write_rollups(&self, pending: &mut Pending) -> Result<(), StoreError> {
+        let Some(last) = pending.last.take() else {
+            return Ok(());
+        };
+        let mut sums = std::mem::take(&mut pending.sums);
+        pending.sums.devices = std::mem::take(&mut sums.devices);
+        pending.written = Some(Instant::now());
+        self.with(|t| {
             let mut b = sled::Batch::default();
             for (k, add) in sums.tallies {
                 let mut tally = match t.rollups.get(&k)? {
@@ -247,19 +317,22 @@ impl Store {
             }
             for (k, add) in sums.counts {
                 let now = match t.rollups.get(&k)? {
-                    Some(v) => u64::from_be_bytes(
-                        v.as_ref()
-                            .try_into()
-                            .map_err(|_| corrupt(&k, "not a count"))?,
-                    ),
+                    Some(v) => read_count(&k, &v)?,
                     None => 0,
                 };
                 b.insert(k, &(now + add).to_be_bytes()[..]);
             }
             b.insert(CURSOR, &last[1..]);
             t.rollups.apply_batch(b)?;
-            Ok(clicks)
+            Ok(())
         })
+    }
+
+    /// Writes whatever is pending now (at a graceful stop, after seeding).
+    /// Blocking.
+    pub fn write_pending_rollups(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending();
+        self.write_rollups(&mut pending)
     }
 
     /// Rolls up everything written so far. Blocking.
@@ -277,13 +350,23 @@ impl Store {
         to: NaiveDate,
     ) -> Result<Vec<(NaiveDate, Tally)>, StoreError> {
         let (tag, name) = scope.tag();
+        let pending = self.pending();
         self.with(|t| {
             let mut out = Vec::new();
             let mut d = from;
             while d <= to {
                 let k = day_key(day_number(d), tag, name);
-                if let Some(v) = t.rollups.get(&k)? {
-                    out.push((d, Tally::decode(&k, &v)?));
+                let stored = t.rollups.get(&k)?;
+                let extra = pending.sums.tallies.get(&k);
+                if stored.is_some() || extra.is_some() {
+                    let mut tally = match stored {
+                        Some(v) => Tally::decode(&k, &v)?,
+                        None => Tally::default(),
+                    };
+                    if let Some(e) = extra {
+                        tally.add(e);
+                    }
+                    out.push((d, tally));
                 }
                 d = d.succ_opt().expect("in range");
             }
@@ -299,9 +382,11 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Breakdown, StoreError> {
+        let pending = self.pending();
         self.with(|t| {
             let mut hosts = BTreeMap::new();
             let mut devices = BTreeMap::new();
+            let mut prefixes = Vec::new();
             let mut d = from;
             while d <= to {
                 for (tag, into) in [(b'h', &mut hosts), (b'v', &mut devices)] {
@@ -309,15 +394,26 @@ impl Store {
                     for kv in t.rollups.scan_prefix(&prefix) {
                         let (k, v) = kv?;
                         let sub = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                        let n = u64::from_be_bytes(
-                            v.as_ref()
-                                .try_into()
-                                .map_err(|_| corrupt(&k, "not a count"))?,
-                        );
-                        *into.entry(sub).or_default() += n;
+                        *into.entry(sub).or_default() += read_count(&k, &v)?;
                     }
+                    prefixes.push((prefix, tag));
                 }
                 d = d.succ_opt().expect("in range");
+            }
+            if !pending.sums.counts.is_empty() {
+                for (k, n) in &pending.sums.counts {
+                    for (prefix, tag) in &prefixes {
+                        if k.starts_with(prefix) {
+                            let sub = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                            let into = if *tag == b'h' {
+                                &mut hosts
+                            } else {
+                                &mut devices
+                            };
+                            *into.entry(sub).or_default() += n;
+                        }
+                    }
+                }
             }
             Ok(Breakdown { hosts, devices })
         })
@@ -362,19 +458,31 @@ mod tests {
             let link = if i % 2 == 0 { "aa1" } else { "bb2" };
             all.push(click(at, link, verdict, referer, chrome));
         }
-        // Three batches, rolled up after the first, then after the rest.
+        // Three batches, rolled up after the first (and written), then after
+        // the rest (pending only: reads add it).
         for (n, part) in all.chunks(200).enumerate() {
             store.write_clicks(&crate::model::rows(part)).unwrap();
             if n == 0 {
                 store.roll_up(1).unwrap();
+                store.write_pending_rollups().unwrap();
             }
         }
         store.roll_up_all().unwrap();
-        // Reopened (a restart): the cursor holds, nothing counted twice.
+        let d = |ms: i64| crate::clock::ms_to_datetime(ms).date_naive();
+        let before = store
+            .daily(&Scope::Program("krispcall".into()), d(day1), d(day2))
+            .unwrap();
+        assert_eq!(
+            before[0].1.total() + before[1].1.total(),
+            600,
+            "stored + pending"
+        );
+        // Reopened without writing what was pending (a crash): made again
+        // from the log after the stored cursor, nothing counted twice.
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         store.roll_up_all().unwrap();
-        let d = |ms: i64| crate::clock::ms_to_datetime(ms).date_naive();
+        store.write_pending_rollups().unwrap();
         let days = store
             .daily(&Scope::Program("krispcall".into()), d(day1), d(day2))
             .unwrap();
