@@ -305,9 +305,15 @@ impl Store {
         let mut sums = std::mem::take(&mut pending.sums);
         pending.sums.devices = std::mem::take(&mut sums.devices);
         pending.written = Some(Instant::now());
+        // In key order: neighbouring keys share sled's leaves, which a
+        // random order would load and copy again for each key.
+        let mut tallies: Vec<_> = sums.tallies.into_iter().collect();
+        tallies.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut counts: Vec<_> = sums.counts.into_iter().collect();
+        counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.with(|t| {
             let mut b = sled::Batch::default();
-            for (k, add) in sums.tallies {
+            for (k, add) in tallies {
                 let mut tally = match t.rollups.get(&k)? {
                     Some(v) => Tally::decode(&k, &v)?,
                     None => Tally::default(),
@@ -315,7 +321,7 @@ impl Store {
                 tally.add(&add);
                 b.insert(k, tally.encode());
             }
-            for (k, add) in sums.counts {
+            for (k, add) in counts {
                 let now = match t.rollups.get(&k)? {
                     Some(v) => read_count(&k, &v)?,
                     None => 0,
