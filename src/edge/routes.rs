@@ -32,6 +32,7 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "fraud", "summary"]) => "/api/v1/fraud/summary",
         (_, ["api", "v1", "fraud", "clicks"]) => "/api/v1/fraud/clicks",
         (_, ["api", "v1", "fraud", "partners", _]) => "/api/v1/fraud/partners/{id}",
+        (_, ["api", "v1", "fraud", "partners"]) => "/api/v1/fraud/partners",
         (_, ["api", "v1", "fx-rates"]) => "/api/v1/fx-rates",
         (_, ["api", "v1", "coupons"]) => "/api/v1/coupons",
         (_, ["api", "v1", "coupons", _]) => "/api/v1/coupons/{code}",
@@ -181,6 +182,9 @@ pub(super) async fn api_as(
             api::patch_partner(app.clone(), req, id).await
         }
         (&Method::GET, ["partners", id, "audit"]) => api::partner_audit(app, id),
+        (&Method::GET, ["fraud", "partners"]) => {
+            stats_api::suspicious_partners(app.clone(), req).await
+        }
         (&Method::GET, ["fraud", "summary"]) => fraud_api::summary(app.clone(), req).await,
         (&Method::GET, ["fraud", "clicks"]) => fraud_api::clicks(app.clone(), req).await,
         (&Method::GET, ["fraud", "partners", id]) => {

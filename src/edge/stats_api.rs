@@ -169,3 +169,33 @@ pub async fn link_stats(
              "referrer_hosts": b.hosts, "devices": b.devices}),
     ))
 }
+
+/// `GET /api/v1/fraud/partners?from=&to=&limit=` (fraud): partners ranked
+/// by the share of their clicks not counted in the period (days), from the
+/// rollups.
+pub async fn suspicious_partners(
+    app: Arc<App>,
+    req: ApiRequest,
+) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(&req);
+    only_params(&pairs, &["from", "to", "limit"])?;
+    let (from, to) = period(&app, &pairs)?;
+    let limit = match pairs.iter().find(|(k, _)| k == "limit") {
+        Some((_, v)) => super::http::parse_limit(v)?,
+        None => 20,
+    };
+    catch_up(&app).await?;
+    let store = app.store.clone();
+    let ranked = blocking(move || store.suspicious_partners(from, to, limit)).await??;
+    let partners: Vec<Value> = ranked
+        .into_iter()
+        .map(|(p, all, bad)| {
+            j!({"partner_id": p, "clicks": all, "not_counted": bad,
+                "suspicious_share": format!("{:.4}", bad as f64 / all.max(1) as f64)})
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &j!({"from": from, "to": to, "partners": partners}),
+    ))
+}

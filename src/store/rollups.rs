@@ -380,6 +380,60 @@ impl Store {
         })
     }
 
+    /// Partners with clicks not counted from `from` to `to`, ranked by the
+    /// share of their clicks not counted (then by how many), at most
+    /// `limit`: `(partner, all clicks, not counted)`. Reads each day's
+    /// partner tallies. Blocking.
+    pub fn suspicious_partners(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let pending = self.pending();
+        let mut per: HashMap<String, (u64, u64)> = HashMap::new();
+        self.with(|t| {
+            let mut d = from;
+            while d <= to {
+                let prefix = day_key(day_number(d), b'p', "");
+                for kv in t.rollups.scan_prefix(&prefix) {
+                    let (k, v) = kv?;
+                    let tally = Tally::decode(&k, &v)?;
+                    let e = per
+                        .entry(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+                        .or_default();
+                    e.0 += tally.total();
+                    e.1 += tally.not_counted();
+                }
+                for (k, tally) in &pending.sums.tallies {
+                    if k.starts_with(&prefix) {
+                        let e = per
+                            .entry(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+                            .or_default();
+                        e.0 += tally.total();
+                        e.1 += tally.not_counted();
+                    }
+                }
+                d = d.succ_opt().expect("in range");
+            }
+            Ok(())
+        })?;
+        let mut ranked: Vec<(String, u64, u64)> = per
+            .into_iter()
+            .filter(|(_, (_, bad))| *bad > 0)
+            .map(|(p, (all, bad))| (p, all, bad))
+            .collect();
+        // Share compared exactly: a/b > c/d as a·d > c·b.
+        ranked.sort_by(|a, b| {
+            (u128::from(b.2) * u128::from(a.1))
+                .cmp(&(u128::from(a.2) * u128::from(b.1)))
+                .then(b.2.cmp(&a.2))
+                .then(a.0.cmp(&b.0))
+        });
+        ranked.truncate(limit);
+        Ok(ranked)
+    }
+
     /// A link's clicks from `from` to `to` by referrer host and by device
     /// class. Blocking.
     pub fn link_breakdown(
@@ -506,5 +560,9 @@ mod tests {
         assert_eq!(hosts["blog.example"], 100);
         assert_eq!(devices["desktop"], 300);
         assert_eq!(referrer_host(Some("not a url")), "direct");
+        // Every flagged click (every tenth) is on aa1 (even clicks): its
+        // partner alone is ranked, 40 of its 200 on day one.
+        let ranked = store.suspicious_partners(d(day1), d(day1), 10).unwrap();
+        assert_eq!(ranked, vec![("p_aa1".to_string(), 200, 40)]);
     }
 }

@@ -42,11 +42,30 @@ struct FlaggedPage {
 struct Ranked {
     partner_id: String,
     clicks: u64,
-    flagged: u64,
+    not_counted: u64,
     suspicious_share: String,
 }
 
 #[derive(Deserialize)]
+struct RankedPage {
+    partners: Vec<Ranked>,
+}
+
+#[derive(Deserialize)]
+struct Total {
+    valid: u64,
+    flagged: u64,
+    blocked: u64,
+    by_reason: BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize)]
+struct ProgramStats {
+    total: Total,
+}
+
+/// The period's clicks over every program, from the rollups.
+#[derive(Default)]
 struct Summary {
     clicks: u64,
     by_verdict: BTreeMap<String, u64>,
@@ -123,9 +142,34 @@ pub(super) async fn handle(ctx: &mut Ctx, r: &[&str]) -> Result<Response<Body>, 
         }
         (period, flagged_q.finish())
     };
-    let summary: Summary = ctx
-        .api(Method::GET, &format!("fraud/summary?{period}"), None)
+    // Totals and ranking from the rollups (whole days); the flagged
+    // clicks themselves from the log.
+    let mut summary = Summary::default();
+    for key in ctx.app.config.programs.keys() {
+        let s: ProgramStats = ctx
+            .api(
+                Method::GET,
+                &format!("stats/daily?program={key}&{period}"),
+                None,
+            )
+            .await?;
+        let t = s.total;
+        summary.clicks += t.valid + t.flagged + t.blocked;
+        for (v, n) in [
+            ("valid", t.valid),
+            ("flagged", t.flagged),
+            ("blocked", t.blocked),
+        ] {
+            *summary.by_verdict.entry(v.into()).or_default() += n;
+        }
+        for (r, n) in t.by_reason {
+            *summary.by_reason.entry(r).or_default() += n;
+        }
+    }
+    let ranked: RankedPage = ctx
+        .api(Method::GET, &format!("fraud/partners?{period}"), None)
         .await?;
+    summary.top_partners = ranked.partners;
     let flagged: FlaggedPage = ctx
         .api(Method::GET, &format!("fraud/clicks?{flagged_q}"), None)
         .await?;
