@@ -19,7 +19,9 @@
 //! Keys (in the `rollups` tree):
 //! - `c` → the first click id of the last chunk rolled up
 //! - `d` + day (`u32` BE, days since 1970-01-01) + scope tag + name →
-//!   a [`Tally`]: `g` program, `p` partner, `l` link
+//!   a [`Tally`]: `g` program, `p` partner, `l` link; and `s` + partner:
+//!   the partner's clicks not counted (only partners with some), so the
+//!   fraud ranking reads the few suspicious partners, not every partner
 //! - `d` + day + `h` + link + `0x00` + referrer host → `u64` BE
 //! - `d` + day + `v` + link + `0x00` + device class → `u64` BE
 
@@ -217,6 +219,12 @@ impl Sums {
                 .or_default()
                 .add(&one);
         }
+        if one.not_counted() > 0 {
+            self.tallies
+                .entry(day_key(day, b's', &c.partner_id))
+                .or_default()
+                .add(&one);
+        }
         let host = referrer_host(c.referer.as_deref());
         *self
             .counts
@@ -393,26 +401,40 @@ impl Store {
         let pending = self.pending();
         let mut per: HashMap<String, (u64, u64)> = HashMap::new();
         self.with(|t| {
+            let tally_at = |k: &[u8]| -> Result<Tally, StoreError> {
+                let mut tally = match t.rollups.get(k)? {
+                    Some(v) => Tally::decode(k, &v)?,
+                    None => Tally::default(),
+                };
+                if let Some(p) = pending.sums.tallies.get(k) {
+                    tally.add(p);
+                }
+                Ok(tally)
+            };
             let mut d = from;
             while d <= to {
-                let prefix = day_key(day_number(d), b'p', "");
-                for kv in t.rollups.scan_prefix(&prefix) {
-                    let (k, v) = kv?;
-                    let tally = Tally::decode(&k, &v)?;
-                    let e = per
-                        .entry(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-                        .or_default();
-                    e.0 += tally.total();
-                    e.1 += tally.not_counted();
+                // The day's partners with clicks not counted ...
+                let day = day_number(d);
+                let prefix = day_key(day, b's', "");
+                let mut names: Vec<Vec<u8>> = Vec::new();
+                for k in t.rollups.scan_prefix(&prefix).keys() {
+                    names.push(k?[prefix.len()..].to_vec());
                 }
-                for (k, tally) in &pending.sums.tallies {
+                for k in pending.sums.tallies.keys() {
                     if k.starts_with(&prefix) {
-                        let e = per
-                            .entry(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-                            .or_default();
-                        e.0 += tally.total();
-                        e.1 += tally.not_counted();
+                        names.push(k[prefix.len()..].to_vec());
                     }
+                }
+                names.sort_unstable();
+                names.dedup();
+                // ... and all their clicks that day.
+                for name in names {
+                    let partner = String::from_utf8_lossy(&name).into_owned();
+                    let flagged = tally_at(&day_key(day, b's', &partner))?;
+                    let all = tally_at(&day_key(day, b'p', &partner))?;
+                    let e = per.entry(partner).or_default();
+                    e.0 += all.total();
+                    e.1 += flagged.not_counted();
                 }
                 d = d.succ_opt().expect("in range");
             }
