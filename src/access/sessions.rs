@@ -250,6 +250,17 @@ mod tests {
             .resume(&id, &keys, t0 + Duration::minutes(30))
             .unwrap()
             .is_none());
+        // Never seen again: the sweep removes it, and only it.
+        let (idle, _) = s.start(&admin, "admin token".into(), t0).unwrap();
+        let (busy, _) = s
+            .start(&admin, "admin token".into(), t0 + Duration::minutes(20))
+            .unwrap();
+        assert_eq!(s.sweep(&keys, t0 + Duration::minutes(31)).unwrap(), 1);
+        assert!(s.store.session(&sha256_hex(&idle)).unwrap().is_none());
+        assert!(s
+            .resume(&busy, &keys, t0 + Duration::minutes(31))
+            .unwrap()
+            .is_some());
         // Its key revoked: ended at once.
         let rng = SystemRandom::new();
         let (k, _) = ApiKey::new("m".into(), Role::Marketing, None, None, t0, &rng);

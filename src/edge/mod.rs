@@ -435,6 +435,24 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             }
         })
     };
+    // Sessions that ended without being seen again (resuming removes the
+    // others) are swept out every ten minutes.
+    let sweeper = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let a = app.clone();
+                let now = app.clock.now();
+                match tokio::task::spawn_blocking(move || a.sessions.sweep(&a.keys, now)).await {
+                    Ok(Err(error)) => tracing::warn!(%error, "sessions: a sweep failed"),
+                    Ok(Ok(n)) if n > 0 => tracing::debug!(ended = n, "sessions swept"),
+                    _ => {}
+                }
+            }
+        })
+    };
     let healer = tokio::spawn(heal_store(app.clone()));
     let app_for_serve = app.clone();
     let (tx, rx) = oneshot::channel();
@@ -442,6 +460,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         let result = serve(listener, app_for_serve, rx, writer, calculator).await;
         pruner.abort();
         roller.abort();
+        sweeper.abort();
         healer.abort();
         cluster_tasks.stop().await;
         result

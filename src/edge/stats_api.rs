@@ -99,7 +99,7 @@ pub async fn daily(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, Api
     let days: Vec<Value> = found
         .iter()
         .map(|(d, t)| {
-            total = add(total, t);
+            total.add(t);
             day_json(*d, t, true)
         })
         .collect();
@@ -109,16 +109,6 @@ pub async fn daily(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, Api
              "total": {"valid": total.valid, "flagged": total.flagged, "blocked": total.blocked,
                        "by_reason": total.by_reason()}}),
     ))
-}
-
-fn add(mut a: Tally, b: &Tally) -> Tally {
-    a.valid += b.valid;
-    a.flagged += b.flagged;
-    a.blocked += b.blocked;
-    for (x, y) in a.reasons.iter_mut().zip(b.reasons) {
-        *x += y;
-    }
-    a
 }
 
 /// `GET /api/v1/partners/{id}/clicks/daily?from=&to=`: the partner's

@@ -108,7 +108,8 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, o: &Tally) {
+    /// Adds another tally's counts.
+    pub fn add(&mut self, o: &Tally) {
         self.valid += o.valid;
         self.flagged += o.flagged;
         self.blocked += o.blocked;
