@@ -7,6 +7,7 @@
 //! Every bad or unknown setting is collected, so a user sees all of them at
 //! once instead of fixing one per restart.
 
+use crate::commission::review::{ReviewFlag, ReviewPolicy};
 use crate::commission::rules::Rules;
 use crate::net::IpNet;
 use crate::program::{Attribution, HostPattern, Program, DEFAULT_COOKIE_DAYS, PRESETS};
@@ -858,6 +859,7 @@ impl Reader {
             );
         }
         let partner_links = self.boolean(&mut t, prefix, "partner_links", false);
+        let review = self.review(&mut t, prefix);
         let webhook_secret = self.string(&mut t, prefix, "webhook_secret");
         if webhook_secret.as_ref().is_some_and(|s| s.len() < 16) {
             self.bad(
@@ -880,6 +882,18 @@ impl Reader {
                 }
             },
         };
+        if review.holds(ReviewFlag::FastSignup)
+            && fraud.enabled
+            && review.fast_signup_seconds <= fraud.min_click_to_signup_seconds
+        {
+            self.bad(
+                join(prefix, "review_fast_signup_seconds"),
+                format!(
+                    "must be more than fraud.min_click_to_signup_seconds ({}): faster signups are refused, so none could be held",
+                    fraud.min_click_to_signup_seconds
+                ),
+            );
+        }
         self.finish(t, prefix);
         Program {
             key,
@@ -891,7 +905,33 @@ impl Reader {
             money,
             webhook_secret,
             partner_links,
+            review,
             fraud,
+        }
+    }
+
+    /// `review_flags` and `review_fast_signup_seconds`.
+    fn review(&mut self, t: &mut Table, prefix: &str) -> ReviewPolicy {
+        let mut flags = Vec::new();
+        for (i, f) in self
+            .list(t, prefix, "review_flags")
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            match ReviewFlag::parse(f.trim()) {
+                Some(flag) if !flags.contains(&flag) => flags.push(flag),
+                Some(_) => {}
+                None => self.bad(
+                    format!("{}[{i}]", join(prefix, "review_flags")),
+                    format!("{f:?} is not one of paid_search, fast_signup, shared_ip"),
+                ),
+            }
+        }
+        let fast_signup_seconds = self.uint(t, prefix, "review_fast_signup_seconds", 60, 1, 86_400);
+        ReviewPolicy {
+            flags,
+            fast_signup_seconds,
         }
     }
 

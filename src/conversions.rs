@@ -510,6 +510,7 @@ pub fn internal_id(e: &Event) -> String {
         Event::FxRates(r) => format!("fx_rates:{}:{}", r.base, r.at.to_rfc3339()),
         Event::PayoutRun(r) => format!("payout_run:{}:{}", r.program, r.as_of.format("%Y-%m-%d")),
         Event::PayoutConfirm(c) => format!("payout_confirm:{}", c.payout_id),
+        Event::ReviewDecision(d) => format!("review:{}", d.review_id),
         Event::PartnerStatus(s) => format!(
             "partner_status:{}:{}",
             s.partner_id,

@@ -698,6 +698,7 @@ mod tests {
             money: None,
             webhook_secret: None,
             partner_links: false,
+            review: Default::default(),
             fraud: Default::default(),
         }
     }

@@ -39,6 +39,9 @@ pub struct Program {
     /// Partners may create their own links (API with a partner key, or the
     /// portal), within `allowed_hosts`.
     pub partner_links: bool,
+    /// Soft signals that hold a new referral's commissions for review
+    /// (`review_flags`, `review_fast_signup_seconds`).
+    pub review: crate::commission::review::ReviewPolicy,
     /// Fraud rules for clicks and signups (`[fraud]`; defaults otherwise).
     pub fraud: crate::fraud::FraudRules,
 }

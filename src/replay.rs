@@ -54,6 +54,7 @@ pub fn books(programs: &BTreeMap<String, Program>) -> Vec<ProgramBook> {
                 0
             },
             rules: p.money.clone(),
+            review: p.review.clone(),
         })
         .collect()
 }

@@ -48,6 +48,7 @@ async fn every_route_answers_each_role_as_its_rules_say() {
     let link_json = json!({"partner_id": a, "destination": "https://krispcall.com/"});
     let standing = json!({"status": "active", "reason": "review"});
     let empty = json!({});
+    let decision = json!({"decision": "approve", "reason": "checked"});
     let routes: Vec<(&str, String, Option<&Value>, &[&str])> = vec![
         (
             "POST",
@@ -225,6 +226,24 @@ async fn every_route_answers_each_role_as_its_rules_say() {
             format!("/api/v1/partners/{a}/portal-link"),
             None,
             &["admin", "marketing"],
+        ),
+        (
+            "GET",
+            "/api/v1/reviews".into(),
+            None,
+            &["admin", "fraud", "finance"],
+        ),
+        (
+            "GET",
+            "/api/v1/reviews/rv_0000000000000000".into(),
+            None,
+            &["admin", "fraud", "finance"],
+        ),
+        (
+            "POST",
+            "/api/v1/reviews/rv_0000000000000000".into(),
+            Some(&decision),
+            &["admin", "fraud"],
         ),
         ("GET", "/api/v1/api-keys".into(), None, &["admin"]),
         ("POST", "/api/v1/api-keys".into(), Some(&empty), &["admin"]),

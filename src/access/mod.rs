@@ -258,6 +258,9 @@ pub fn check(p: &Principal, method: &Method, rest: &[&str]) -> Access {
         (&Method::GET, ["coupons", _]) => &[Marketing, Fraud, Finance],
         (&Method::GET, ["referrals"] | ["customers", _]) => &[Finance, Fraud],
         (&Method::GET, ["problems"]) => &[Finance],
+        // The review queue: the analysts decide; finance sees what is held.
+        (&Method::GET, ["reviews"] | ["reviews", _]) => &[Fraud, Finance],
+        (&Method::POST, ["reviews", _]) => &[Fraud],
         (_, ["payouts", ..]) => &[Finance],
         // Signing keys and API keys: the admin's alone.
         _ => &[],

@@ -11,10 +11,12 @@ mod accrual;
 mod attribution;
 mod payouts;
 mod reversals;
+mod review;
 
 use super::event::*;
 use super::ledger::{balances, Balance, FxUsed, Line, LineKind};
 use super::money::{cents, percent_of, ser_money};
+use super::review::{Review, ReviewPolicy, ReviewStatus};
 use super::rules::{
     BelowMinimum, Cap, CurrencyRule, Duration, LineKind as InvoiceKind, MinimumRule, Payable, Rate,
     Rules, TierMeasure,
@@ -35,6 +37,8 @@ pub struct ProgramBook {
     pub min_click_to_signup_seconds: u64,
     /// Money rules; `None` tracks referrals but pays nothing.
     pub rules: Option<Rules>,
+    /// Soft signals that hold a new referral for review.
+    pub review: ReviewPolicy,
 }
 
 /// Why a signup did not become a referral.
@@ -59,6 +63,8 @@ pub enum RejectReason {
     ScriptedLead,
     /// The same click already brought another customer.
     AttributionReused,
+    /// Held for review, and an analyst rejected it.
+    RejectedInReview,
 }
 
 /// A customer bound to a partner for life.
@@ -75,6 +81,9 @@ pub struct Referral {
     pub click_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coupon: Option<String>,
+    /// Set when the referral was held for review: where that stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewStatus>,
 }
 
 /// A signup that was refused, and why.
@@ -181,6 +190,9 @@ struct CustomerAcct {
     invoices: HashMap<String, InvoiceAcct>,
     /// When held lines were released (after the N-th paid invoice).
     released_at: Option<DateTime<Utc>>,
+    /// Set when the referral was held for review.
+    #[serde(default)]
+    review: Option<ReviewStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,6 +233,13 @@ pub struct State {
     /// Ledger lines whose commission was forfeited.
     #[serde(default)]
     forfeited: std::collections::HashSet<usize>,
+    /// Referrals held for review, by review id.
+    #[serde(default)]
+    pub reviews: BTreeMap<String, Review>,
+    /// Recent signups per program and address (hash), for `shared_ip`:
+    /// (when, customer), pruned to 30 days as new signups arrive.
+    #[serde(default)]
+    signup_addresses: HashMap<String, Vec<(DateTime<Utc>, String)>>,
     /// Events applied.
     pub applied: u64,
 }
@@ -334,6 +353,7 @@ impl Calculator {
                 Some(b) => b.status = "confirmed".into(),
                 None => self.problem(event_id, format!("no payout batch {}", c.payout_id)),
             },
+            Event::ReviewDecision(d) => self.review_decision(event_id, d),
         }
         // The event's program and time, on the problems it left (only then
         // is anything copied).

@@ -31,6 +31,7 @@ pub enum Event {
     Click(ClickSeen),
     PayoutRun(PayoutRun),
     PayoutConfirm(PayoutConfirm),
+    ReviewDecision(super::review::ReviewDecision),
 }
 
 /// A customer signed up.
@@ -367,6 +368,7 @@ impl Event {
             Event::PlanChange(e) => Some(&e.program),
             Event::Partner(e) => Some(&e.program),
             Event::PayoutRun(e) => Some(&e.program),
+            Event::ReviewDecision(e) => Some(&e.program),
             _ => None,
         }
     }
@@ -594,6 +596,7 @@ impl Event {
             Event::PayoutRun(x) => x.as_of,
             Event::PartnerStatus(x) => x.occurred_at,
             Event::PayoutConfirm(x) => x.occurred_at,
+            Event::ReviewDecision(x) => x.occurred_at,
             Event::Partner(_) | Event::Coupon(_) => return None,
         })
     }

@@ -3,9 +3,11 @@
 //!
 //! A line's `available_at` says when it can be paid out (`None`: held until
 //! a condition, e.g. Aircall's second paid month). As of a date, a line
-//! counts as *available* if `available_at <= as_of`, else *pending*; so for
-//! every partner and currency, by construction,
-//! `lifetime − clawed_back − forfeited − paid − credited = pending + available`.
+//! counts as *available* if `available_at <= as_of`, else *pending* — unless
+//! it is *held for review* (its referral awaits an analyst), when it counts
+//! as *held* whatever its date; so for every partner and currency, by
+//! construction,
+//! `lifetime − clawed_back − forfeited − paid − credited = pending + available + held`.
 
 use super::event::ser_decimal;
 use super::money::ser_money;
@@ -82,6 +84,10 @@ pub struct Line {
     pub explanation: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fx: Option<FxUsed>,
+    /// In the held-for-review bucket: its referral awaits an analyst's
+    /// decision (`available_at` is the schedule it follows once approved).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held_for_review: bool,
 }
 
 impl Line {
@@ -100,6 +106,9 @@ pub struct Balance {
     /// Payable now (negative when clawbacks exceed earnings).
     #[serde(serialize_with = "ser_money")]
     pub available: Decimal,
+    /// Earned by referrals held for review: payable only once approved.
+    #[serde(serialize_with = "ser_money")]
+    pub held: Decimal,
     /// Paid out in cash.
     #[serde(serialize_with = "ser_money")]
     pub paid: Decimal,
@@ -129,7 +138,9 @@ impl Balance {
             LineKind::Credit => self.credited -= l.amount,
             LineKind::Release => {}
         }
-        if l.available_by(as_of) {
+        if l.held_for_review {
+            self.held += l.amount;
+        } else if l.available_by(as_of) {
             self.available += l.amount;
         } else {
             self.pending += l.amount;
@@ -139,7 +150,7 @@ impl Balance {
     /// The ledger identity every balance satisfies.
     pub fn is_consistent(&self) -> bool {
         self.lifetime - self.clawed_back - self.forfeited - self.paid - self.credited
-            == self.pending + self.available
+            == self.pending + self.available + self.held
     }
 }
 

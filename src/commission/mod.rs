@@ -7,6 +7,7 @@ pub mod event;
 pub mod ledger;
 pub mod money;
 pub mod quarantine;
+pub mod review;
 pub mod rules;
 
 pub use calculator::{Calculator, ProgramBook};

@@ -14,6 +14,7 @@ mod idle;
 pub mod money;
 mod partner_reads;
 pub mod redirect;
+mod reviews;
 mod routes;
 mod stats_api;
 mod writes;

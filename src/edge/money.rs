@@ -171,7 +171,14 @@ pub async fn post_events(
         match checked {
             Ok(e) => {
                 if let Event::Signup(s) = &e {
-                    needs_clicks |= s.attribution.click_id.is_some();
+                    // A token's click is looked up only where the program
+                    // reviews paid search (see `App::add_review_flags`).
+                    let reviews_tokens = s.attribution.token.is_some()
+                        && app.config.programs.get(&s.program).is_some_and(|p| {
+                            p.review
+                                .holds(crate::commission::review::ReviewFlag::PaidSearch)
+                        });
+                    needs_clicks |= s.attribution.click_id.is_some() || reviews_tokens;
                 }
                 let id = e.id().unwrap_or_default().to_string();
                 good.push((
@@ -247,7 +254,7 @@ pub async fn post_events(
 }
 
 /// Appends one internal event and waits for it to be applied.
-async fn append_internal(
+pub(super) async fn append_internal(
     app: &Arc<App>,
     event: Event,
     body: &Value,
@@ -365,7 +372,7 @@ pub async fn get_coupon(
 /// Waits for `wait_for=<seq>` to be applied. A seq beyond the log's head
 /// can never be reached: a client error, answered at once. A real timeout
 /// is a 504 saying how far the calculator got.
-async fn wait(app: &Arc<App>, pairs: &[(String, String)]) -> Result<(), ApiError> {
+pub(super) async fn wait(app: &Arc<App>, pairs: &[(String, String)]) -> Result<(), ApiError> {
     if let Some((_, v)) = pairs.iter().find(|(k, _)| k == "wait_for") {
         let seq: u64 = v
             .parse()
@@ -444,7 +451,7 @@ pub fn known_program(app: &App, program: &str) -> Result<(), ApiError> {
     }
 }
 
-fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == key)

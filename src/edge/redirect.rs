@@ -5,6 +5,7 @@
 use super::client_ip::visitor_ip;
 use super::http::{text, ApiError, Body};
 use super::App;
+use crate::commission::review::ReviewFlag;
 use crate::directory::is_valid_code;
 use crate::fraud::{Action, ClickFacts};
 use crate::id::ClickId;
@@ -116,7 +117,15 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
         Action::Redirect => {}
     }
     // A suspended or terminated partner's clicks redirect but earn nothing.
-    let attributable = verdict.flags.is_empty() && live.partner.active();
+    // A program that reviews paid search lets such a click attribute: its
+    // referral is then held for an analyst instead of refused.
+    let soft = verdict.flags.is_empty()
+        || (program.review.holds(ReviewFlag::PaidSearch)
+            && verdict
+                .flags
+                .iter()
+                .all(|f| f.reason == crate::fraud::Reason::PaidSearch));
+    let attributable = soft && live.partner.active();
 
     let click_id = app.ids.next(now_ms);
     let location = build_location(&live.destination, req.uri().query(), click_id);

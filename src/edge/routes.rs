@@ -4,7 +4,8 @@
 
 use super::http::{self, text, ApiError, ApiRequest, Body};
 use super::{
-    api, api_keys, console, fraud_api, money, partner_reads, readiness, redirect, stats_api, App,
+    api, api_keys, console, fraud_api, money, partner_reads, readiness, redirect, reviews,
+    stats_api, App,
 };
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -58,6 +59,8 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "payouts", _]) => "/api/v1/payouts/{id}",
         (_, ["api", "v1", "payouts", _, "csv"]) => "/api/v1/payouts/{id}/csv",
         (_, ["api", "v1", "payouts", _, "confirm"]) => "/api/v1/payouts/{id}/confirm",
+        (_, ["api", "v1", "reviews"]) => "/api/v1/reviews",
+        (_, ["api", "v1", "reviews", _]) => "/api/v1/reviews/{id}",
         _ => "other",
     }
 }
@@ -245,6 +248,15 @@ pub(super) async fn api_as(
         }
         (&Method::GET, ["payouts", id, "csv"]) => money::payout_csv(app.clone(), id).await,
         (&Method::POST, ["payouts", id, "confirm"]) => money::confirm_payout(app.clone(), id).await,
+        (&Method::GET, ["reviews"]) => reviews::list(app.clone(), req).await,
+        (&Method::GET, ["reviews", id]) => reviews::get(app, id),
+        (&Method::POST, ["reviews", id]) => {
+            let who = p
+                .key_id
+                .as_ref()
+                .map_or_else(|| "admin".to_string(), |k| format!("key {k}"));
+            reviews::decide(app.clone(), req, id.to_string(), who).await
+        }
         (_, known) if is_api_route(known) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound("route")),
     }
@@ -267,6 +279,7 @@ fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
             | (&Method::GET, ["referrals" | "problems"])
             | (&Method::GET, ["customers", _])
             | (_, ["payouts", ..])
+            | (_, ["reviews", ..])
             // Every edge's clicks are on the calculators.
             | (&Method::GET, ["clicks"] | ["fraud", ..])
     )

@@ -205,8 +205,12 @@ impl App {
                 continue;
             };
             if let Some(token) = &s.attribution.token {
-                let keyring = self.keyring.read().expect("keyring lock");
-                s.resolved = Some(crate::conversions::resolve_token(token, &keyring));
+                let mut resolved = {
+                    let keyring = self.keyring.read().expect("keyring lock");
+                    crate::conversions::resolve_token(token, &keyring)
+                };
+                self.add_review_flags(&mut resolved, wait).await?;
+                s.resolved = Some(resolved);
             } else if let Some(raw) = &s.attribution.click_id {
                 let resolved = match raw.parse::<crate::id::ClickId>() {
                     Err(e) => crate::commission::event::Resolved {
@@ -219,6 +223,37 @@ impl App {
             }
             if let Some(ip) = s.customer.ip.take().and_then(|ip| ip.trim().parse().ok()) {
                 s.customer.ip_hash = Some(crate::net::ip_hash(&self.ip_key, ip));
+            }
+        }
+        Ok(())
+    }
+
+    /// A token carries no fraud flags: its click was attributable. In a
+    /// program that reviews paid search, an attributable click may still
+    /// have been a paid-search one, so its flags are read from the click
+    /// log (waiting as for click ids in cluster mode).
+    async fn add_review_flags(
+        self: &Arc<Self>,
+        resolved: &mut crate::commission::event::Resolved,
+        wait: Option<(std::time::Duration, std::time::Instant)>,
+    ) -> Result<(), ApiError> {
+        let Some(click) = &mut resolved.click else {
+            return Ok(());
+        };
+        let reviews = click
+            .program
+            .as_ref()
+            .and_then(|p| self.config.programs.get(p))
+            .is_some_and(|p| {
+                p.review
+                    .holds(crate::commission::review::ReviewFlag::PaidSearch)
+            });
+        let Ok(id) = click.id.parse::<crate::id::ClickId>() else {
+            return Ok(());
+        };
+        if reviews {
+            if let Some(logged) = self.click_for_signup(id, wait).await?.click {
+                click.flags = logged.flags;
             }
         }
         Ok(())

@@ -107,6 +107,12 @@ impl Calculator {
         if !eligible || standing != Some(Standing::Active) {
             return;
         }
+        // A referral rejected in review earns nothing more; one held
+        // earns into the held bucket.
+        let review = self.review_status(&key);
+        if review == Some(ReviewStatus::Rejected) {
+            return;
+        }
         // Only revenue that earns counts toward the partner's tier: a
         // cancelled account brings its partner no MRR.
         let mkey = month_key(&partner_id, p.occurred_at);
@@ -237,6 +243,7 @@ impl Calculator {
             invoice_id: Some(p.invoice_id.clone()),
             explanation,
             fx,
+            held_for_review: review == Some(ReviewStatus::Held),
         });
         self.invoice_lines(&key, &p.invoice_id).push(idx);
 
@@ -308,6 +315,14 @@ impl Calculator {
         new_pct: Decimal,
     ) {
         let orig = self.state.ledger[line_idx].clone();
+        // The top-up follows its customer's review as it stands now.
+        let review = orig
+            .customer_id
+            .as_ref()
+            .and_then(|c| self.review_status(&customer_key(&orig.program, c)));
+        if review == Some(ReviewStatus::Rejected) {
+            return;
+        }
         // Rounded once overall: the line and its top-ups add up to the new
         // percentage of the base rounded to cents.
         let delta = percent_of(base, new_pct) - percent_of(base, old_pct);
@@ -345,6 +360,7 @@ impl Calculator {
                 orig.invoice_id.as_deref().unwrap_or("-")
             ),
             fx,
+            held_for_review: review == Some(ReviewStatus::Held),
         });
         if let (Some(c), Some(inv)) = (&orig.customer_id, &orig.invoice_id) {
             let key = customer_key(&orig.program, c);
@@ -385,7 +401,9 @@ impl Calculator {
         at: DateTime<Utc>,
         reached: &str,
     ) {
-        let mut held: BTreeMap<String, Decimal> = BTreeMap::new();
+        // Lines still held for review stay in that bucket: only their
+        // payable date changes.
+        let mut held: BTreeMap<(String, bool), Decimal> = BTreeMap::new();
         if let Some(p) = self.state.partners.get(partner_id) {
             for &i in &p.lines {
                 let l = &self.state.ledger[i];
@@ -393,14 +411,16 @@ impl Calculator {
                     && l.customer_id.as_deref() == Some(customer)
                     && l.program == program
                 {
-                    *held.entry(l.currency.clone()).or_default() += l.amount;
+                    *held
+                        .entry((l.currency.clone(), l.held_for_review))
+                        .or_default() += l.amount;
                 }
             }
         }
         if let Some(c) = self.state.customers.get_mut(key) {
             c.released_at = Some(at);
         }
-        for (currency, amount) in held {
+        for ((currency, held_for_review), amount) in held {
             if amount.is_zero() {
                 continue;
             }
@@ -423,6 +443,7 @@ impl Calculator {
                         currency
                     ),
                     fx: None,
+                    held_for_review,
                 });
             }
         }

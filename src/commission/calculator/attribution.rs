@@ -2,6 +2,7 @@
 //! refused, and the referral it becomes.
 
 use super::*;
+use crate::commission::review::{ReviewFlag, Signal};
 
 impl Calculator {
     pub(super) fn signup(&mut self, event_id: &str, s: &Signup) {
@@ -10,6 +11,10 @@ impl Calculator {
         };
         let cookie_days = book.cookie_days;
         let min_age = book.min_click_to_signup_seconds;
+        let review = book.review.clone();
+        // Soft signals: the referral is made, its commissions held.
+        let mut signals: Vec<Signal> = Vec::new();
+        let shared = self.shared_address(s);
         let key = customer_key(&s.program, &s.customer.id);
         let reject =
             |me: &mut Self, partner: Option<&str>, reason: RejectReason, detail: String| {
@@ -127,7 +132,14 @@ impl Calculator {
             );
         }
         if let Some(c) = &claimed_click {
-            if !c.flags.is_empty() {
+            let soft = review.holds(ReviewFlag::PaidSearch)
+                && c.flags.iter().all(|f| f == ReviewFlag::PaidSearch.label());
+            if !c.flags.is_empty() && soft {
+                signals.push(Signal {
+                    flag: ReviewFlag::PaidSearch,
+                    detail: format!("click {} came from a paid-search ad", c.id),
+                });
+            } else if !c.flags.is_empty() {
                 return reject(
                     self,
                     pid,
@@ -189,6 +201,18 @@ impl Calculator {
                     ),
                 );
             }
+            if review.holds(ReviewFlag::FastSignup)
+                && age < chrono::Duration::seconds(review.fast_signup_seconds as i64)
+            {
+                signals.push(Signal {
+                    flag: ReviewFlag::FastSignup,
+                    detail: format!(
+                        "signed up {}s after the click; the program reviews signups under {}s",
+                        age.num_seconds(),
+                        review.fast_signup_seconds
+                    ),
+                });
+            }
         }
         if let Some(k) = &coupon {
             if k.record.expires_at.is_some_and(|e| s.occurred_at > e) {
@@ -231,6 +255,11 @@ impl Calculator {
                 acct.redemptions += 1;
             }
         }
+        signals.extend(shared);
+        let held = !signals.is_empty();
+        if held {
+            self.hold_for_review(event_id, s, &partner_id, signals);
+        }
         let cust = self.state.customers.entry(key).or_default();
         cust.partner_id = Some(partner_id.clone());
         cust.referred_at = Some(s.occurred_at);
@@ -246,6 +275,7 @@ impl Calculator {
             via: if via_click { "click" } else { "coupon" }.into(),
             click_id: claimed_click.map(|c| c.id),
             coupon: coupon.map(|k| k.record.code),
+            review: held.then_some(ReviewStatus::Held),
         });
     }
 }

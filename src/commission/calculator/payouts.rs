@@ -118,6 +118,7 @@ impl Calculator {
                     invoice_id: None,
                     explanation,
                     fx: None,
+                    held_for_review: false,
                 });
             }
         }
@@ -166,7 +167,7 @@ impl Calculator {
         as_of: DateTime<Utc>,
         why: &str,
     ) -> (Vec<Line>, Vec<usize>) {
-        let mut groups: BTreeMap<(String, Option<DateTime<Utc>>), Decimal> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, bool, Option<DateTime<Utc>>), Decimal> = BTreeMap::new();
         let mut taken = Vec::new();
         for &i in &self.state.partners[pid].lines {
             let l = &self.state.ledger[i];
@@ -174,17 +175,19 @@ impl Calculator {
                 continue;
             }
             taken.push(i);
-            let when = if l.available_by(as_of) {
+            let when = if l.available_by(as_of) && !l.held_for_review {
                 Some(as_of)
             } else {
                 l.available_at
             };
-            *groups.entry((l.currency.clone(), when)).or_default() += l.amount;
+            *groups
+                .entry((l.currency.clone(), l.held_for_review, when))
+                .or_default() += l.amount;
         }
         let lines = groups
             .into_iter()
             .filter(|(_, amount)| !amount.is_zero())
-            .map(|((currency, available_at), amount)| Line {
+            .map(|((currency, held_for_review, available_at), amount)| Line {
                 seq: 0,
                 event_id: event_id.to_string(),
                 at: as_of,
@@ -198,6 +201,7 @@ impl Calculator {
                 invoice_id: None,
                 explanation: why.to_string(),
                 fx: None,
+                held_for_review,
             })
             .collect();
         (lines, taken)

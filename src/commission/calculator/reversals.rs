@@ -56,6 +56,11 @@ impl Calculator {
         if self.state.forfeited.contains(&idx) {
             return;
         }
+        // Rejected in review: every held line was voided then.
+        let review = self.review_status(key);
+        if review == Some(ReviewStatus::Rejected) {
+            return;
+        }
         let Some(cust) = self.state.customers.get_mut(key) else {
             return;
         };
@@ -80,7 +85,14 @@ impl Calculator {
             .get(&format!("{}\u{1f}{}", orig.partner_id, orig.currency))
             .copied();
         let paid = effective.is_some_and(|a| paid_through.is_some_and(|p| a <= p));
-        let (kind, available_at, verb) = if paid {
+        let still_held = orig.held_for_review && review == Some(ReviewStatus::Held);
+        let (kind, available_at, verb) = if still_held {
+            (
+                LineKind::Void,
+                orig.available_at,
+                "voided while held for review",
+            )
+        } else if paid {
             (LineKind::Clawback, Some(at), "withheld from future payouts")
         } else {
             (LineKind::Void, effective, "voided")
@@ -99,6 +111,7 @@ impl Calculator {
             invoice_id: orig.invoice_id.clone(),
             explanation: format!("{why} of line {} {verb}", orig.seq),
             fx: orig.fx.clone(),
+            held_for_review: still_held,
         });
     }
 }
