@@ -376,8 +376,117 @@ async fn analyst_suspends_a_partner_with_a_reason_and_finance_pays() {
     b.goto(&format!("{base}/console/partners/{ann}")).await;
     assert!(b.text("#partner-payouts").await.contains("13.50 USD"));
     let balances = b.text("#balances").await;
-    assert!(balances.contains("USD 0.00 0.00 13.50"), "{balances}");
+    assert!(balances.contains("USD 0.00 0.00 0.00 13.50"), "{balances}");
     b.screenshot(shots.as_deref(), "partner").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn analyst_approves_and_rejects_held_commissions() {
+    use refedge::commission::review::{ReviewFlag, ReviewPolicy};
+    let s = TestServer::start_with(|c| {
+        c.programs.get_mut("krispcall").unwrap().review = ReviewPolicy {
+            flags: vec![ReviewFlag::FastSignup],
+            fast_signup_seconds: 60,
+        };
+    })
+    .await;
+    let Some(b) = Browser::start(1280).await else {
+        return;
+    };
+    let base = format!("http://{}", s.addr());
+    let mut m = Money::new(&s);
+    let ann = s.partner("krispcall", "ann@blog.example").await;
+    s.link(&ann, "https://krispcall.com/", Some("ann-k")).await;
+    // Two signups 30 and 20 seconds after their clicks: both held.
+    for (customer, at, amount) in [
+        ("good@acme.example", "2026-03-01T12:00:30Z", "20.00"),
+        ("farm@mailinator.example", "2026-03-01T12:00:20Z", "50.00"),
+    ] {
+        let c = click(s.addr(), "/r/ann-k", None).await;
+        m.ev(json!({"id": format!("s-{customer}"), "type": "signup", "program": "krispcall", "occurred_at": at,
+            "customer": {"id": customer}, "attribution": {"click_id": click_id_of(&c)}}))
+            .await;
+        m.ev(json!({"id": format!("p-{customer}"), "type": "payment", "program": "krispcall",
+            "occurred_at": "2026-03-02T00:00:00Z", "customer_id": customer, "invoice_id": format!("I-{customer}"),
+            "currency": "USD", "lines": [{"kind": "subscription", "amount": amount, "plan": "standard", "unit_price": amount, "quantity": 1}]}))
+            .await;
+    }
+    let queue = m.get("/api/v1/reviews").await;
+    let id_of = |customer: &str| {
+        queue["reviews"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["customer_id"] == customer)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (good, farm) = (id_of("good@acme.example"), id_of("farm@mailinator.example"));
+    // The analyst looks the next day.
+    s.clock.set("2026-03-03T09:00:00Z".parse().unwrap());
+
+    let fraud = key(&s, "fraud", None).await;
+    sign_in(&b, &base, &fraud).await;
+    b.click("header nav a[href='/console/reviews']").await;
+    b.expect_path("/console/reviews").await;
+    let rows = b.text("#reviews").await;
+    assert!(
+        rows.contains("fast_signup")
+            && rows.contains("20s after the click")
+            && rows.contains("15.00 USD"),
+        "{rows}"
+    );
+    b.screenshot(shots().as_deref(), "reviews").await;
+    b.fill_and_submit(
+        &format!("[id='{good}'] form"),
+        &[("reason", "called them: a real office")],
+        ".approve",
+    )
+    .await;
+    b.expect_path("/console/reviews?done=approved").await;
+    assert!(b.text(".flash").await.contains("Approved"));
+    b.fill_and_submit(
+        &format!("[id='{farm}'] form"),
+        &[("reason", "disposable mail, signed up in 20 s")],
+        ".reject",
+    )
+    .await;
+    b.expect_path("/console/reviews?done=rejected").await;
+    assert!(b.text(".flash").await.contains("Rejected"));
+    assert!(b.text("#reviews").await.contains("Nothing held"));
+    b.goto(&format!("{base}/console/reviews?status=all")).await;
+    let all = b.text("#reviews").await;
+    assert!(
+        all.contains("approved")
+            && all.contains("rejected")
+            && all.contains("disposable mail, signed up in 20 s"),
+        "{all}"
+    );
+    // Finance, on the partner's page: nothing held any more; the approved
+    // 6.00 is on KrispCall's schedule, the rejected 15.00 voided with the
+    // reason. Finance sees the queue but gets no decision form.
+    b.click("header button").await;
+    b.expect_path("/console/signin").await;
+    let finance = key(&s, "finance", None).await;
+    sign_in(&b, &base, &finance).await;
+    b.goto(&format!("{base}/console/reviews?status=all")).await;
+    assert!(!b.source().await.contains("class=\"decide\""));
+    b.goto(&format!("{base}/console/partners/{ann}")).await;
+    let balances = b.text("#balances").await;
+    assert!(balances.contains("USD 6.00 0.00 0.00"), "{balances}");
+    let ledger = b.text("#ledger").await;
+    assert!(
+        ledger.contains("rejected in review by fraud desk: disposable mail"),
+        "{ledger}"
+    );
+    let referrals = b.text("#referrals").await;
+    assert!(
+        referrals.contains("approved in review") && referrals.contains("rejected in review"),
+        "{referrals}"
+    );
     b.close().await;
 }
 

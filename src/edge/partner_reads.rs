@@ -128,7 +128,7 @@ pub fn referrals(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
             .map(|r| {
                 serde_json::json!({
                     "customer": mask_customer(&r.customer_id), "at": r.at,
-                    "via": r.via, "program": r.program,
+                    "via": r.via, "program": r.program, "review": r.review,
                 })
             })
             .collect();

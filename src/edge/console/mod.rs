@@ -15,6 +15,7 @@ mod partners;
 mod payouts;
 mod portal;
 pub mod qr;
+mod reviews;
 mod signin;
 mod views;
 
@@ -202,6 +203,9 @@ impl Chrome {
         if matches!(s.role, Role::Admin | Role::Fraud) {
             menu.push(("/console/fraud", "Fraud"));
         }
+        if matches!(s.role, Role::Admin | Role::Fraud | Role::Finance) {
+            menu.push(("/console/reviews", "Reviews"));
+        }
         if matches!(s.role, Role::Admin | Role::Finance) {
             menu.push(("/console/payouts", "Payouts"));
         }
@@ -240,6 +244,8 @@ fn flash_text(key: &str) -> &'static str {
         "confirmed" => "Payout batch confirmed as paid.",
         "run" => "Payout batch created.",
         "revoked" => "Key revoked.",
+        "approved" => "Approved: the held commissions follow the program's schedule.",
+        "rejected" => "Rejected: the held commissions are voided.",
         _ => "Done.",
     }
 }
@@ -566,6 +572,7 @@ async fn dispatch(ctx: &mut Ctx) -> Result<Response<Body>, ApiError> {
         (_, ["links", ..]) => links::handle(ctx, &r[1..]).await,
         (_, ["payouts", ..]) => payouts::handle(ctx, &r[1..]).await,
         (_, ["fraud", ..]) => fraud::handle(ctx, &r[1..]).await,
+        (_, ["reviews", ..]) => reviews::handle(ctx, &r[1..]).await,
         (_, ["api-keys", ..]) => keys::handle(ctx, &r[1..]).await,
         _ => Err(ApiError::NotFound("page")),
     }

@@ -22,6 +22,9 @@ struct Masked {
     via: Option<String>,
     #[serde(default)]
     reason: Option<serde_json::Value>,
+    /// Where a review of the referral stands, if it was held.
+    #[serde(default)]
+    review: Option<String>,
 }
 
 impl Masked {

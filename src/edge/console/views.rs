@@ -35,6 +35,8 @@ pub struct LinkPage {
 pub struct BalanceView {
     pub pending: String,
     pub available: String,
+    /// Held for review.
+    pub held: String,
     pub paid: String,
     pub credited: String,
     pub forfeited: String,
@@ -89,6 +91,9 @@ pub struct ReferralView {
     pub customer_id: String,
     pub at: DateTime<Utc>,
     pub via: String,
+    /// Where a review of the referral stands, if it was held.
+    #[serde(default)]
+    pub review: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
