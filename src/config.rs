@@ -1072,6 +1072,43 @@ allowed_hosts = ["acme.test"]
     }
 
     #[test]
+    fn review_settings_are_read_and_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("REFEDGE_PROGRAMS__KRISPCALL__REVIEW_FLAGS", "paid_search, shared_ip"),
+                ("REFEDGE_PROGRAMS__ALOWARE__REVIEW_FLAGS", "fast_signup"),
+                ("REFEDGE_PROGRAMS__ALOWARE__REVIEW_FAST_SIGNUP_SECONDS", "120"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.programs["krispcall"].review.flags,
+            [ReviewFlag::PaidSearch, ReviewFlag::SharedIp]
+        );
+        assert_eq!(c.programs["aloware"].review.fast_signup_seconds, 120);
+        assert!(c.programs["aircall"].review.flags.is_empty());
+        let e = Config::load(
+            None,
+            env(&[
+                ("REFEDGE_PROGRAMS__KRISPCALL__REVIEW_FLAGS", "paid_search, bot"),
+                ("REFEDGE_PROGRAMS__ALOWARE__REVIEW_FLAGS", "fast_signup"),
+                ("REFEDGE_PROGRAMS__ALOWARE__REVIEW_FAST_SIGNUP_SECONDS", "5"),
+            ]),
+        )
+        .unwrap_err();
+        let names: Vec<&str> = e.0.iter().map(|e| e.setting.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "programs.aloware.review_fast_signup_seconds",
+                "programs.krispcall.review_flags[1]"
+            ]
+        );
+        assert!(e.to_string().contains("min_click_to_signup_seconds (5)"));
+    }
+
+    #[test]
     fn cluster_settings_are_read_and_every_bad_one_reported() {
         let c = Config::load(
             None,
