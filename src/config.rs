@@ -1076,9 +1076,15 @@ allowed_hosts = ["acme.test"]
         let c = Config::load(
             None,
             env(&[
-                ("REFEDGE_PROGRAMS__KRISPCALL__REVIEW_FLAGS", "paid_search, shared_ip"),
+                (
+                    "REFEDGE_PROGRAMS__KRISPCALL__REVIEW_FLAGS",
+                    "paid_search, shared_ip",
+                ),
                 ("REFEDGE_PROGRAMS__ALOWARE__REVIEW_FLAGS", "fast_signup"),
-                ("REFEDGE_PROGRAMS__ALOWARE__REVIEW_FAST_SIGNUP_SECONDS", "120"),
+                (
+                    "REFEDGE_PROGRAMS__ALOWARE__REVIEW_FAST_SIGNUP_SECONDS",
+                    "120",
+                ),
             ]),
         )
         .unwrap();
@@ -1091,7 +1097,10 @@ allowed_hosts = ["acme.test"]
         let e = Config::load(
             None,
             env(&[
-                ("REFEDGE_PROGRAMS__KRISPCALL__REVIEW_FLAGS", "paid_search, bot"),
+                (
+                    "REFEDGE_PROGRAMS__KRISPCALL__REVIEW_FLAGS",
+                    "paid_search, bot",
+                ),
                 ("REFEDGE_PROGRAMS__ALOWARE__REVIEW_FLAGS", "fast_signup"),
                 ("REFEDGE_PROGRAMS__ALOWARE__REVIEW_FAST_SIGNUP_SECONDS", "5"),
             ]),

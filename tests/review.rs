@@ -126,6 +126,31 @@ async fn a_fast_signup_is_held_until_an_analyst_approves_it() {
         statement.to_string().contains("approved in review by key "),
         "{statement}"
     );
+    assert_eq!(statement["lines"][0]["customer_id"], "c1");
+    // The partner reads its own statement with the customer masked.
+    let own = api(
+        s.addr(),
+        "POST",
+        "/api/v1/api-keys",
+        Some(json!({"name": "ann", "role": "partner", "partner_id": p})),
+    )
+    .await
+    .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mine = api_as(
+        s.addr(),
+        &own,
+        "GET",
+        &format!("/api/v1/partners/{p}/statement?month=2026-03"),
+        None,
+    )
+    .await
+    .json();
+    let lines = mine["lines"].as_array().unwrap();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l["customer_id"] == "c***"), "{mine}");
 
     // Decided once: the same decision again is answered again, another is
     // refused; unknown reviews are 404.

@@ -490,11 +490,13 @@ pub async fn balance(
     ))
 }
 
-/// `GET /api/v1/partners/{id}/statement?month=YYYY-MM`
+/// `GET /api/v1/partners/{id}/statement?month=YYYY-MM`; for the partner
+/// itself (`mask_customers`), customers masked as in its referrals.
 pub async fn statement(
     app: Arc<App>,
     req: ApiRequest,
     pid: &str,
+    mask_customers: bool,
 ) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
     only_params(&pairs, &["month", "wait_for"])?;
@@ -519,6 +521,16 @@ pub async fn statement(
             .iter()
             .filter(|l| l.at >= start && l.at < end)
             .collect();
+        let shown: Vec<Value> = in_month
+            .iter()
+            .map(|l| {
+                let mut v = serde_json::to_value(l).expect("lines serialise");
+                if let (true, Some(c)) = (mask_customers, &l.customer_id) {
+                    v["customer_id"] = Value::String(super::partner_reads::mask_customer(c));
+                }
+                v
+            })
+            .collect();
         let mut reward: BTreeMap<String, Decimal> = BTreeMap::new();
         for l in &in_month {
             if matches!(l.kind, LineKind::Commission | LineKind::TierAdjustment) {
@@ -532,7 +544,7 @@ pub async fn statement(
             .collect();
         j!({
             "partner_id": pid, "month": month, "program": program,
-            "opening": opening, "lines": in_month, "closing": closing,
+            "opening": opening, "lines": shown, "closing": closing,
             "monthly_reward": reward, "benefit_tier": tier,
         })
     });

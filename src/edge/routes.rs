@@ -206,7 +206,8 @@ pub(super) async fn api_as(
         }
         (&Method::GET, ["partners", id, "statement"]) => {
             let id = id.to_string();
-            money::statement(app.clone(), req, &id).await
+            let mask = p.role == crate::access::Role::Partner;
+            money::statement(app.clone(), req, &id, mask).await
         }
         (&Method::GET, ["referrals"]) => money::referrals(app.clone(), req).await,
         (&Method::GET, ["problems"]) => money::problems(app, &req),
