@@ -700,3 +700,54 @@ async fn an_api_key_made_on_one_node_works_on_another_until_revoked_anywhere() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calculator_rolls_up_every_edges_clicks_for_the_console() {
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let _calc = Node::start(&nats, root.path(), "calc-1", "calculator", &[]);
+    let e1 = Node::start(&nats, root.path(), "edge-1", "edge", &[]);
+    let e2 = Node::start(&nats, root.path(), "edge-2", "edge", &[]);
+    let (e1, e2) = (e1.addr(), e2.addr());
+    let partner = cluster_partner(e1, "roll@blog.example").await;
+    create_link(e1, &partner, "https://krispcall.com/", Some("kc-roll")).await;
+    // Valid clicks: three on one edge, two on the other; and a bot's.
+    until(10, "the link on edge 2", || async move {
+        (click(e2, "/r/kc-roll", None).await.status == 302).then_some(())
+    })
+    .await;
+    assert_eq!(click(e2, "/r/kc-roll", None).await.status, 302);
+    for _ in 0..3 {
+        assert_eq!(click(e1, "/r/kc-roll", None).await.status, 302);
+    }
+    let bot = send(
+        e2,
+        "GET",
+        "/r/kc-roll",
+        &[
+            ("user-agent", "curl/8.0"),
+            ("x-forwarded-for", "100.99.7.7"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(bot.status, 302);
+    // Read through either edge (sent on to the calculator): the rollups
+    // count every edge's clicks once.
+    let totals = until(60, "the rollups of both edges' clicks", || async move {
+        let v = read(e1, "/api/v1/stats/daily?link=kc-roll").await;
+        let t = &v["total"];
+        (t["valid"] == 5 && t["flagged"] == 1).then(|| v.clone())
+    })
+    .await;
+    assert_eq!(totals["total"]["by_reason"]["bot"], 1, "{totals}");
+    let link = read(e2, "/api/v1/links/kc-roll/stats").await;
+    assert_eq!(link["referrer_hosts"]["blog.example"], 5, "{link}");
+    assert_eq!(link["referrer_hosts"]["direct"], 1, "{link}");
+    let partner_days = read(e2, &format!("/api/v1/partners/{partner}/clicks/daily")).await;
+    let day = &partner_days["days"][0];
+    assert_eq!(
+        (&day["counted"], &day["not_counted"]),
+        (&json!(5), &json!(1))
+    );
+}

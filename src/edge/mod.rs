@@ -281,6 +281,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     match &config.cluster {
         None => sync_partners(&conversions, &store, clock.now())?,
         Some(_) => {
+            // The console's statistics are of every edge's clicks.
+            store.use_cluster_rollups();
             let s = store.clone();
             let (cursor, last) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
                 Ok((s.stream_cursor()?, s.last_event_seq()?))

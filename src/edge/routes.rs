@@ -281,8 +281,11 @@ fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
             | (&Method::GET, ["customers", _])
             | (_, ["payouts", ..])
             | (_, ["reviews", ..])
-            // Every edge's clicks are on the calculators.
-            | (&Method::GET, ["clicks"] | ["fraud", ..])
+            // Every edge's clicks are on the calculators, and so are their
+            // rollups.
+            | (&Method::GET, ["clicks"] | ["fraud", ..] | ["stats", ..])
+            | (&Method::GET, ["links", _, "stats"])
+            | (&Method::GET, ["partners", _, "clicks", "daily"])
     )
 }
 

@@ -57,11 +57,13 @@ impl Store {
             let mut per_second: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
             let mut per_node: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
             let mut seen = std::collections::HashSet::new();
+            let mut new = Vec::with_capacity(clicks.len());
             for (node, c) in clicks {
                 let key = click_key(c.id);
                 if !seen.insert(c.id) || t.cluster_clicks.contains_key(key)? {
                     continue;
                 }
+                new.push(c);
                 b.insert(&key[..], serde_json::to_vec(c).expect("clicks serialise"));
                 let mut k = partner_prefix(&c.partner_id);
                 k.extend_from_slice(&c.id.to_bytes());
@@ -88,6 +90,8 @@ impl Store {
                 });
                 b.insert(k, &(before + n).to_be_bytes()[..]);
             }
+            // The console's rollups, in the same batch (see `rollups`).
+            self.roll_up_cluster_clicks(&t.cluster_clicks, new, &mut b)?;
             t.cluster_clicks.apply_batch(b)?;
             Ok(t.db.flush().map(|_| ())?)
         })

@@ -74,6 +74,9 @@ pub struct Store {
     /// Rollup sums not yet written; its lock makes one pass at a time
     /// (see [`rollups`]).
     rollup: std::sync::Arc<std::sync::Mutex<rollups::Pending>>,
+    /// Cluster mode: rollups are of the click stream, kept with the
+    /// cluster's clicks (see [`rollups`]), not of the local click log.
+    cluster_rollups: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The trees of one open `Db`.
@@ -171,6 +174,7 @@ impl Store {
             next_event_seq: Default::default(),
             counts: std::sync::Arc::new(counts),
             rollup: Default::default(),
+            cluster_rollups: Default::default(),
         };
         store.replay_clicks(&marks)?;
         store.with(index_partner_links)?;

@@ -16,6 +16,13 @@
 //! every second and every read runs one first, so a read sees every click
 //! on disk.
 //!
+//! In cluster mode ([`Store::use_cluster_rollups`]) the rollups are of the
+//! click stream, which holds every edge's clicks (a calculator's own
+//! included): they are added in the same batch that adds the stream's
+//! clicks to the `cluster_clicks` tree, under the same `d` keys in that
+//! tree, with the stream's cursor — so they never disagree with the
+//! cluster's clicks either — and the local pass does nothing.
+//!
 //! Keys (in the `rollups` tree):
 //! - `c` → the first click id of the last chunk rolled up
 //! - `d` + day (`u32` BE, days since 1970-01-01) + scope tag + name →
@@ -252,11 +259,83 @@ impl Sums {
     }
 }
 
+/// Adds `sums` to what `tree` holds, into `batch`, in key order
+/// (neighbouring keys share sled's leaves, which a random order would load
+/// and copy again for each key). The caller is the tree's only writer of
+/// these keys while it runs.
+fn add_to_batch(tree: &sled::Tree, sums: Sums, batch: &mut sled::Batch) -> Result<(), StoreError> {
+    let mut tallies: Vec<_> = sums.tallies.into_iter().collect();
+    tallies.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut counts: Vec<_> = sums.counts.into_iter().collect();
+    counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (k, add) in tallies {
+        let mut tally = match tree.get(&k)? {
+            Some(v) => Tally::decode(&k, &v)?,
+            None => Tally::default(),
+        };
+        tally.add(&add);
+        batch.insert(k, tally.encode());
+    }
+    for (k, add) in counts {
+        let now = match tree.get(&k)? {
+            Some(v) => read_count(&k, &v)?,
+            None => 0,
+        };
+        batch.insert(k, &(now + add).to_be_bytes()[..]);
+    }
+    Ok(())
+}
+
 impl Store {
+    /// Cluster mode: rollups are made from the click stream as it is
+    /// replicated ([`Store::roll_up_cluster_clicks`]); the local pass stops.
+    pub fn use_cluster_rollups(&self) {
+        self.cluster_rollups
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn cluster_mode(&self) -> bool {
+        self.cluster_rollups
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The tree the rollups are read from.
+    fn rollup_tree<'a>(&self, t: &'a super::Trees) -> &'a sled::Tree {
+        if self.cluster_mode() {
+            &t.cluster_clicks
+        } else {
+            &t.rollups
+        }
+    }
+
+    /// Cluster mode: adds the rollups of `clicks` (new to the cluster
+    /// click index) to `batch`, which also adds the clicks themselves.
+    pub(super) fn roll_up_cluster_clicks<'a>(
+        &self,
+        tree: &sled::Tree,
+        clicks: impl IntoIterator<Item = &'a ClickRecord>,
+        batch: &mut sled::Batch,
+    ) -> Result<(), StoreError> {
+        let mut sums = Sums::default();
+        // The user-agent cache outlives a batch (the local pass's own,
+        // unused in cluster mode).
+        let mut pending = self.pending();
+        sums.devices = std::mem::take(&mut pending.sums.devices);
+        for c in clicks {
+            sums.add(c);
+        }
+        pending.sums.devices = std::mem::take(&mut sums.devices);
+        drop(pending);
+        add_to_batch(tree, sums, batch)
+    }
+
     /// Rolls up the chunks written since the last pass, at most
     /// `max_chunks` of them, and writes the pending sums when they are due;
     /// returns how many clicks it added. Blocking.
     pub fn roll_up(&self, max_chunks: usize) -> Result<usize, StoreError> {
+        if self.cluster_mode() {
+            return Ok(0);
+        }
         let mut pending = self.pending();
         let written = *pending.written.get_or_insert_with(Instant::now);
         let clicks = self.with(|t| {
@@ -314,29 +393,9 @@ impl Store {
         let mut sums = std::mem::take(&mut pending.sums);
         pending.sums.devices = std::mem::take(&mut sums.devices);
         pending.written = Some(Instant::now());
-        // In key order: neighbouring keys share sled's leaves, which a
-        // random order would load and copy again for each key.
-        let mut tallies: Vec<_> = sums.tallies.into_iter().collect();
-        tallies.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut counts: Vec<_> = sums.counts.into_iter().collect();
-        counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.with(|t| {
             let mut b = sled::Batch::default();
-            for (k, add) in tallies {
-                let mut tally = match t.rollups.get(&k)? {
-                    Some(v) => Tally::decode(&k, &v)?,
-                    None => Tally::default(),
-                };
-                tally.add(&add);
-                b.insert(k, tally.encode());
-            }
-            for (k, add) in counts {
-                let now = match t.rollups.get(&k)? {
-                    Some(v) => read_count(&k, &v)?,
-                    None => 0,
-                };
-                b.insert(k, &(now + add).to_be_bytes()[..]);
-            }
+            add_to_batch(&t.rollups, sums, &mut b)?;
             b.insert(CURSOR, &last[1..]);
             t.rollups.apply_batch(b)?;
             Ok(())
@@ -371,7 +430,7 @@ impl Store {
             let mut d = from;
             while d <= to {
                 let k = day_key(day_number(d), tag, name);
-                let stored = t.rollups.get(&k)?;
+                let stored = self.rollup_tree(t).get(&k)?;
                 let extra = pending.sums.tallies.get(&k);
                 if stored.is_some() || extra.is_some() {
                     let mut tally = match stored {
@@ -403,7 +462,7 @@ impl Store {
         let mut per: HashMap<String, (u64, u64)> = HashMap::new();
         self.with(|t| {
             let tally_at = |k: &[u8]| -> Result<Tally, StoreError> {
-                let mut tally = match t.rollups.get(k)? {
+                let mut tally = match self.rollup_tree(t).get(k)? {
                     Some(v) => Tally::decode(k, &v)?,
                     None => Tally::default(),
                 };
@@ -418,7 +477,7 @@ impl Store {
                 let day = day_number(d);
                 let prefix = day_key(day, b's', "");
                 let mut names: Vec<Vec<u8>> = Vec::new();
-                for k in t.rollups.scan_prefix(&prefix).keys() {
+                for k in self.rollup_tree(t).scan_prefix(&prefix).keys() {
                     names.push(k?[prefix.len()..].to_vec());
                 }
                 for k in pending.sums.tallies.keys() {
@@ -474,7 +533,7 @@ impl Store {
             while d <= to {
                 for (tag, into) in [(b'h', &mut hosts), (b'v', &mut devices)] {
                     let prefix = pair_key(day_number(d), tag, code, "");
-                    for kv in t.rollups.scan_prefix(&prefix) {
+                    for kv in self.rollup_tree(t).scan_prefix(&prefix) {
                         let (k, v) = kv?;
                         let sub = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
                         *into.entry(sub).or_default() += read_count(&k, &v)?;
