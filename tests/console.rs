@@ -486,3 +486,32 @@ async fn partners_create_their_own_links_only_where_the_program_allows() {
     let page = String::from_utf8(get(&s, &cookie, "/portal/").await.body).unwrap();
     assert!(!page.contains("id=\"new-link\""));
 }
+
+#[tokio::test]
+async fn the_overview_lists_the_periods_busiest_partners_and_links() {
+    let s = TestServer::start().await;
+    let a = s.partner("krispcall", "a@blog.example").await;
+    let b = s.partner("aloware", "b@blog.example").await;
+    s.link(&a, "https://krispcall.com/", Some("busy-a")).await;
+    s.link(&b, "https://aloware.com/", Some("quiet-b")).await;
+    for _ in 0..3 {
+        assert_eq!(click(s.addr(), "/r/busy-a", None).await.status, 302);
+    }
+    assert_eq!(click(s.addr(), "/r/quiet-b", None).await.status, 302);
+    let (_, secret) = key(&s, "marketing", None).await;
+    let cookie = sign_in(&s, &secret).await;
+    let page = String::from_utf8(get(&s, &cookie, "/console/?days=7").await.body).unwrap();
+    let table = |id: &str| {
+        let start = page.find(&format!("id=\"{id}\"")).unwrap();
+        page[start..start + page[start..].find("</table>").unwrap()].to_string()
+    };
+    let partners = table("top-partners");
+    let (ia, ib) = (partners.find(&a).unwrap(), partners.find(&b).unwrap());
+    assert!(ia < ib, "busiest first: {partners}");
+    assert!(partners.contains("<td>3</td>"), "{partners}");
+    let links = table("top-links");
+    assert!(
+        links.find("busy-a").unwrap() < links.find("quiet-b").unwrap(),
+        "{links}"
+    );
+}

@@ -103,6 +103,34 @@ async fn stats_count_every_click_served_by_day_host_and_device() {
         json!({"date": "2026-03-01", "counted": 9, "not_counted": 2})
     );
 
+    // The period's busiest, by counted clicks: a (13 counted, 2 not)
+    // before b (1); links alike; one day alone.
+    let top = api(s.addr(), "GET", "/api/v1/stats/top?from=2026-03-01", None)
+        .await
+        .json();
+    assert_eq!(
+        top["top"],
+        json!([
+            {"partner_id": a, "name": "Test Partner", "counted": 13, "not_counted": 2},
+            {"partner_id": b, "name": "Test Partner", "counted": 1, "not_counted": 0}
+        ]),
+        "{top}"
+    );
+    let links = api(
+        s.addr(),
+        "GET",
+        "/api/v1/stats/top?by=link&from=2026-03-02&limit=1",
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        links["top"],
+        json!([{"code": "a-link", "partner_id": a, "counted": 4, "not_counted": 0}])
+    );
+    let bad = api(s.addr(), "GET", "/api/v1/stats/top?by=program", None).await;
+    assert_eq!(bad.status, 422);
+
     // A partner key reads its own clicks, without the fraud evidence.
     let r = api(
         s.addr(),

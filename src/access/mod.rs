@@ -249,7 +249,7 @@ pub fn check(p: &Principal, method: &Method, rest: &[&str]) -> Access {
             }
             &[Marketing, Fraud, Finance]
         }
-        (&Method::GET, ["stats", "daily"]) => &[Marketing, Fraud, Finance],
+        (&Method::GET, ["stats", "daily" | "top"]) => &[Marketing, Fraud, Finance],
         (&Method::GET, ["clicks"] | ["clicks", _]) => &[Marketing, Fraud],
         (&Method::GET, ["fraud", ..]) => &[Fraud],
         (&Method::POST, ["events"]) => &[Ingest],

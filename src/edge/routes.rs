@@ -47,6 +47,7 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "api-keys", _]) => "/api/v1/api-keys/{id}",
         (_, ["api", "v1", "payouts"]) => "/api/v1/payouts",
         (_, ["api", "v1", "stats", "daily"]) => "/api/v1/stats/daily",
+        (_, ["api", "v1", "stats", "top"]) => "/api/v1/stats/top",
         (_, ["api", "v1", "partners", _, "clicks", "daily"]) => {
             "/api/v1/partners/{id}/clicks/daily"
         }
@@ -222,6 +223,7 @@ pub(super) async fn api_as(
             api_keys::revoke(app.clone(), &id).await
         }
         (&Method::GET, ["stats", "daily"]) => stats_api::daily(app.clone(), req).await,
+        (&Method::GET, ["stats", "top"]) => stats_api::top(app.clone(), req).await,
         (&Method::GET, ["partners", id, "clicks", "daily"]) => {
             let id = id.to_string();
             stats_api::partner_daily(app.clone(), req, &id).await

@@ -189,3 +189,62 @@ pub async fn suspicious_partners(
         &j!({"from": from, "to": to, "partners": partners}),
     ))
 }
+
+/// `GET /api/v1/stats/top?by=partner|link&from=&to=&limit=` (staff): the
+/// period's partners or links with the most counted clicks (see
+/// `store::top` for how leaders are chosen).
+pub async fn top(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
+    use crate::store::top::TopOf;
+    let pairs = query_pairs(&req);
+    only_params(&pairs, &["by", "from", "to", "limit"])?;
+    let (from, to) = period(&app, &pairs)?;
+    let of = match pairs
+        .iter()
+        .find(|(k, _)| k == "by")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("partner") => TopOf::Partners,
+        Some("link") => TopOf::Links,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "by",
+                format!("{other:?} is not partner or link"),
+            ))
+        }
+    };
+    let limit = match pairs.iter().find(|(k, _)| k == "limit") {
+        Some((_, v)) => super::http::parse_limit(v)?.min(MAX_TOP),
+        None => 10,
+    };
+    catch_up(&app).await?;
+    let store = app.store.clone();
+    let found = blocking(move || store.top(of, from, to, limit)).await??;
+    let a = app.clone();
+    let rows = blocking(move || -> Result<Vec<Value>, ApiError> {
+        let mut rows = Vec::with_capacity(found.len());
+        for (name, t) in found {
+            rows.push(match of {
+                TopOf::Partners => {
+                    let p = a.directory.partner(&name);
+                    j!({"partner_id": name, "name": p.map(|p| p.name),
+                        "counted": t.valid, "not_counted": t.not_counted()})
+                }
+                TopOf::Links => {
+                    let l = a.directory.link(&name)?;
+                    j!({"code": name, "partner_id": l.map(|l| l.partner_id),
+                        "counted": t.valid, "not_counted": t.not_counted()})
+                }
+            });
+        }
+        Ok(rows)
+    })
+    .await??;
+    Ok(json(
+        StatusCode::OK,
+        &j!({"by": if of == TopOf::Partners { "partner" } else { "link" },
+             "from": from, "to": to, "top": rows}),
+    ))
+}
+
+/// Most rows `GET /api/v1/stats/top` answers.
+const MAX_TOP: usize = 100;

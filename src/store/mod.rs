@@ -17,6 +17,7 @@ mod counts;
 pub mod events;
 pub mod rollups;
 pub mod sessions;
+pub mod top;
 
 pub use clicks::{ClickPage, ClickQuery};
 
@@ -178,6 +179,7 @@ impl Store {
         };
         store.replay_clicks(&marks)?;
         store.with(index_partner_links)?;
+        store.with(|t| top::build_index(&t.rollups))?;
         let head = store.with(events::head)?;
         *store.next_event_seq.lock().expect("event seq lock") = head + 1;
         Ok(store)

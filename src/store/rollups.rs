@@ -133,7 +133,7 @@ impl Tally {
             .collect()
     }
 
-    fn decode(key: &[u8], v: &[u8]) -> Result<Self, StoreError> {
+    pub(super) fn decode(key: &[u8], v: &[u8]) -> Result<Self, StoreError> {
         if v.len() != 72 {
             return Err(corrupt(key, "a tally is 9 counts"));
         }
@@ -152,7 +152,7 @@ impl Tally {
 }
 
 /// Days since 1970-01-01.
-fn day_number(d: NaiveDate) -> u32 {
+pub(super) fn day_number(d: NaiveDate) -> u32 {
     (d - NaiveDate::default()).num_days().max(0) as u32
 }
 
@@ -273,7 +273,9 @@ fn add_to_batch(tree: &sled::Tree, sums: Sums, batch: &mut sled::Batch) -> Resul
             Some(v) => Tally::decode(&k, &v)?,
             None => Tally::default(),
         };
+        let before = tally.valid;
         tally.add(&add);
+        super::top::reindex(&k, before, tally.valid, batch);
         batch.insert(k, tally.encode());
     }
     for (k, add) in counts {
@@ -287,6 +289,26 @@ fn add_to_batch(tree: &sled::Tree, sums: Sums, batch: &mut sled::Batch) -> Resul
 }
 
 impl Store {
+    /// Counted clicks per name in the pending (unwritten) tallies of scope
+    /// `tag` from day `from` to day `to`, by day: what the top index does
+    /// not hold yet.
+    pub(super) fn pending_counted(&self, tag: u8, from: u32, to: u32) -> Vec<(String, u64)> {
+        let pending = self.pending();
+        pending
+            .sums
+            .tallies
+            .iter()
+            .filter(|(k, t)| {
+                k.len() > 6
+                    && k[5] == tag
+                    && t.valid > 0
+                    && (from..=to)
+                        .contains(&u32::from_be_bytes(k[1..5].try_into().expect("4 bytes")))
+            })
+            .map(|(k, t)| (String::from_utf8_lossy(&k[6..]).into_owned(), t.valid))
+            .collect()
+    }
+
     /// Cluster mode: rollups are made from the click stream as it is
     /// replicated ([`Store::roll_up_cluster_clicks`]); the local pass stops.
     pub fn use_cluster_rollups(&self) {
@@ -300,7 +322,7 @@ impl Store {
     }
 
     /// The tree the rollups are read from.
-    fn rollup_tree<'a>(&self, t: &'a super::Trees) -> &'a sled::Tree {
+    pub(super) fn rollup_tree<'a>(&self, t: &'a super::Trees) -> &'a sled::Tree {
         if self.cluster_mode() {
             &t.cluster_clicks
         } else {
@@ -646,5 +668,20 @@ mod tests {
         // partner alone is ranked, 40 of its 200 on day one.
         let ranked = store.suspicious_partners(d(day1), d(day1), 10).unwrap();
         assert_eq!(ranked, vec![("p_aa1".to_string(), 200, 40)]);
+        // The busiest, by counted clicks, exact over the period; each
+        // tally indexed once however often it changed (three writes).
+        use crate::store::top::TopOf;
+        let top = store.top(TopOf::Partners, d(day1), d(day2), 10).unwrap();
+        let top: Vec<_> = top.iter().map(|(n, t)| (n.as_str(), t.valid)).collect();
+        assert_eq!(top, [("p_bb2", 300), ("p_aa1", 240)]);
+        let top = store.top(TopOf::Links, d(day1), d(day1), 1).unwrap();
+        assert_eq!((top[0].0.as_str(), top[0].1.valid), ("bb2", 200));
+        let mut prefix = vec![b'r'];
+        prefix.extend_from_slice(&day_number(d(day1)).to_be_bytes());
+        prefix.push(b'p');
+        let keys = store
+            .with(|t| Ok(t.rollups.scan_prefix(&prefix).count()))
+            .unwrap();
+        assert_eq!(keys, 2);
     }
 }

@@ -28,6 +28,27 @@ struct Overview {
     signups: Option<(usize, usize)>,
     /// Payout batches dated in the period, totals by currency (finance).
     paid: Option<Vec<(String, String)>>,
+    /// The period's busiest partners and links by counted clicks.
+    top_partners: Vec<TopRow>,
+    top_links: Vec<TopRow>,
+}
+
+/// One row of `GET /api/v1/stats/top`.
+#[derive(serde::Deserialize)]
+struct TopRow {
+    #[serde(default)]
+    partner_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    counted: u64,
+    not_counted: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Top {
+    top: Vec<TopRow>,
 }
 
 #[derive(serde::Deserialize)]
@@ -114,7 +135,15 @@ pub(super) async fn overview(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             .map(|(c, v)| (c, format!("{v:.2}")))
             .collect()
     });
+    let top = |by: &'static str| {
+        let path = format!("stats/top?by={by}&from={from}&to={to}&limit=10");
+        async move { ctx.api_opt::<Top>(&path).await }
+    };
+    let top_partners = top("partner").await?.map(|t| t.top).unwrap_or_default();
+    let top_links = top("link").await?.map(|t| t.top).unwrap_or_default();
     render(&Overview {
+        top_partners,
+        top_links,
         chrome: Chrome::of(ctx),
         partners: ctx.app.directory.partner_count(),
         links: ctx.app.directory.link_count(),
