@@ -292,6 +292,16 @@ async fn a_rejected_review_voids_what_was_held_with_the_analysts_reason() {
         .cloned()
         .unwrap();
     assert_eq!(rejection["reason"], "rejected_in_review");
+    // The newest of each, with the counts; or from a time on.
+    let newest = m.get("/api/v1/referrals?limit=1").await;
+    assert_eq!(newest["counts"], json!({"referrals": 2, "rejections": 1}));
+    assert_eq!(newest["referrals"].as_array().unwrap().len(), 1);
+    assert_eq!(newest["referrals"][0]["customer_id"], "c2");
+    let later = m
+        .get("/api/v1/referrals?since=2026-03-02T00:00:00Z&limit=0")
+        .await;
+    assert_eq!(later["counts"], json!({"referrals": 1, "rejections": 0}));
+    assert_eq!(later["referrals"], json!([]));
     assert!(rejection["detail"].as_str().unwrap().contains(reason));
     // A finance key sees the queue but may not decide.
     let finance = api(

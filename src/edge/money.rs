@@ -551,20 +551,38 @@ pub async fn statement(
     Ok(json(StatusCode::OK, &out))
 }
 
-/// `GET /api/v1/referrals?partner=&program=`
+/// `GET /api/v1/referrals?partner=&program=&since=&limit=`: referrals and
+/// rejections, oldest first, with their `counts`; `since` keeps those at
+/// or after a time, `limit` only the newest N of each (`0`: the counts
+/// alone).
 pub async fn referrals(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(&req);
-    only_params(&pairs, &["partner", "program", "wait_for"])?;
+    only_params(
+        &pairs,
+        &["partner", "program", "since", "limit", "wait_for"],
+    )?;
+    let since = param(&pairs, "since")
+        .map(|v| parse_time("since", v))
+        .transpose()?;
+    let limit = param(&pairs, "limit")
+        .map(|v| {
+            v.parse::<usize>()
+                .map_err(|_| ApiError::invalid("limit", "must be a whole number"))
+        })
+        .transpose()?;
     wait(&app, &pairs).await?;
     let partner = param(&pairs, "partner");
     let program = param(&pairs, "program");
     let out = app.conversions.read(|c| {
+        let after = |at: &DateTime<Utc>| since.is_none_or(|s| *at >= s);
         let referrals: Vec<_> = c
             .state
             .referrals
             .iter()
             .filter(|r| {
-                partner.is_none_or(|p| r.partner_id == p) && program.is_none_or(|p| r.program == p)
+                partner.is_none_or(|p| r.partner_id == p)
+                    && program.is_none_or(|p| r.program == p)
+                    && after(&r.at)
             })
             .collect();
         let rejections: Vec<_> = c
@@ -574,9 +592,14 @@ pub async fn referrals(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>,
             .filter(|r| {
                 partner.is_none_or(|p| r.partner_id.as_deref() == Some(p))
                     && program.is_none_or(|p| r.program == p)
+                    && after(&r.at)
             })
             .collect();
-        j!({"referrals": referrals, "rejections": rejections})
+        let counts = j!({"referrals": referrals.len(), "rejections": rejections.len()});
+        let newest = |n: usize| n.saturating_sub(limit.unwrap_or(usize::MAX));
+        j!({"referrals": &referrals[newest(referrals.len())..],
+            "rejections": &rejections[newest(rejections.len())..],
+            "counts": counts})
     });
     Ok(json(StatusCode::OK, &out))
 }

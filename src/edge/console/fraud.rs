@@ -173,7 +173,9 @@ pub(super) async fn handle(ctx: &mut Ctx, r: &[&str]) -> Result<Response<Body>, 
     let flagged: FlaggedPage = ctx
         .api(Method::GET, &format!("fraud/clicks?{flagged_q}"), None)
         .await?;
-    let refs: Option<Referrals> = ctx.api_opt("referrals").await?;
+    let refs: Option<Referrals> = ctx
+        .api_opt(&format!("referrals?limit={REJECTIONS_SHOWN}"))
+        .await?;
     let mut rejections = refs.map(|r| r.rejections).unwrap_or_default();
     rejections.reverse();
     rejections.truncate(REJECTIONS_SHOWN);

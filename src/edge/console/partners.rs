@@ -65,14 +65,14 @@ struct Stats {
 }
 
 #[derive(serde::Deserialize)]
-struct At {
-    at: chrono::DateTime<chrono::Utc>,
+struct Counts {
+    referrals: usize,
+    rejections: usize,
 }
 
 #[derive(serde::Deserialize)]
-struct SignupLists {
-    referrals: Vec<At>,
-    rejections: Vec<At>,
+struct SignupCounts {
+    counts: Counts,
 }
 
 #[derive(serde::Deserialize)]
@@ -116,12 +116,12 @@ pub(super) async fn overview(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let days = super::chart::fill(from, to, |d| per_day.get(&d).copied().unwrap_or((0, 0)));
     let chart = super::chart::daily(&days, &format!("Clicks per day, last {period} days"));
     let start = from.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    let signups = ctx.api_opt::<SignupLists>("referrals").await?.map(|l| {
-        (
-            l.referrals.iter().filter(|r| r.at >= start).count(),
-            l.rejections.iter().filter(|r| r.at >= start).count(),
-        )
-    });
+    let since: String =
+        url::form_urlencoded::byte_serialize(start.to_rfc3339().as_bytes()).collect();
+    let signups = ctx
+        .api_opt::<SignupCounts>(&format!("referrals?since={since}&limit=0"))
+        .await?
+        .map(|l| (l.counts.referrals, l.counts.rejections));
     let paid = ctx.api_opt::<Batches>("payouts").await?.map(|b| {
         let mut sums: std::collections::BTreeMap<String, rust_decimal::Decimal> =
             Default::default();
