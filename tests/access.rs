@@ -251,6 +251,12 @@ async fn every_route_answers_each_role_as_its_rules_say() {
             None,
             &["admin", "marketing", "fraud", "finance"],
         ),
+        (
+            "GET",
+            "/api/v1/stats/commissions".into(),
+            None,
+            &["admin", "finance"],
+        ),
         ("GET", "/api/v1/api-keys".into(), None, &["admin"]),
         ("POST", "/api/v1/api-keys".into(), Some(&empty), &["admin"]),
         (

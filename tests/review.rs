@@ -292,6 +292,14 @@ async fn a_rejected_review_voids_what_was_held_with_the_analysts_reason() {
         .cloned()
         .unwrap();
     assert_eq!(rejection["reason"], "rejected_in_review");
+    // The period's commission, earned and reversed (refund and rejection).
+    let money = m
+        .get("/api/v1/stats/commissions?from=2026-03-01&to=2026-04-30")
+        .await;
+    assert_eq!(
+        money["currencies"]["USD"],
+        json!({"earned": "27.00", "reversed": "15.00"})
+    );
     // The newest of each, with the counts; or from a time on.
     let newest = m.get("/api/v1/referrals?limit=1").await;
     assert_eq!(newest["counts"], json!({"referrals": 2, "rejections": 1}));

@@ -257,7 +257,7 @@ pub fn check(p: &Principal, method: &Method, rest: &[&str]) -> Access {
         (&Method::POST, ["coupons"]) => &[Marketing],
         (&Method::GET, ["coupons", _]) => &[Marketing, Fraud, Finance],
         (&Method::GET, ["referrals"] | ["customers", _]) => &[Finance, Fraud],
-        (&Method::GET, ["problems"]) => &[Finance],
+        (&Method::GET, ["problems"] | ["stats", "commissions"]) => &[Finance],
         // The review queue: the analysts decide; finance sees what is held.
         (&Method::GET, ["reviews"] | ["reviews", _]) => &[Fraud, Finance],
         (&Method::POST, ["reviews", _]) => &[Fraud],

@@ -505,6 +505,32 @@ impl Calculator {
             .map(|t| t.name.clone())
     }
 
+    /// Commission earned (commission and tier lines) and reversed (voids
+    /// and clawbacks) per currency by lines dated from `from` (inclusive)
+    /// to `to` (exclusive). Reads the whole ledger.
+    pub fn earned_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> BTreeMap<String, (Decimal, Decimal)> {
+        let mut out: BTreeMap<String, (Decimal, Decimal)> = BTreeMap::new();
+        for l in &self.state.ledger {
+            if l.at < from || l.at >= to {
+                continue;
+            }
+            match l.kind {
+                LineKind::Commission | LineKind::TierAdjustment => {
+                    out.entry(l.currency.clone()).or_default().0 += l.amount;
+                }
+                LineKind::Void | LineKind::Clawback => {
+                    out.entry(l.currency.clone()).or_default().1 -= l.amount;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// The referral of a customer, or the rejections of its signups.
     pub fn customer(&self, program: &str, customer: &str) -> (Option<&Referral>, Vec<&Rejection>) {
         let referral = self

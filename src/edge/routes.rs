@@ -48,6 +48,7 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "payouts"]) => "/api/v1/payouts",
         (_, ["api", "v1", "stats", "daily"]) => "/api/v1/stats/daily",
         (_, ["api", "v1", "stats", "top"]) => "/api/v1/stats/top",
+        (_, ["api", "v1", "stats", "commissions"]) => "/api/v1/stats/commissions",
         (_, ["api", "v1", "partners", _, "clicks", "daily"]) => {
             "/api/v1/partners/{id}/clicks/daily"
         }
@@ -224,6 +225,7 @@ pub(super) async fn api_as(
         }
         (&Method::GET, ["stats", "daily"]) => stats_api::daily(app.clone(), req).await,
         (&Method::GET, ["stats", "top"]) => stats_api::top(app.clone(), req).await,
+        (&Method::GET, ["stats", "commissions"]) => stats_api::commissions(app.clone(), req).await,
         (&Method::GET, ["partners", id, "clicks", "daily"]) => {
             let id = id.to_string();
             stats_api::partner_daily(app.clone(), req, &id).await

@@ -248,3 +248,31 @@ pub async fn top(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiEr
 
 /// Most rows `GET /api/v1/stats/top` answers.
 const MAX_TOP: usize = 100;
+
+/// `GET /api/v1/stats/commissions?from=&to=&wait_for=` (finance): commission earned
+/// and reversed per currency by ledger lines dated in the period (days).
+pub async fn commissions(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(&req);
+    only_params(&pairs, &["from", "to", "wait_for"])?;
+    let (from, to) = period(&app, &pairs)?;
+    super::money::wait(&app, &pairs).await?;
+    let start = from.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    let end = (to + chrono::Duration::days(1))
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    let sums = app.conversions.read(|c| c.earned_between(start, end));
+    let currencies: serde_json::Map<String, Value> = sums
+        .into_iter()
+        .map(|(cur, (earned, reversed))| {
+            (
+                cur,
+                j!({"earned": format!("{earned:.2}"), "reversed": format!("{reversed:.2}")}),
+            )
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &j!({"from": from, "to": to, "currencies": currencies}),
+    ))
+}

@@ -28,6 +28,8 @@ struct Overview {
     signups: Option<(usize, usize)>,
     /// Payout batches dated in the period, totals by currency (finance).
     paid: Option<Vec<(String, String)>>,
+    /// Commission earned and reversed in the period by currency (finance).
+    earned: Option<Vec<(String, Earned)>>,
     /// The period's busiest partners and links by counted clicks.
     top_partners: Vec<TopRow>,
     top_links: Vec<TopRow>,
@@ -44,6 +46,17 @@ struct TopRow {
     code: Option<String>,
     counted: u64,
     not_counted: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Earned {
+    earned: String,
+    reversed: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Commissions {
+    currencies: std::collections::BTreeMap<String, Earned>,
 }
 
 #[derive(serde::Deserialize)]
@@ -141,7 +154,12 @@ pub(super) async fn overview(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     };
     let top_partners = top("partner").await?.map(|t| t.top).unwrap_or_default();
     let top_links = top("link").await?.map(|t| t.top).unwrap_or_default();
+    let earned = ctx
+        .api_opt::<Commissions>(&format!("stats/commissions?from={from}&to={to}"))
+        .await?
+        .map(|c| c.currencies.into_iter().collect());
     render(&Overview {
+        earned,
         top_partners,
         top_links,
         chrome: Chrome::of(ctx),
