@@ -140,6 +140,15 @@ fn seed(dir: &std::path::Path, partners: usize, links: usize, clicks: usize) {
         }
     }
     eprintln!("seeded {clicks} clicks in {:.1?}", t0.elapsed());
+    store.flush().unwrap();
+    // The seed is kept from here on: a run stopped during the backfill
+    // resumes it from the rollups' cursor instead of seeding again.
+    std::fs::write(dir.with_file_name("seeded"), b"").unwrap();
+    roll_up(&store);
+}
+
+/// Rolls up every click not rolled up yet (the backfill), timed.
+fn roll_up(store: &Store) {
     let t0 = Instant::now();
     store.roll_up_all().unwrap();
     store.write_pending_rollups().unwrap();
@@ -217,7 +226,8 @@ async fn main() {
     if !dir.join("seeded").exists() {
         let _ = std::fs::remove_dir_all(dir.join("db"));
         seed(&dir.join("db"), partners, links, clicks);
-        std::fs::write(dir.join("seeded"), b"").unwrap();
+    } else {
+        roll_up(&Store::open(&dir.join("db")).expect("open store"));
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -271,6 +281,7 @@ async fn main() {
         ("partner page", format!("/console/partners/{pid}"), &staff),
         ("link page", "/console/links/l0000007".into(), &staff),
         ("fraud page", "/console/fraud".into(), &staff),
+        ("review queue", "/console/reviews".into(), &staff),
         ("payouts", "/console/payouts".into(), &staff),
         ("API keys", "/console/api-keys".into(), &staff),
         ("portal", "/portal/".into(), &partner),
