@@ -96,15 +96,25 @@ impl Browser {
         self.client.goto(url).await.unwrap();
     }
 
-    /// The text of the element `css`.
+    /// The text of the element `css`. A page that is still being replaced
+    /// (a form's answer loading) can take the element away between finding
+    /// and reading it: looked up again, for up to 5 s.
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+        let mut tries = 0;
+        loop {
+            let found = match self.client.find(Locator::Css(css)).await {
+                Ok(el) => el.text().await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(t) => return t,
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{css}: {e}"),
+            }
+        }
     }
 
     /// The page's whole HTML source.
