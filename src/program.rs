@@ -52,6 +52,13 @@ impl Program {
         i64::from(self.cookie_days) * 86_400
     }
 
+    /// Whether a click flagged for paid search alone still attributes, its
+    /// referral held for review (`review_flags` lists `paid_search`).
+    pub fn reviews_paid_search(&self) -> bool {
+        self.review
+            .holds(crate::commission::review::ReviewFlag::PaidSearch)
+    }
+
     /// Whether a destination host is one this program's links may point to.
     pub fn allows_host(&self, host: &str) -> bool {
         self.allowed_hosts.iter().any(|p| p.matches(host))

@@ -81,9 +81,6 @@ pub struct Referral {
     pub click_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coupon: Option<String>,
-    /// Set when the referral was held for review: where that stands.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review: Option<ReviewStatus>,
 }
 
 /// A signup that was refused, and why.
@@ -190,9 +187,6 @@ struct CustomerAcct {
     invoices: HashMap<String, InvoiceAcct>,
     /// When held lines were released (after the N-th paid invoice).
     released_at: Option<DateTime<Utc>>,
-    /// Set when the referral was held for review.
-    #[serde(default)]
-    review: Option<ReviewStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,7 +227,8 @@ pub struct State {
     /// Ledger lines whose commission was forfeited.
     #[serde(default)]
     forfeited: std::collections::HashSet<usize>,
-    /// Referrals held for review, by review id.
+    /// Referrals held for review, by customer (`customer_key`): where a
+    /// customer's review stands is read here, nowhere else.
     #[serde(default)]
     pub reviews: BTreeMap<String, Review>,
     /// Recent signups per program and address (hash), for `shared_ip`:

@@ -174,10 +174,11 @@ pub async fn post_events(
                     // A token's click is looked up only where the program
                     // reviews paid search (see `App::add_review_flags`).
                     let reviews_tokens = s.attribution.token.is_some()
-                        && app.config.programs.get(&s.program).is_some_and(|p| {
-                            p.review
-                                .holds(crate::commission::review::ReviewFlag::PaidSearch)
-                        });
+                        && app
+                            .config
+                            .programs
+                            .get(&s.program)
+                            .is_some_and(crate::program::Program::reviews_paid_search);
                     needs_clicks |= s.attribution.click_id.is_some() || reviews_tokens;
                 }
                 let id = e.id().unwrap_or_default().to_string();
@@ -597,7 +598,18 @@ pub async fn referrals(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>,
             .collect();
         let counts = j!({"referrals": referrals.len(), "rejections": rejections.len()});
         let newest = |n: usize| n.saturating_sub(limit.unwrap_or(usize::MAX));
-        j!({"referrals": &referrals[newest(referrals.len())..],
+        // Each with where its review stands, if it was held.
+        let referrals: Vec<Value> = referrals[newest(referrals.len())..]
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).expect("referrals serialise");
+                if let Some(review) = c.review_of(&r.program, &r.customer_id) {
+                    v["review"] = serde_json::to_value(review.status).expect("serialises");
+                }
+                v
+            })
+            .collect();
+        j!({"referrals": referrals,
             "rejections": &rejections[newest(rejections.len())..],
             "counts": counts})
     });

@@ -128,7 +128,8 @@ pub fn referrals(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
             .map(|r| {
                 serde_json::json!({
                     "customer": mask_customer(&r.customer_id), "at": r.at,
-                    "via": r.via, "program": r.program, "review": r.review,
+                    "via": r.via, "program": r.program,
+                    "review": c.review_of(&r.program, &r.customer_id).map(|v| v.status),
                 })
             })
             .collect();

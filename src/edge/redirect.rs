@@ -5,7 +5,6 @@
 use super::client_ip::visitor_ip;
 use super::http::{text, ApiError, Body};
 use super::App;
-use crate::commission::review::ReviewFlag;
 use crate::directory::is_valid_code;
 use crate::fraud::{Action, ClickFacts};
 use crate::id::ClickId;
@@ -120,7 +119,7 @@ pub fn redirect<B>(app: &App, peer: SocketAddr, req: &Request<B>, code: &str) ->
     // A program that reviews paid search lets such a click attribute: its
     // referral is then held for an analyst instead of refused.
     let soft = verdict.flags.is_empty()
-        || (program.review.holds(ReviewFlag::PaidSearch)
+        || (program.reviews_paid_search()
             && verdict
                 .flags
                 .iter()

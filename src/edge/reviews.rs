@@ -73,15 +73,14 @@ pub async fn list(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiE
     let program = param(&pairs, "program");
     let partner = param(&pairs, "partner");
     let out = app.conversions.read(|c| {
-        let mut total = 0usize;
-        let mut page = Vec::new();
-        for r in c.reviews(status, program, partner) {
-            if total >= offset && page.len() < limit {
-                page.push(view(c, r));
-            }
-            total += 1;
-        }
-        j!({"reviews": page, "total": total, "limit": limit, "offset": offset})
+        let all = c.reviews(status, program, partner);
+        let page: Vec<Value> = all
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|r| view(c, r))
+            .collect();
+        j!({"reviews": page, "total": all.len(), "limit": limit, "offset": offset})
     });
     Ok(json(StatusCode::OK, &out))
 }

@@ -244,14 +244,8 @@ impl App {
             .program
             .as_ref()
             .and_then(|p| self.config.programs.get(p))
-            .is_some_and(|p| {
-                p.review
-                    .holds(crate::commission::review::ReviewFlag::PaidSearch)
-            });
-        let Ok(id) = click.id.parse::<crate::id::ClickId>() else {
-            return Ok(());
-        };
-        if reviews {
+            .is_some_and(crate::program::Program::reviews_paid_search);
+        if let (true, Ok(id)) = (reviews, click.id.parse::<crate::id::ClickId>()) {
             if let Some(logged) = self.click_for_signup(id, wait).await?.click {
                 click.flags = logged.flags;
             }

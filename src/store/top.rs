@@ -132,7 +132,7 @@ impl Store {
         }
         let mut candidates: Vec<(String, u64)> = score.into_iter().collect();
         candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        candidates.truncate(limit.saturating_mul(2).max(limit));
+        candidates.truncate(limit.saturating_mul(2));
         let mut out = Vec::with_capacity(candidates.len());
         for (name, _) in candidates {
             let scope = match of {

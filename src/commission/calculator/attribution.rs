@@ -256,8 +256,7 @@ impl Calculator {
             }
         }
         signals.extend(shared);
-        let held = !signals.is_empty();
-        if held {
+        if !signals.is_empty() {
             self.hold_for_review(event_id, s, &partner_id, signals);
         }
         let cust = self.state.customers.entry(key).or_default();
@@ -275,7 +274,6 @@ impl Calculator {
             via: if via_click { "click" } else { "coupon" }.into(),
             click_id: claimed_click.map(|c| c.id),
             coupon: coupon.map(|k| k.record.code),
-            review: held.then_some(ReviewStatus::Held),
         });
     }
 }

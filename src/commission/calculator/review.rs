@@ -51,13 +51,10 @@ impl Calculator {
         partner_id: &str,
         signals: Vec<Signal>,
     ) {
-        let id = review_id(&s.program, &s.customer.id);
-        let key = customer_key(&s.program, &s.customer.id);
-        self.state.customers.entry(key).or_default().review = Some(ReviewStatus::Held);
         self.state.reviews.insert(
-            id.clone(),
+            customer_key(&s.program, &s.customer.id),
             Review {
-                id,
+                id: review_id(&s.program, &s.customer.id),
                 program: s.program.clone(),
                 customer_id: s.customer.id.clone(),
                 partner_id: partner_id.to_string(),
@@ -74,7 +71,7 @@ impl Calculator {
 
     /// Where a customer's review stands (`None`: never held).
     pub(super) fn review_status(&self, key: &str) -> Option<ReviewStatus> {
-        self.state.customers.get(key).and_then(|c| c.review)
+        self.state.reviews.get(key).map(|r| r.status)
     }
 
     /// An analyst's decision: approval moves every held line to the
@@ -82,7 +79,8 @@ impl Calculator {
     /// line per currency and payable date, the analyst's reason in its
     /// explanation. A review is decided once.
     pub(super) fn review_decision(&mut self, event_id: &str, d: &ReviewDecision) {
-        let Some(review) = self.state.reviews.get(&d.review_id) else {
+        let key = customer_key(&d.program, &d.customer_id);
+        let Some(review) = self.state.reviews.get(&key).filter(|r| r.id == d.review_id) else {
             return self.problem(event_id, format!("no review {}", d.review_id));
         };
         if review.status != ReviewStatus::Held {
@@ -144,19 +142,6 @@ impl Calculator {
                 }
             }
         }
-        let key = customer_key(&program, &customer);
-        if let Some(c) = self.state.customers.get_mut(&key) {
-            c.review = Some(status);
-        }
-        if let Some(r) = self
-            .state
-            .referrals
-            .iter_mut()
-            .rev()
-            .find(|r| r.program == program && r.customer_id == customer)
-        {
-            r.review = Some(status);
-        }
         if status == ReviewStatus::Rejected {
             self.state.rejections.push(Rejection {
                 customer_id: customer.clone(),
@@ -168,7 +153,7 @@ impl Calculator {
                 event_id: event_id.to_string(),
             });
         }
-        let review = self.state.reviews.get_mut(&d.review_id).expect("looked up");
+        let review = self.state.reviews.get_mut(&key).expect("looked up");
         review.status = status;
         review.decided_at = Some(d.occurred_at);
         review.actor = Some(d.actor.clone());
@@ -214,27 +199,34 @@ impl Calculator {
         out
     }
 
-    /// A review by id.
+    /// A review by id (a scan: reviews are few, and decided by id rarely).
     pub fn review(&self, id: &str) -> Option<&Review> {
-        self.state.reviews.get(id)
+        self.state.reviews.values().find(|r| r.id == id)
+    }
+
+    /// The review of a program's customer, if its referral was held.
+    pub fn review_of(&self, program: &str, customer: &str) -> Option<&Review> {
+        self.state.reviews.get(&customer_key(program, customer))
     }
 
     /// Reviews, newest first, optionally of one status, program and partner.
-    pub fn reviews<'a>(
-        &'a self,
+    pub fn reviews(
+        &self,
         status: Option<ReviewStatus>,
-        program: Option<&'a str>,
-        partner: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Review> + 'a {
+        program: Option<&str>,
+        partner: Option<&str>,
+    ) -> Vec<&Review> {
         let mut all: Vec<&Review> = self
             .state
             .reviews
             .values()
-            .filter(move |r| status.is_none_or(|s| r.status == s))
-            .filter(move |r| program.is_none_or(|p| r.program == p))
-            .filter(move |r| partner.is_none_or(|p| r.partner_id == p))
+            .filter(|r| {
+                status.is_none_or(|s| r.status == s)
+                    && program.is_none_or(|p| r.program == p)
+                    && partner.is_none_or(|p| r.partner_id == p)
+            })
             .collect();
         all.sort_by(|a, b| b.held_at.cmp(&a.held_at).then(a.id.cmp(&b.id)));
-        all.into_iter()
+        all
     }
 }
