@@ -17,16 +17,6 @@ const ROLES: [&str; 6] = [
     "partner",
 ];
 
-async fn key(addr: std::net::SocketAddr, role: &str, partner: Option<&str>) -> String {
-    let mut body = json!({"name": format!("{role} key"), "role": role});
-    if let Some(p) = partner {
-        body["partner_id"] = json!(p);
-    }
-    let r = api(addr, "POST", "/api/v1/api-keys", Some(body)).await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    r.json()["secret"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn every_route_answers_each_role_as_its_rules_say() {
     let s = TestServer::start().await;
@@ -38,7 +28,7 @@ async fn every_route_answers_each_role_as_its_rules_say() {
     let mut secrets = BTreeMap::new();
     for role in ROLES {
         let p = (role == "partner").then_some(a.as_str());
-        secrets.insert(role, key(addr, role, p).await);
+        secrets.insert(role, api_key(addr, role, p).await);
     }
 
     // (method, path, body, roles allowed). A partner key on another
@@ -380,7 +370,7 @@ async fn secrets_are_shown_once_stored_hashed_and_revoked_at_once() {
     );
 
     // Revoked: refused at once.
-    let k2 = key(addr, "finance", None).await;
+    let k2 = api_key(addr, "finance", None).await;
     assert_eq!(
         api_as(addr, &k2, "GET", "/api/v1/problems", None)
             .await

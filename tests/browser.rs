@@ -19,16 +19,6 @@ async fn sign_in(b: &Browser, base: &str, key: &str) {
     b.fill_and_submit("form", &[("key", key)], "#signin").await;
 }
 
-async fn key(s: &TestServer, role: &str, partner: Option<&str>) -> String {
-    let mut body = json!({"name": format!("{role} desk"), "role": role});
-    if let Some(p) = partner {
-        body["partner_id"] = json!(p);
-    }
-    let r = api(s.addr(), "POST", "/api/v1/api-keys", Some(body)).await;
-    assert_eq!(r.status, 201);
-    r.json()["secret"].as_str().unwrap().to_string()
-}
-
 /// A partner who earned 13.50 USD payable on 2026-05-13 (KrispCall's
 /// terms), with a referred customer `bob@acme.example`.
 async fn earning_partner(s: &TestServer, m: &mut Money<'_>) -> String {
@@ -63,7 +53,7 @@ async fn marketer_creates_a_partner_and_links_with_utm_and_qr() {
     };
     let base = format!("http://{}", s.addr());
     let shots = shots();
-    let marketing = key(&s, "marketing", None).await;
+    let marketing = api_key(s.addr(), "marketing", None).await;
     sign_in(&b, &base, &marketing).await;
     b.expect_path("/console/").await;
     // The menu follows the role: no payouts, no keys.
@@ -254,7 +244,7 @@ async fn analyst_suspends_a_partner_with_a_reason_and_finance_pays() {
 
     // The analyst finds it on the fraud page, opens the partner, and
     // suspends it with a reason.
-    let fraud = key(&s, "fraud", None).await;
+    let fraud = api_key(s.addr(), "fraud", None).await;
     sign_in(&b, &base, &fraud).await;
     b.goto(&format!("{base}/console/fraud")).await;
     let flagged = b.text("#flagged").await;
@@ -322,7 +312,7 @@ async fn analyst_suspends_a_partner_with_a_reason_and_finance_pays() {
     // Finance previews, runs, downloads and confirms the batch of the 13th
     // (on the 14th: balances are read as of now).
     s.clock.set("2026-05-14T09:00:00Z".parse().unwrap());
-    let finance = key(&s, "finance", None).await;
+    let finance = api_key(s.addr(), "finance", None).await;
     sign_in(&b, &base, &finance).await;
     b.goto(&format!("{base}/console/payouts")).await;
     // (A date input takes its value from script, not keystrokes.)
@@ -428,7 +418,7 @@ async fn analyst_approves_and_rejects_held_commissions() {
     // The analyst looks the next day.
     s.clock.set("2026-03-03T09:00:00Z".parse().unwrap());
 
-    let fraud = key(&s, "fraud", None).await;
+    let fraud = api_key(s.addr(), "fraud", None).await;
     sign_in(&b, &base, &fraud).await;
     b.click("header nav a[href='/console/reviews']").await;
     b.expect_path("/console/reviews").await;
@@ -440,22 +430,32 @@ async fn analyst_approves_and_rejects_held_commissions() {
         "{rows}"
     );
     b.screenshot(shots().as_deref(), "reviews").await;
-    b.fill_and_submit(
-        &format!("[id='{good}'] form"),
-        &[("reason", "called them: a real office")],
-        ".approve",
-    )
-    .await;
-    b.expect_path("/console/reviews?done=approved").await;
-    assert!(b.text(".flash").await.contains("Approved"));
-    b.fill_and_submit(
-        &format!("[id='{farm}'] form"),
-        &[("reason", "disposable mail, signed up in 20 s")],
-        ".reject",
-    )
-    .await;
-    b.expect_path("/console/reviews?done=rejected").await;
-    assert!(b.text(".flash").await.contains("Rejected"));
+    for (id, reason, decision, done, flash) in [
+        (
+            &good,
+            "called them: a real office",
+            "approve",
+            "approved",
+            "Approved",
+        ),
+        (
+            &farm,
+            "disposable mail, signed up in 20 s",
+            "reject",
+            "rejected",
+            "Rejected",
+        ),
+    ] {
+        b.fill_and_submit(
+            &format!("[id='{id}'] form"),
+            &[("reason", reason)],
+            &format!(".{decision}"),
+        )
+        .await;
+        b.expect_path(&format!("/console/reviews?done={done}"))
+            .await;
+        assert!(b.text(".flash").await.contains(flash));
+    }
     assert!(b.text("#reviews").await.contains("Nothing held"));
     b.goto(&format!("{base}/console/reviews?status=all")).await;
     let all = b.text("#reviews").await;
@@ -470,9 +470,10 @@ async fn analyst_approves_and_rejects_held_commissions() {
     // reason. Finance sees the queue but gets no decision form.
     b.click("header button").await;
     b.expect_path("/console/signin").await;
-    let finance = key(&s, "finance", None).await;
+    let finance = api_key(s.addr(), "finance", None).await;
     sign_in(&b, &base, &finance).await;
     b.goto(&format!("{base}/console/reviews?status=all")).await;
+    assert!(b.text("#reviews").await.contains("rejected"));
     assert!(!b.source().await.contains("class=\"decide\""));
     b.goto(&format!("{base}/console/partners/{ann}")).await;
     let balances = b.text("#balances").await;

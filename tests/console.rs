@@ -58,12 +58,7 @@ async fn post(s: &TestServer, cookie: &str, path: &str, form: &str) -> Resp {
 }
 
 async fn key(s: &TestServer, role: &str, partner: Option<&str>) -> (String, String) {
-    let mut body = json!({"name": format!("{role} desk"), "role": role});
-    if let Some(p) = partner {
-        body["partner_id"] = json!(p);
-    }
-    let r = api(s.addr(), "POST", "/api/v1/api-keys", Some(body)).await;
-    let v = r.json();
+    let v = new_api_key(s.addr(), role, partner).await;
     (
         v["id"].as_str().unwrap().into(),
         v["secret"].as_str().unwrap().into(),

@@ -251,7 +251,7 @@ proptest! {
         let mut calc = reviewing_calculator();
         apply(&mut calc, &events);
         check_accounts(&calc);
-        let held: Vec<_> = calc.reviews(None, None, None).collect();
+        let held = calc.reviews(None, None, None);
         prop_assert_eq!(held.len(), 2);
         let end = day(600).parse().unwrap();
         for (cur, b) in calc.balances("p0", end).unwrap() {

@@ -30,18 +30,6 @@ fn pay(id: &str, customer: &str, invoice: &str, at: &str, amount: &str) -> Value
                       "unit_price": amount, "quantity": 1}]})
 }
 
-async fn fraud_key(addr: std::net::SocketAddr) -> String {
-    let r = api(
-        addr,
-        "POST",
-        "/api/v1/api-keys",
-        Some(json!({"name": "analyst", "role": "fraud"})),
-    )
-    .await;
-    assert_eq!(r.status, 201);
-    r.json()["secret"].as_str().unwrap().to_string()
-}
-
 async fn queue(m: &Money<'_>, status: &str) -> Vec<Value> {
     m.get(&format!("/api/v1/reviews?status={status}")).await["reviews"]
         .as_array()
@@ -101,7 +89,7 @@ async fn a_fast_signup_is_held_until_an_analyst_approves_it() {
 
     // The analyst approves: the commission follows the program's schedule
     // (March earnings payable on April 13th, already passed).
-    let key = fraud_key(s.addr()).await;
+    let key = api_key(s.addr(), "fraud", None).await;
     let id = r["id"].as_str().unwrap();
     let path = format!("/api/v1/reviews/{id}");
     let approve = json!({"decision": "approve", "reason": "called the customer: real office"});
@@ -128,17 +116,7 @@ async fn a_fast_signup_is_held_until_an_analyst_approves_it() {
     );
     assert_eq!(statement["lines"][0]["customer_id"], "c1");
     // The partner reads its own statement with the customer masked.
-    let own = api(
-        s.addr(),
-        "POST",
-        "/api/v1/api-keys",
-        Some(json!({"name": "ann", "role": "partner", "partner_id": p})),
-    )
-    .await
-    .json()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let own = api_key(s.addr(), "partner", Some(&p)).await;
     let mine = api_as(
         s.addr(),
         &own,
@@ -224,7 +202,7 @@ async fn a_rejected_review_voids_what_was_held_with_the_analysts_reason() {
         (&json!("9.00"), &json!("12.00"), &json!("6.00"))
     );
 
-    let key = fraud_key(s.addr()).await;
+    let key = api_key(s.addr(), "fraud", None).await;
     let path = format!("/api/v1/reviews/{}", held[0]["id"].as_str().unwrap());
     // A decision needs a reason, and only these two words.
     for (body, field) in [
@@ -312,17 +290,7 @@ async fn a_rejected_review_voids_what_was_held_with_the_analysts_reason() {
     assert_eq!(later["referrals"], json!([]));
     assert!(rejection["detail"].as_str().unwrap().contains(reason));
     // A finance key sees the queue but may not decide.
-    let finance = api(
-        s.addr(),
-        "POST",
-        "/api/v1/api-keys",
-        Some(json!({"name": "books", "role": "finance"})),
-    )
-    .await
-    .json()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let finance = api_key(s.addr(), "finance", None).await;
     let seen = api_as(
         s.addr(),
         &finance,

@@ -96,17 +96,21 @@ impl Browser {
         self.client.goto(url).await.unwrap();
     }
 
-    /// The text of the element `css`. A page that is still being replaced
-    /// (a form's answer loading) can take the element away between finding
-    /// and reading it: looked up again, for up to 5 s.
-    pub async fn text(&self, css: &str) -> String {
+    /// Does `act` on the element `css`. A page that is still being
+    /// replaced (a form's answer loading) can lack the element or take it
+    /// away between finding and using it: looked up again, for up to 5 s.
+    async fn on<T, F, Fut>(&self, css: &str, act: F) -> T
+    where
+        F: Fn(fantoccini::elements::Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+    {
         let mut tries = 0;
         loop {
-            let found = match self.client.find(Locator::Css(css)).await {
-                Ok(el) => el.text().await,
+            let done = match self.client.find(Locator::Css(css)).await {
+                Ok(el) => act(el).await,
                 Err(e) => Err(e),
             };
-            match found {
+            match done {
                 Ok(t) => return t,
                 Err(_) if tries < 50 => {
                     tries += 1;
@@ -115,6 +119,11 @@ impl Browser {
                 Err(e) => panic!("{css}: {e}"),
             }
         }
+    }
+
+    /// The text of the element `css`.
+    pub async fn text(&self, css: &str) -> String {
+        self.on(css, |el| async move { el.text().await }).await
     }
 
     /// The page's whole HTML source.
@@ -143,13 +152,8 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
+        self.on(css, |el| async move { el.click().await.map(|_| ()) })
             .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap();
     }
 
     /// The current URL's path and query.

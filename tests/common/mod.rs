@@ -474,3 +474,24 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A new API key of `role` named "`role` desk" (bound to `partner` for a
+/// partner key), made with the admin token: the whole answer (`id`,
+/// `secret`, …).
+pub async fn new_api_key(addr: SocketAddr, role: &str, partner: Option<&str>) -> Value {
+    let mut body = serde_json::json!({"name": format!("{role} desk"), "role": role});
+    if let Some(p) = partner {
+        body["partner_id"] = serde_json::json!(p);
+    }
+    let r = api(addr, "POST", "/api/v1/api-keys", Some(body)).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// A new API key's secret (see [`new_api_key`]).
+pub async fn api_key(addr: SocketAddr, role: &str, partner: Option<&str>) -> String {
+    new_api_key(addr, role, partner).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
