@@ -91,8 +91,9 @@ impl Store {
                 b.insert(k, &(before + n).to_be_bytes()[..]);
             }
             // The console's rollups, in the same batch (see `rollups`).
-            self.roll_up_cluster_clicks(&t.cluster_clicks, new, &mut b)?;
+            let earliest = self.roll_up_cluster_clicks(&t.cluster_clicks, new, &mut b)?;
             t.cluster_clicks.apply_batch(b)?;
+            self.rolled_up_from(earliest);
             Ok(t.db.flush().map(|_| ())?)
         })
     }

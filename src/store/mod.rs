@@ -11,12 +11,14 @@
 //! Methods block (sled I/O and fsync): call them from a blocking thread.
 
 pub mod clicks;
+mod closed;
 pub mod cluster_clicks;
 mod codec;
 mod counts;
 pub mod events;
 pub mod rollups;
 pub mod sessions;
+mod suspicious;
 pub mod top;
 
 pub use clicks::{ClickPage, ClickQuery};
@@ -78,6 +80,8 @@ pub struct Store {
     /// Cluster mode: rollups are of the click stream, kept with the
     /// cluster's clicks (see [`rollups`]), not of the local click log.
     cluster_rollups: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Rollup sums of closed days kept between reads (see [`closed`]).
+    closed: std::sync::Arc<closed::Closed>,
 }
 
 /// The trees of one open `Db`.
@@ -176,10 +180,17 @@ impl Store {
             counts: std::sync::Arc::new(counts),
             rollup: Default::default(),
             cluster_rollups: Default::default(),
+            closed: Default::default(),
         };
         store.replay_clicks(&marks)?;
         store.with(index_partner_links)?;
-        store.with(|t| top::build_index(&t.rollups))?;
+        store.with(|t| {
+            for tree in [&t.rollups, &t.cluster_clicks] {
+                top::build_index(tree)?;
+                suspicious::mirror_flagged_partners(tree)?;
+            }
+            Ok(())
+        })?;
         let head = store.with(events::head)?;
         *store.next_event_seq.lock().expect("event seq lock") = head + 1;
         Ok(store)

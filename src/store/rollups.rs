@@ -26,9 +26,9 @@
 //! Keys (in the `rollups` tree):
 //! - `c` → the first click id of the last chunk rolled up
 //! - `d` + day (`u32` BE, days since 1970-01-01) + scope tag + name →
-//!   a [`Tally`]: `g` program, `p` partner, `l` link; and `s` + partner:
-//!   the partner's clicks not counted (only partners with some), so the
-//!   fraud ranking reads the few suspicious partners, not every partner
+//!   a [`Tally`]: `g` program, `p` partner, `l` link; and `f` + partner:
+//!   a copy of the partner's tally for the days it had clicks not counted
+//!   (see [`super::suspicious`])
 //! - `d` + day + `h` + link + `0x00` + referrer host → `u64` BE
 //! - `d` + day + `v` + link + `0x00` + device class → `u64` BE
 
@@ -50,8 +50,7 @@ pub const WRITE_EVERY: Duration = Duration::from_secs(10);
 pub const WRITE_KEYS: usize = 20_000;
 
 const CURSOR: &[u8] = b"c";
-const DAY: u8 = b'd';
-
+pub(super) const DAY: u8 = b'd';
 /// What a rollup counts over: one program, partner or link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -128,7 +127,7 @@ impl Tally {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         [self.valid, self.flagged, self.blocked]
             .iter()
             .chain(&self.reasons)
@@ -159,7 +158,12 @@ pub(super) fn day_number(d: NaiveDate) -> u32 {
     (d - NaiveDate::default()).num_days().max(0) as u32
 }
 
-fn day_key(day: u32, tag: u8, name: &str) -> Vec<u8> {
+/// The date of a day number.
+pub(super) fn date_of(day: u32) -> NaiveDate {
+    NaiveDate::default() + chrono::Days::new(u64::from(day))
+}
+
+pub(super) fn day_key(day: u32, tag: u8, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(6 + name.len());
     k.push(DAY);
     k.extend_from_slice(&day.to_be_bytes());
@@ -200,7 +204,7 @@ pub struct Breakdown {
 /// Sums not yet written, and the chunk they reach to.
 #[derive(Default)]
 pub(super) struct Pending {
-    sums: Sums,
+    pub(super) sums: Sums,
     /// Key of the last chunk added; `None` when nothing is pending.
     last: Option<Vec<u8>>,
     /// When the sums were last written (or the first pass ran).
@@ -209,8 +213,8 @@ pub(super) struct Pending {
 
 /// Sums before they are added to what is stored.
 #[derive(Default)]
-struct Sums {
-    tallies: HashMap<Vec<u8>, Tally>,
+pub(super) struct Sums {
+    pub(super) tallies: HashMap<Vec<u8>, Tally>,
     counts: HashMap<Vec<u8>, u64>,
     /// Device classes of the user agents seen lately.
     devices: HashMap<String, &'static str>,
@@ -220,19 +224,14 @@ struct Sums {
 const DEVICE_CACHE: usize = 10_000;
 
 impl Sums {
-    fn add(&mut self, c: &ClickRecord) {
+    /// Adds a click; returns its day.
+    fn add(&mut self, c: &ClickRecord) -> u32 {
         let day = day_number(c.at.date_naive());
         let mut one = Tally::default();
         one.add_click(c);
         for (tag, name) in [(b'g', &c.program), (b'p', &c.partner_id), (b'l', &c.link)] {
             self.tallies
                 .entry(day_key(day, tag, name))
-                .or_default()
-                .add(&one);
-        }
-        if one.not_counted() > 0 {
-            self.tallies
-                .entry(day_key(day, b's', &c.partner_id))
                 .or_default()
                 .add(&one);
         }
@@ -259,6 +258,7 @@ impl Sums {
             .counts
             .entry(pair_key(day, b'v', &c.link, device))
             .or_default() += 1;
+        day
     }
 }
 
@@ -279,6 +279,9 @@ fn add_to_batch(tree: &sled::Tree, sums: Sums, batch: &mut sled::Batch) -> Resul
         let before = tally.valid;
         tally.add(&add);
         super::top::reindex(&k, before, tally.valid, batch);
+        if k[5] == b'p' && tally.not_counted() > 0 {
+            batch.insert(super::suspicious::flagged_key(&k), tally.encode());
+        }
         batch.insert(k, tally.encode());
     }
     for (k, add) in counts {
@@ -289,6 +292,11 @@ fn add_to_batch(tree: &sled::Tree, sums: Sums, batch: &mut sled::Batch) -> Resul
         batch.insert(k, &(now + add).to_be_bytes()[..]);
     }
     Ok(())
+}
+
+/// The earlier of a day so far and another.
+fn earlier(so_far: Option<u32>, day: u32) -> Option<u32> {
+    Some(so_far.map_or(day, |d| d.min(day)))
 }
 
 impl Store {
@@ -334,24 +342,36 @@ impl Store {
     }
 
     /// Cluster mode: adds the rollups of `clicks` (new to the cluster
-    /// click index) to `batch`, which also adds the clicks themselves.
+    /// click index) to `batch`, which also adds the clicks themselves;
+    /// returns the earliest day they add to, for
+    /// [`Store::rolled_up_from`] once the batch is applied.
     pub(super) fn roll_up_cluster_clicks<'a>(
         &self,
         tree: &sled::Tree,
         clicks: impl IntoIterator<Item = &'a ClickRecord>,
         batch: &mut sled::Batch,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<u32>, StoreError> {
         let mut sums = Sums::default();
         // The user-agent cache outlives a batch (the local pass's own,
         // unused in cluster mode).
         let mut pending = self.pending();
         sums.devices = std::mem::take(&mut pending.sums.devices);
+        let mut earliest = None;
         for c in clicks {
-            sums.add(c);
+            earliest = earlier(earliest, sums.add(c));
         }
         pending.sums.devices = std::mem::take(&mut sums.devices);
         drop(pending);
-        add_to_batch(tree, sums, batch)
+        add_to_batch(tree, sums, batch)?;
+        Ok(earliest)
+    }
+
+    /// Says that rollups of day `day` and later changed and can be read
+    /// (see [`super::closed`]).
+    pub(super) fn rolled_up_from(&self, day: Option<u32>) {
+        if let Some(day) = day {
+            self.closed.added(day);
+        }
     }
 
     /// Rolls up the chunks written since the last pass, at most
@@ -382,6 +402,7 @@ impl Store {
                 },
             };
             let mut clicks = 0;
+            let mut earliest = None;
             for kv in t
                 .clicks
                 .range(from..[CHUNK_TAG + 1].to_vec())
@@ -389,21 +410,23 @@ impl Store {
             {
                 let (k, v) = kv?;
                 for c in decode_chunk(&k, &v)? {
-                    pending.sums.add(&c);
+                    earliest = earlier(earliest, pending.sums.add(&c));
                     clicks += 1;
                 }
                 pending.last = Some(k.to_vec());
             }
-            Ok(clicks)
+            Ok((clicks, earliest))
         })?;
+        let (clicks, earliest) = clicks;
         let keys = pending.sums.tallies.len() + pending.sums.counts.len();
         if pending.last.is_some() && (written.elapsed() >= WRITE_EVERY || keys >= WRITE_KEYS) {
             self.write_rollups(&mut pending)?;
         }
+        self.rolled_up_from(earliest);
         Ok(clicks)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+    pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.rollup
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -473,76 +496,6 @@ impl Store {
         })
     }
 
-    /// Partners with clicks not counted from `from` to `to`, ranked by the
-    /// share of their clicks not counted (then by how many), at most
-    /// `limit`: `(partner, all clicks, not counted)`. The share is of the
-    /// days on which the partner had clicks not counted (its clicks on
-    /// clean days are not read: at 100,000 partners that would be a read
-    /// per partner and day). Reads each such day's partner tally. Blocking.
-    pub fn suspicious_partners(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-        limit: usize,
-    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        let pending = self.pending();
-        let mut per: HashMap<String, (u64, u64)> = HashMap::new();
-        self.with(|t| {
-            let tally_at = |k: &[u8]| -> Result<Tally, StoreError> {
-                let mut tally = match self.rollup_tree(t).get(k)? {
-                    Some(v) => Tally::decode(k, &v)?,
-                    None => Tally::default(),
-                };
-                if let Some(p) = pending.sums.tallies.get(k) {
-                    tally.add(p);
-                }
-                Ok(tally)
-            };
-            let mut d = from;
-            while d <= to {
-                // The day's partners with clicks not counted (stored, read
-                // with the scan, and pending) ...
-                let day = day_number(d);
-                let prefix = day_key(day, b's', "");
-                let mut flagged: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-                for kv in self.rollup_tree(t).scan_prefix(&prefix) {
-                    let (k, v) = kv?;
-                    let n = Tally::decode(&k, &v)?.not_counted();
-                    *flagged.entry(k[prefix.len()..].to_vec()).or_default() += n;
-                }
-                for (k, t) in &pending.sums.tallies {
-                    if k.starts_with(&prefix) {
-                        *flagged.entry(k[prefix.len()..].to_vec()).or_default() += t.not_counted();
-                    }
-                }
-                // ... and all their clicks that day.
-                for (name, bad) in flagged {
-                    let partner = String::from_utf8_lossy(&name).into_owned();
-                    let all = tally_at(&day_key(day, b'p', &partner))?;
-                    let e = per.entry(partner).or_default();
-                    e.0 += all.total();
-                    e.1 += bad;
-                }
-                d = d.succ_opt().expect("in range");
-            }
-            Ok(())
-        })?;
-        let mut ranked: Vec<(String, u64, u64)> = per
-            .into_iter()
-            .filter(|(_, (_, bad))| *bad > 0)
-            .map(|(p, (all, bad))| (p, all, bad))
-            .collect();
-        // Share compared exactly: a/b > c/d as a·d > c·b.
-        ranked.sort_by(|a, b| {
-            (u128::from(b.2) * u128::from(a.1))
-                .cmp(&(u128::from(a.2) * u128::from(b.1)))
-                .then(b.2.cmp(&a.2))
-                .then(a.0.cmp(&b.0))
-        });
-        ranked.truncate(limit);
-        Ok(ranked)
-    }
-
     /// A link's clicks from `from` to `to` by referrer host and by device
     /// class. Blocking.
     pub fn link_breakdown(
@@ -590,11 +543,17 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::ClickRecord;
 
-    fn click(ms: i64, link: &str, verdict: &str, referer: Option<&str>, ua: &str) -> ClickRecord {
+    pub(in crate::store) fn click(
+        ms: i64,
+        link: &str,
+        verdict: &str,
+        referer: Option<&str>,
+        ua: &str,
+    ) -> ClickRecord {
         let mut c: ClickRecord = serde_json::from_str(&serde_json::json!({
             "id": ClickId::lower_bound(ms).to_string(), "at": crate::clock::ms_to_datetime(ms),
             "link": link, "partner_id": format!("p_{link}"), "program": "krispcall", "method": "GET",

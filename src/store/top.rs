@@ -10,14 +10,17 @@
 //!
 //! A period's leaders are chosen among each day's first [`DAY_CANDIDATES`]
 //! and the sums not yet written (ranked by the sum of what those show),
-//! then counted exactly over
-//! the whole period; one that is never among any day's first
-//! [`DAY_CANDIDATES`] is not listed even if its total would place it.
+//! then counted exactly over the whole period; one that is never among any
+//! day's first [`DAY_CANDIDATES`] is not listed even if its total would
+//! place it. Closed days' candidates and exact tallies are kept between
+//! reads ([`super::closed`]).
 
-use super::rollups::{Scope, Tally};
+use super::closed::{today, Of, Sums};
+use super::rollups::{date_of, day_number, Scope, Tally};
 use super::{Store, StoreError};
 use chrono::NaiveDate;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 const RANK: u8 = b'r';
 /// In the rollups tree: set once every stored tally is indexed.
@@ -90,7 +93,9 @@ pub(super) fn build_index(tree: &sled::Tree) -> Result<(), StoreError> {
 
 impl Store {
     /// The period's `limit` partners or links with the most counted
-    /// clicks, with their exact tallies over the period. Blocking.
+    /// clicks, with their exact tallies over the period. The period's
+    /// closed days are summed once and kept (see [`super::closed`]); today
+    /// is read each time. Blocking.
     pub fn top(
         &self,
         of: TopOf,
@@ -98,13 +103,87 @@ impl Store {
         to: NaiveDate,
         limit: usize,
     ) -> Result<Vec<(String, Tally)>, StoreError> {
+        let (first, last) = (day_number(from), day_number(to));
+        let today = today();
+        let kept = if first < today {
+            let closed_last = last.min(today - 1);
+            Some(
+                self.closed
+                    .get(Of::Top(of.tag()), first, closed_last, |s| {
+                        self.add_candidates(of, first, closed_last, &mut s.counted)
+                    })?,
+            )
+        } else {
+            None
+        };
+        let open = first.max(today)..=last;
         let mut score: HashMap<String, u64> = HashMap::new();
+        if !open.is_empty() {
+            self.add_candidates(of, *open.start(), *open.end(), &mut score)?;
+        }
+        if let Some(kept) = &kept {
+            for (name, n) in &lock(kept).counted {
+                *score.entry(name.clone()).or_default() += n;
+            }
+        }
+        let mut candidates: Vec<(String, u64)> = score.into_iter().collect();
+        candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        candidates.truncate(limit.saturating_mul(2));
+        let mut out = Vec::with_capacity(candidates.len());
+        for (name, _) in candidates {
+            let scope = match of {
+                TopOf::Partners => Scope::Partner(name.clone()),
+                TopOf::Links => Scope::Link(name.clone()),
+            };
+            let mut total = Tally::default();
+            if let Some(kept) = &kept {
+                let known = lock(kept).tallies.get(&name).copied();
+                let closed = match known {
+                    Some(t) => t,
+                    None => {
+                        let mut t = Tally::default();
+                        let closed_last = date_of(last.min(today - 1));
+                        for (_, day) in self.daily(&scope, from, closed_last)? {
+                            t.add(&day);
+                        }
+                        lock(kept).tallies.insert(name.clone(), t);
+                        t
+                    }
+                };
+                total.add(&closed);
+            }
+            if !open.is_empty() {
+                for (_, t) in self.daily(&scope, date_of(*open.start()), to)? {
+                    total.add(&t);
+                }
+            }
+            out.push((name, total));
+        }
+        out.sort_unstable_by(|a, b| {
+            b.1.valid
+                .cmp(&a.1.valid)
+                .then(b.1.total().cmp(&a.1.total()))
+                .then(a.0.cmp(&b.0))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Adds to `score` the counted clicks of each day's first
+    /// [`DAY_CANDIDATES`] from day `first` to `last` in the index, and
+    /// those not written yet.
+    fn add_candidates(
+        &self,
+        of: TopOf,
+        first: u32,
+        last: u32,
+        score: &mut HashMap<String, u64>,
+    ) -> Result<(), StoreError> {
         self.with(|t| {
             let tree = self.rollup_tree(t);
-            let mut d = from;
-            while d <= to {
+            for day in first..=last {
                 let mut prefix = vec![RANK];
-                prefix.extend_from_slice(&super::rollups::day_number(d).to_be_bytes());
+                prefix.extend_from_slice(&day.to_be_bytes());
                 prefix.push(of.tag());
                 for k in tree.scan_prefix(&prefix).keys().take(DAY_CANDIDATES) {
                     let k = k?;
@@ -119,41 +198,19 @@ impl Store {
                     let name = String::from_utf8_lossy(&rest[8..]).into_owned();
                     *score.entry(name).or_default() += counted;
                 }
-                d = d.succ_opt().expect("in range");
             }
             Ok(())
         })?;
-        let (first, last) = (
-            super::rollups::day_number(from),
-            super::rollups::day_number(to),
-        );
         for (name, counted) in self.pending_counted(of.tag(), first, last) {
             *score.entry(name).or_default() += counted;
         }
-        let mut candidates: Vec<(String, u64)> = score.into_iter().collect();
-        candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        candidates.truncate(limit.saturating_mul(2));
-        let mut out = Vec::with_capacity(candidates.len());
-        for (name, _) in candidates {
-            let scope = match of {
-                TopOf::Partners => Scope::Partner(name.clone()),
-                TopOf::Links => Scope::Link(name.clone()),
-            };
-            let mut total = Tally::default();
-            for (_, t) in self.daily(&scope, from, to)? {
-                total.add(&t);
-            }
-            out.push((name, total));
-        }
-        out.sort_unstable_by(|a, b| {
-            b.1.valid
-                .cmp(&a.1.valid)
-                .then(b.1.total().cmp(&a.1.total()))
-                .then(a.0.cmp(&b.0))
-        });
-        out.truncate(limit);
-        Ok(out)
+        Ok(())
     }
+}
+
+fn lock(sums: &Mutex<Sums>) -> std::sync::MutexGuard<'_, Sums> {
+    sums.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

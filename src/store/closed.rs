@@ -1,0 +1,167 @@
+//! What a period's closed days sum to, kept between reads.
+//!
+//! The overview's top lists and the fraud page's ranking sum a value per
+//! partner (or link) and day over up to 90 days: at 10,000,000 clicks that
+//! is hundreds of thousands of rollup keys per page. Days before today
+//! (UTC) are closed: clicks arrive for them only by accident (a rollup
+//! pass that runs just after midnight, a cluster edge's clicks replicated
+//! late, a backfill). So a read sums its period's closed days once, keeps
+//! the sums here, and adds today's from the rollups on every read: the
+//! page is exact and live, and costs what today costs.
+//!
+//! Exactness rests on one counter, [`Closed::generation`]: every addition
+//! to a day before today bumps it *after* the addition is readable, and a
+//! kept sum is used only while the counter still reads what it read
+//! before the sum was made. A sum made while a late click landed is made
+//! again on the next read.
+
+use super::rollups::Tally;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Periods kept (the console asks for 7, 30 and 90 days, for two lists
+/// and the ranking).
+const KEPT: usize = 12;
+
+/// What a kept sum is of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Of {
+    /// Partners (`b'p'`) or links (`b'l'`): counted clicks from the top
+    /// index (candidates), and exact tallies filled as they are asked.
+    Top(u8),
+    /// `(all clicks, not counted)` per partner with clicks not counted.
+    Suspicious,
+}
+
+/// A kept sum: its period's closed days, `from..=to` as day numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    of: Of,
+    from: u32,
+    to: u32,
+}
+
+/// The sums one period's closed days hold.
+#[derive(Default)]
+pub(super) struct Sums {
+    /// [`Of::Top`]: candidates' counted clicks from the index.
+    pub counted: HashMap<String, u64>,
+    /// [`Of::Top`]: exact tallies of the candidates asked about so far (a
+    /// later fill of a sum no longer current is dropped with it).
+    pub tallies: HashMap<String, Tally>,
+    /// [`Of::Suspicious`].
+    pub suspicious: HashMap<String, (u64, u64)>,
+}
+
+struct Entry {
+    generation: u64,
+    used: u64,
+    sums: Arc<Mutex<Sums>>,
+}
+
+/// The kept sums and the counter that says whether they still hold.
+#[derive(Default)]
+pub(super) struct Closed {
+    generation: AtomicU64,
+    uses: AtomicU64,
+    entries: Mutex<HashMap<Key, Entry>>,
+}
+
+/// Today's day number (UTC): days before it are closed.
+pub(super) fn today() -> u32 {
+    super::rollups::day_number(chrono::Utc::now().date_naive())
+}
+
+impl Closed {
+    /// Called after sums for day `day` (the earliest of an addition) became
+    /// readable.
+    pub fn added(&self, day: u32) {
+        if day < today() {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The sums of `of` over closed days `from..=to`: kept ones while they
+    /// hold, else made by `make` (which reads the rollups) and kept.
+    pub fn get<E>(
+        &self,
+        of: Of,
+        from: u32,
+        to: u32,
+        make: impl FnOnce(&mut Sums) -> Result<(), E>,
+    ) -> Result<Arc<Mutex<Sums>>, E> {
+        let key = Key { of, from, to };
+        let generation = self.generation.load(Ordering::SeqCst);
+        let used = self.uses.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut entries = self.lock();
+            if let Some(e) = entries.get_mut(&key) {
+                if e.generation == generation {
+                    e.used = used;
+                    return Ok(e.sums.clone());
+                }
+            }
+        }
+        let mut sums = Sums::default();
+        make(&mut sums)?;
+        let sums = Arc::new(Mutex::new(sums));
+        let mut entries = self.lock();
+        entries.retain(|_, e| e.generation == generation);
+        if entries.len() >= KEPT {
+            if let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(
+            key,
+            Entry {
+                generation,
+                used,
+                sums: sums.clone(),
+            },
+        );
+        Ok(sums)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sum_is_made_again_after_a_closed_day_changes_and_kept_otherwise() {
+        let closed = Closed::default();
+        let mut made = 0;
+        let mut read = |closed: &Closed| {
+            closed
+                .get::<()>(Of::Suspicious, 10, 20, |s| {
+                    made += 1;
+                    s.suspicious.insert("p".into(), (made, 0));
+                    Ok(())
+                })
+                .unwrap()
+                .lock()
+                .unwrap()
+                .suspicious["p"]
+                .0
+        };
+        assert_eq!(read(&closed), 1);
+        assert_eq!(read(&closed), 1, "kept");
+        closed.added(today());
+        assert_eq!(read(&closed), 1, "today is not closed");
+        closed.added(15);
+        assert_eq!(read(&closed), 2, "a closed day changed");
+        assert_eq!(read(&closed), 2);
+    }
+}
