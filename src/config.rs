@@ -867,6 +867,7 @@ impl Reader {
                 "must be at least 16 characters",
             );
         }
+        let stripe = self.stripe(&mut t, prefix);
         let money = self.money(&mut t, prefix);
         let fraud = match t.remove("fraud") {
             None => Default::default(),
@@ -904,9 +905,43 @@ impl Reader {
             allowed_hosts,
             money,
             webhook_secret,
+            stripe,
             partner_links,
             review,
             fraud,
+        }
+    }
+
+    /// `[programs.<key>.stripe]`: `webhook_secret`, the signing secret of
+    /// the program's Stripe webhook endpoint (`whsec_…`).
+    fn stripe(&mut self, t: &mut Table, prefix: &str) -> Option<crate::program::Stripe> {
+        let at = join(prefix, "stripe");
+        match t.remove("stripe")? {
+            Value::Table(mut st) => {
+                let secret = self.string(&mut st, &at, "webhook_secret");
+                self.finish(st, &at);
+                match secret {
+                    Some(s) if s.len() >= 16 => Some(crate::program::Stripe { webhook_secret: s }),
+                    Some(_) => {
+                        self.bad(
+                            join(&at, "webhook_secret"),
+                            "must be at least 16 characters",
+                        );
+                        None
+                    }
+                    None => {
+                        self.bad(
+                            join(&at, "webhook_secret"),
+                            "is required (the endpoint's signing secret, whsec_…)",
+                        );
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.bad(at, "must be a table with webhook_secret");
+                None
+            }
         }
     }
 

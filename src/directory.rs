@@ -697,6 +697,7 @@ mod tests {
             ],
             money: None,
             webhook_secret: None,
+            stripe: None,
             partner_links: false,
             review: Default::default(),
             fraud: Default::default(),

@@ -9,6 +9,7 @@
 //! - [`device`]: the device class of a click from its user agent.
 //! - [`commission`]: rules as data, events, the calculator and its append-only ledger; no I/O.
 //! - [`conversions`]: event ingestion (idempotent, durable) and the calculator task.
+//! - [`integrations`]: Stripe's webhook payloads as refedge events (pure functions).
 //! - [`id`]: time-ordered click ids, random partner ids and link codes.
 //! - [`json`]: JSON input decoding that names the field at fault.
 //! - [`net`]: CIDR networks and the visitor prefix kept instead of an IP.
@@ -22,6 +23,7 @@
 //! - [`metrics`]: the Prometheus registry and typed metric families.
 //! - [`token`]: the signed attribution token and its keyring.
 //! - [`secrets`]: admin token, keyring and IP-hash key files (mode 0600).
+//! - [`signature`]: the `t=…,v1=…` HMAC scheme of signed deliveries, in and out.
 
 pub mod access;
 pub mod background;
@@ -37,6 +39,7 @@ pub mod directory;
 pub mod edge;
 pub mod fraud;
 pub mod id;
+pub mod integrations;
 pub mod json;
 pub mod metrics;
 pub mod model;
@@ -44,5 +47,6 @@ pub mod net;
 pub mod program;
 pub mod replay;
 pub mod secrets;
+pub mod signature;
 pub mod store;
 pub mod token;

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub calculator_lag: IntGauge,
     /// Durable writes refused because the store could not write, by log.
     pub store_write_failures: IntCounterVec,
+    /// Stripe deliveries, by program and outcome (`applied`, `duplicate`,
+    /// `ignored`, `bad_signature`, `unknown_version`, `invalid`, `not_yet`).
+    pub stripe_deliveries: IntCounterVec,
     /// Cluster mode: clicks published to the cluster's click stream.
     pub clicks_shipped: IntCounter,
     /// Cluster mode: clicks in the local log not yet in the stream.
@@ -171,6 +174,14 @@ impl Metrics {
                 &["log"],
             )
             .expect("valid metric"),
+            stripe_deliveries: IntCounterVec::new(
+                Opts::new(
+                    "refedge_stripe_deliveries_total",
+                    "Stripe webhook deliveries, by program and outcome (applied, duplicate, ignored, bad_signature, unknown_version, invalid, not_yet)",
+                ),
+                &["program", "outcome"],
+            )
+            .expect("valid metric"),
             clicks_shipped: IntCounter::new(
                 "refedge_cluster_clicks_shipped_total",
                 "Clicks published to the cluster's click stream (acknowledged)",
@@ -205,6 +216,7 @@ impl Metrics {
             Box::new(m.events_quarantined.clone()),
             Box::new(m.calculator_lag.clone()),
             Box::new(m.store_write_failures.clone()),
+            Box::new(m.stripe_deliveries.clone()),
             Box::new(m.clicks_shipped.clone()),
             Box::new(m.ship_lag_clicks.clone()),
             Box::new(m.ship_lag_seconds.clone()),

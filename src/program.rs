@@ -36,6 +36,9 @@ pub struct Program {
     pub money: Option<crate::commission::rules::Rules>,
     /// Secret for signed webhook deliveries of this program's events.
     pub webhook_secret: Option<String>,
+    /// Stripe deliveries for this program (`[programs.<key>.stripe]`);
+    /// `None`: its Stripe endpoint does not exist.
+    pub stripe: Option<Stripe>,
     /// Partners may create their own links (API with a partner key, or the
     /// portal), within `allowed_hosts`.
     pub partner_links: bool,
@@ -44,6 +47,13 @@ pub struct Program {
     pub review: crate::commission::review::ReviewPolicy,
     /// Fraud rules for clicks and signups (`[fraud]`; defaults otherwise).
     pub fraud: crate::fraud::FraudRules,
+}
+
+/// A program's Stripe webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stripe {
+    /// The endpoint's signing secret (`whsec_…`), from Stripe's dashboard.
+    pub webhook_secret: String,
 }
 
 impl Program {

@@ -25,6 +25,8 @@ pub struct Forward {
     pub path: String,
     pub authorization: Option<HeaderValue>,
     pub content_type: Option<HeaderValue>,
+    /// Other headers the handler reads (a Stripe delivery's signature).
+    pub extra: Vec<(hyper::header::HeaderName, HeaderValue)>,
     pub body: Bytes,
 }
 
@@ -39,6 +41,9 @@ pub async fn forward(base: &str, node: &str, f: Forward) -> Result<Response<Body
     }
     if let Some(c) = f.content_type {
         req = req.header(CONTENT_TYPE, c);
+    }
+    for (name, value) in f.extra {
+        req = req.header(name, value);
     }
     let unavailable = |why: String| {
         ApiError::Unavailable(format!("the active calculator {node} at {base}: {why}"))

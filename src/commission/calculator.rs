@@ -235,6 +235,15 @@ pub struct State {
     /// (when, customer), pruned to 30 days as new signups arrive.
     #[serde(default)]
     signup_addresses: HashMap<String, Vec<(DateTime<Utc>, String)>>,
+    /// Billing payment id (program-qualified, `customer_key`) → the
+    /// invoice it paid ([`Event::BillingRefs`]).
+    #[serde(default)]
+    payment_refs: HashMap<String, String>,
+    /// Invoice (program-qualified) → its customer, from every payment
+    /// (referred or not): with `payment_refs`, what a refund or dispute
+    /// naming only a payment needs. ~100 bytes an invoice.
+    #[serde(default)]
+    invoice_customers: HashMap<String, String>,
     /// Events applied.
     pub applied: u64,
 }
@@ -329,7 +338,13 @@ impl Calculator {
                 self.state.clicks.insert(c.id.clone(), c.clone());
             }
             Event::Signup(s) => self.signup(event_id, s),
-            Event::Payment(p) => self.payment(event_id, p),
+            Event::Payment(p) => {
+                self.state.invoice_customers.insert(
+                    customer_key(&p.program, &p.invoice_id),
+                    p.customer_id.clone(),
+                );
+                self.payment(event_id, p)
+            }
             Event::Refund(r) => self.reversal(event_id, r, "refund"),
             Event::Chargeback(r) => self.reversal(event_id, r, "chargeback"),
             Event::Cancellation(c) => {
@@ -349,6 +364,13 @@ impl Calculator {
                 None => self.problem(event_id, format!("no payout batch {}", c.payout_id)),
             },
             Event::ReviewDecision(d) => self.review_decision(event_id, d),
+            Event::BillingRefs(r) => {
+                for id in &r.refs {
+                    self.state
+                        .payment_refs
+                        .insert(customer_key(&r.program, id), r.invoice_id.clone());
+                }
+            }
         }
         // The event's program and time, on the problems it left (only then
         // is anything copied).
@@ -524,6 +546,28 @@ impl Calculator {
             }
         }
         out
+    }
+
+    /// The customer and invoice a billing payment id (`ch_…`, `pi_…`) paid,
+    /// once both its [`Event::BillingRefs`] and its payment are applied.
+    pub fn paid_by(&self, program: &str, payment: &str) -> Option<(&str, &str)> {
+        let invoice = self
+            .state
+            .payment_refs
+            .get(&customer_key(program, payment))?;
+        let customer = self
+            .state
+            .invoice_customers
+            .get(&customer_key(program, invoice))?;
+        Some((customer, invoice))
+    }
+
+    /// Whether an invoice's payment was seen (referred customer or not).
+    pub fn invoice_customer(&self, program: &str, invoice: &str) -> Option<&str> {
+        self.state
+            .invoice_customers
+            .get(&customer_key(program, invoice))
+            .map(String::as_str)
     }
 
     /// The referral of a customer, or the rejections of its signups.

@@ -32,7 +32,29 @@ pub enum Event {
     PayoutRun(PayoutRun),
     PayoutConfirm(PayoutConfirm),
     ReviewDecision(super::review::ReviewDecision),
+    BillingRefs(BillingRefs),
 }
+
+/// Which invoice a payment at the billing system paid (its charge and
+/// payment-intent ids), so a later refund or dispute that names only the
+/// payment finds its invoice (and, through the invoice's payment event,
+/// its customer). Made by the Stripe integration
+/// (`invoice.paid`, `invoice_payment.paid`); in the log, so every
+/// calculator knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingRefs {
+    pub id: String,
+    pub program: String,
+    #[serde(deserialize_with = "instant")]
+    pub occurred_at: DateTime<Utc>,
+    pub invoice_id: String,
+    /// Payment ids (`ch_…`, `pi_…`) that paid the invoice.
+    pub refs: Vec<String>,
+}
+
+/// Most payment ids one [`BillingRefs`] names.
+pub const MAX_REFS: usize = 20;
 
 /// A customer signed up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,6 +391,7 @@ impl Event {
             Event::Partner(e) => Some(&e.program),
             Event::PayoutRun(e) => Some(&e.program),
             Event::ReviewDecision(e) => Some(&e.program),
+            Event::BillingRefs(e) => Some(&e.program),
             _ => None,
         }
     }
@@ -447,6 +470,20 @@ impl Event {
                 }
                 if !id_ok(&e.customer_id) {
                     return bad("customer_id", "must be 1 to 200 characters");
+                }
+            }
+            Event::BillingRefs(e) => {
+                if !id_ok(&e.id) {
+                    return bad("id", "must be 1 to 200 characters");
+                }
+                if !id_ok(&e.invoice_id) {
+                    return bad("invoice_id", "must be 1 to 200 characters");
+                }
+                if e.refs.is_empty() || e.refs.len() > MAX_REFS {
+                    return bad("refs", &format!("names 1 to {MAX_REFS} payments"));
+                }
+                if let Some(i) = e.refs.iter().position(|r| !id_ok(r)) {
+                    return bad(&format!("refs[{i}]"), "must be 1 to 200 characters");
                 }
             }
             Event::PlanChange(e) => {
@@ -570,6 +607,7 @@ impl Event {
             "fx_rates" => Event::FxRates(de(body)?),
             "click" => Event::Click(de(body)?),
             "payout_run" => Event::PayoutRun(de(body)?),
+            "billing_refs" => Event::BillingRefs(de(body)?),
             other => {
                 return Err(err(
                     "type",
@@ -597,6 +635,7 @@ impl Event {
             Event::PartnerStatus(x) => x.occurred_at,
             Event::PayoutConfirm(x) => x.occurred_at,
             Event::ReviewDecision(x) => x.occurred_at,
+            Event::BillingRefs(x) => x.occurred_at,
             Event::Partner(_) | Event::Coupon(_) => return None,
         })
     }
@@ -609,6 +648,7 @@ impl Event {
             Event::Refund(e) | Event::Chargeback(e) => Some(&e.id),
             Event::Cancellation(e) => Some(&e.id),
             Event::PlanChange(e) => Some(&e.id),
+            Event::BillingRefs(e) => Some(&e.id),
             _ => None,
         }
     }

@@ -33,6 +33,10 @@ pub enum ApiError {
     /// A field is missing, of the wrong type, unknown, or has a bad value.
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// A request that cannot be read at all (a signature, a version), with
+    /// the header or field at fault: 400.
+    #[error("{field}: {reason}")]
+    BadRequest { field: String, reason: String },
     #[error("missing or wrong bearer token")]
     Unauthorized,
     /// A valid key whose role may not use this route.
@@ -73,6 +77,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -91,11 +96,11 @@ impl ApiError {
     pub fn into_response(self) -> Response<Body> {
         let status = self.status();
         let field = match &self {
-            Self::Invalid { field, .. } => Some(field.as_str()),
+            Self::Invalid { field, .. } | Self::BadRequest { field, .. } => Some(field.as_str()),
             _ => None,
         };
         let message = match &self {
-            Self::Invalid { reason, .. } => reason.clone(),
+            Self::Invalid { reason, .. } | Self::BadRequest { reason, .. } => reason.clone(),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "request failed");
                 self.to_string()

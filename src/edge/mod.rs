@@ -17,6 +17,7 @@ pub mod redirect;
 mod reviews;
 mod routes;
 mod stats_api;
+pub mod stripe;
 mod writes;
 
 use crate::background;

@@ -19,7 +19,6 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
-use ring::hmac;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json as j, Value};
@@ -29,8 +28,6 @@ use std::time::Duration;
 
 /// Most events in one request.
 pub const MAX_BATCH: usize = 1000;
-/// Webhook signatures older or newer than this are refused.
-pub const REPLAY_WINDOW_S: i64 = 300;
 /// Longest a read waits for `wait_for`.
 const WAIT: Duration = Duration::from_secs(10);
 /// Header naming the program of a signed delivery.
@@ -47,38 +44,9 @@ const MERCHANT_TYPES: &[&str] = &[
     "plan_change",
 ];
 
-/// Checks a webhook signature: `t=<unix>,v1=<hex>` over `"{t}.{body}"`.
-pub fn verify_signature(secret: &str, header: &str, body: &[u8], now_s: i64) -> Result<(), String> {
-    let mut t = None;
-    let mut sig = None;
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => sig = crate::net::from_hex(v),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(sig)) = (t, sig) else {
-        return Err("signature header must be t=<unix seconds>,v1=<hex hmac>".into());
-    };
-    if (now_s - t).abs() > REPLAY_WINDOW_S {
-        return Err("signature timestamp is outside the 5-minute window".into());
-    }
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let mut msg = t.to_string().into_bytes();
-    msg.push(b'.');
-    msg.extend_from_slice(body);
-    hmac::verify(&key, &msg, &sig).map_err(|_| "signature does not match".to_string())
-}
-
-/// Signs a body the way [`verify_signature`] expects (for clients and tests).
+/// Signs a body the way the events API expects (for clients and tests).
 pub fn sign_webhook(secret: &str, t: i64, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let mut msg = t.to_string().into_bytes();
-    msg.push(b'.');
-    msg.extend_from_slice(body);
-    let tag = hmac::sign(&key, &msg);
-    format!("t={t},v1={}", crate::net::to_hex(tag.as_ref()))
+    crate::signature::sign(secret, t, body)
 }
 
 /// Whether the request carries a webhook signature (then the admin token
@@ -119,7 +87,7 @@ pub async fn post_events(
             .get(program)
             .and_then(|p| p.webhook_secret.as_deref())
             .ok_or(ApiError::Unauthorized)?;
-        verify_signature(secret, sig, &body, app.clock.now_s())
+        crate::signature::verify(secret, sig, &body, app.clock.now_s())
             .map_err(|_| ApiError::Unauthorized)?;
     }
     let value = parse_value(&body)?;
@@ -140,6 +108,53 @@ pub async fn post_events(
         ));
     }
 
+    let signed_for = webhook_program.as_ref().map(|(p, _)| p.as_str());
+    let mut results = ingest(&app, items, MERCHANT_TYPES, signed_for).await?;
+    let count = |s: &str| results.iter().filter(|r| r["status"] == s).count();
+    let (accepted, duplicates, conflicts) =
+        (count("accepted"), count("duplicate"), count("conflict"));
+    let last_seq = results
+        .iter()
+        .filter(|r| r["status"] == "accepted" || r["status"] == "duplicate")
+        .filter_map(|r| r["seq"].as_u64())
+        .max()
+        .unwrap_or(0);
+    if single {
+        let r = results.pop().expect("one result");
+        let status = match r["status"].as_str() {
+            Some("accepted") => StatusCode::CREATED,
+            Some("duplicate") => StatusCode::OK,
+            Some("conflict") => StatusCode::CONFLICT,
+            _ => {
+                return Err(ApiError::invalid(
+                    r["field"].as_str().unwrap_or_default(),
+                    r["error"].as_str().unwrap_or_default(),
+                ))
+            }
+        };
+        return Ok(json(status, &r));
+    }
+    let rejected = results.len() - accepted - duplicates - conflicts;
+    Ok(json(
+        StatusCode::OK,
+        &j!({
+            "accepted": accepted, "duplicates": duplicates, "conflicts": conflicts,
+            "rejected": rejected, "last_seq": last_seq, "results": results,
+        }),
+    ))
+}
+
+/// Checks each event (its type among `types`, its program known and, for
+/// a signed delivery, the signer's), appends the good ones durably and
+/// answers one result per event, in order: `accepted` or `duplicate` with
+/// its `seq`, `conflict`, or `rejected` with the field and reason. One bad
+/// event never stops the others.
+pub(super) async fn ingest(
+    app: &Arc<App>,
+    items: Vec<Value>,
+    types: &[&str],
+    signed_for: Option<&str>,
+) -> Result<Vec<Value>, ApiError> {
     // Parse and check each; keep the good ones with their index.
     let mut results: Vec<Value> = vec![Value::Null; items.len()];
     let mut good: Vec<(usize, NewEvent)> = Vec::new();
@@ -151,7 +166,7 @@ pub async fn post_events(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let parsed = if !kind.is_empty() && !MERCHANT_TYPES.contains(&kind.as_str()) {
+        let parsed = if !kind.is_empty() && !types.contains(&kind.as_str()) {
             Err(("type".to_string(), format!("{kind:?} is not a merchant event; use signup, payment, refund, chargeback, cancellation or plan_change")))
         } else {
             Event::from_value(item).map_err(|e| (e.field, e.reason))
@@ -161,7 +176,7 @@ pub async fn post_events(
             if !app.config.programs.contains_key(program) {
                 return Err(("program".into(), format!("unknown program {program:?}")));
             }
-            if let Some((p, _)) = &webhook_program {
+            if let Some(p) = signed_for {
                 if p != program {
                     return Err(("program".into(), format!("this delivery is signed for {p}")));
                 }
@@ -208,50 +223,21 @@ pub async fn post_events(
         .unzip();
     app.resolve_signups(&mut items).await?;
     let appended = app.append(items, now).await?;
-    let (mut accepted, mut duplicates, mut conflicts) = (0, 0, 0);
-    let mut last_seq = 0;
     for ((i, id), outcome) in indices.into_iter().zip(appended) {
         results[i] = match outcome {
             Appended::Accepted(seq) => {
-                accepted += 1;
-                last_seq = last_seq.max(seq);
                 j!({"index": i, "id": id, "status": "accepted", "seq": seq})
             }
             Appended::Duplicate(seq) => {
-                duplicates += 1;
-                last_seq = last_seq.max(seq);
                 j!({"index": i, "id": id, "status": "duplicate", "seq": seq})
             }
             Appended::Conflict(seq) => {
-                conflicts += 1;
                 j!({"index": i, "id": id, "status": "conflict", "seq": seq, "field": "id",
                     "error": "an event with this id and a different body was already accepted"})
             }
         };
     }
-    if single {
-        let r = results.pop().expect("one result");
-        let status = match r["status"].as_str() {
-            Some("accepted") => StatusCode::CREATED,
-            Some("duplicate") => StatusCode::OK,
-            Some("conflict") => StatusCode::CONFLICT,
-            _ => {
-                return Err(ApiError::invalid(
-                    r["field"].as_str().unwrap_or_default(),
-                    r["error"].as_str().unwrap_or_default(),
-                ))
-            }
-        };
-        return Ok(json(status, &r));
-    }
-    let rejected = results.len() - accepted - duplicates - conflicts;
-    Ok(json(
-        StatusCode::OK,
-        &j!({
-            "accepted": accepted, "duplicates": duplicates, "conflicts": conflicts,
-            "rejected": rejected, "last_seq": last_seq, "results": results,
-        }),
-    ))
+    Ok(results)
 }
 
 /// Appends one internal event and waits for it to be applied.
@@ -369,7 +355,35 @@ pub async fn get_coupon(
     })
 }
 
-/// Honours `wait_for=<seq>`.
+/// The event log's last seq (in a cluster, the stream's: the local log
+/// may still be replicating).
+async fn log_head(app: &Arc<App>) -> Result<u64, ApiError> {
+    Ok(match &app.cluster {
+        None => {
+            let a = app.clone();
+            blocking(move || a.conversions.last_seq()).await??
+        }
+        Some(c) => c
+            .stream_head()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("the cluster's event stream: {e}")))?,
+    })
+}
+
+/// Waits until the calculator has applied every event in the log now (a
+/// read that must see every earlier write).
+pub(super) async fn caught_up(app: &Arc<App>) -> Result<(), ApiError> {
+    let head = log_head(app).await?;
+    if head > app.conversions.applied() && !app.conversions.wait_for(head, WAIT).await {
+        return Err(ApiError::Timeout(format!(
+            "the calculator has applied up to seq {} of {head} and did not catch up within {} s; retry",
+            app.conversions.applied(),
+            WAIT.as_secs()
+        )));
+    }
+    Ok(())
+}
+
 /// Waits for `wait_for=<seq>` to be applied. A seq beyond the log's head
 /// can never be reached: a client error, answered at once. A real timeout
 /// is a 504 saying how far the calculator got.
@@ -381,17 +395,7 @@ pub(super) async fn wait(app: &Arc<App>, pairs: &[(String, String)]) -> Result<(
         if seq <= app.conversions.applied() {
             return Ok(());
         }
-        let head = match &app.cluster {
-            None => {
-                let a = app.clone();
-                blocking(move || a.conversions.last_seq()).await??
-            }
-            // The local log may still be replicating: the stream's head.
-            Some(c) => c
-                .stream_head()
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("the cluster's event stream: {e}")))?,
-        };
+        let head = log_head(app).await?;
         if seq > head {
             return Err(ApiError::invalid(
                 "wait_for",

@@ -30,6 +30,7 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "keys", "rotate"]) => "/api/v1/keys/rotate",
         (_, ["api", "v1", "keys", _, "retire"]) => "/api/v1/keys/{id}/retire",
         (_, ["api", "v1", "events"]) => "/api/v1/events",
+        (_, ["integrations", "stripe", _]) => "/integrations/stripe/{program}",
         (_, ["api", "v1", "fraud", "summary"]) => "/api/v1/fraud/summary",
         (_, ["api", "v1", "fraud", "clicks"]) => "/api/v1/fraud/clicks",
         (_, ["api", "v1", "fraud", "partners", _]) => "/api/v1/fraud/partners/{id}",
@@ -132,6 +133,14 @@ async fn dispatch(
                 HeaderValue::from_static("text/plain; version=0.0.4"),
             );
             return Ok(r);
+        }
+        (&Method::POST, ["integrations", "stripe", program]) => {
+            // Signed by Stripe; the calculator answers (it knows which
+            // invoice a payment paid).
+            if !app.calculates() {
+                return to_calculator(app, req).await;
+            }
+            return super::stripe::receive(app.clone(), req, program).await;
         }
         (_, ["api", "v1", ..]) => {}
         _ => return Err(ApiError::NotFound("route")),
@@ -315,6 +324,13 @@ async fn to_calculator(app: &Arc<App>, req: ApiRequest) -> Result<Response<Body>
         .map_or_else(|| req.uri().path().to_string(), ToString::to_string);
     let authorization = req.headers().get(AUTHORIZATION).cloned();
     let content_type = req.headers().get(CONTENT_TYPE).cloned();
+    let extra = [super::stripe::SIGNATURE_HEADER]
+        .into_iter()
+        .filter_map(|h| {
+            let v = req.headers().get(h)?.clone();
+            Some((hyper::header::HeaderName::from_static(h), v))
+        })
+        .collect();
     let body = http::read_body(req, app.config.max_body_bytes).await?;
     forward(
         &holder.api_url,
@@ -324,6 +340,7 @@ async fn to_calculator(app: &Arc<App>, req: ApiRequest) -> Result<Response<Body>
             path,
             authorization,
             content_type,
+            extra,
             body,
         },
     )
