@@ -443,3 +443,188 @@ async fn a_krispcall_month_through_stripe_leaves_the_ledger_native_events_leave(
         );
     }
 }
+
+#[tokio::test]
+async fn refused_deliveries_change_nothing_and_say_why() {
+    let s = server().await;
+    let (ann, token) = partner_with_token(&s).await;
+    let mut st = Stripe::new(&s, V2024);
+    let mut customer = fixture(V2024, "customer");
+    set(&mut customer, "/metadata", json!({"refedge_token": token}));
+    let e = st.event("customer.created", "2026-03-02T12:00:00Z", customer, None);
+    let body = e.to_string();
+    let now = s.clock.now_s();
+    let refused = |r: &Resp, field: &str| {
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["field"], field);
+    };
+    let wrong = refedge::signature::sign("whsec_someone_else_0123456789", now, body.as_bytes());
+    refused(
+        &st.post_signed(&body, Some(wrong)).await,
+        "Stripe-Signature",
+    );
+    let stale = refedge::signature::sign(SECRET, now - 301, body.as_bytes());
+    refused(
+        &st.post_signed(&body, Some(stale)).await,
+        "Stripe-Signature",
+    );
+    refused(
+        &st.post_signed(&body, Some("t=1,v0=ab".into())).await,
+        "Stripe-Signature",
+    );
+    let r = send(
+        s.addr(),
+        "POST",
+        "/integrations/stripe/krispcall",
+        &[("content-type", "application/json")],
+        Some(body.as_bytes()),
+    )
+    .await;
+    refused(&r, "Stripe-Signature");
+    let mut old = e.clone();
+    old["api_version"] = json!("2023-10-16");
+    let r = st.post_signed(&old.to_string(), None).await;
+    refused(&r, "api_version");
+    assert!(r.json()["error"].as_str().unwrap().contains("2023-10-16"));
+    let metric = |outcome: &str| {
+        format!("refedge_stripe_deliveries_total{{outcome=\"{outcome}\",program=\"krispcall\"}}")
+    };
+    assert_eq!(s.metric(&metric("bad_signature")).await, 4.0);
+    assert_eq!(s.metric(&metric("unknown_version")).await, 1.0);
+    let r = api(
+        s.addr(),
+        "GET",
+        "/api/v1/customers/cus_QK1SjT3bwN4mQy",
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404, "nothing was recorded");
+
+    // While Stripe rolls the endpoint's secret it signs with both.
+    let old_sig = refedge::signature::sign("whsec_previous_0123456789", now, body.as_bytes());
+    let new_sig = refedge::signature::sign(SECRET, now, body.as_bytes());
+    let both = format!("{old_sig},{}", &new_sig[new_sig.find("v1=").unwrap()..]);
+    let r = st.post_signed(&body, Some(both)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["events"][0]["status"], "accepted");
+    let seq = r.json()["events"][0]["seq"].as_u64().unwrap();
+    let c = api(
+        s.addr(),
+        "GET",
+        &format!("/api/v1/customers/cus_QK1SjT3bwN4mQy?wait_for={seq}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        c.json()["programs"][0]["referral"]["partner_id"],
+        ann.as_str()
+    );
+    // A repeat delivery is a duplicate, not a second signup.
+    let r = st.post_signed(&body, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["events"][0]["status"], "duplicate");
+    assert_eq!(s.metric(&metric("duplicate")).await, 1.0);
+    // Event types refedge does not use are answered and counted.
+    let e = st.event(
+        "payment_intent.created",
+        "2026-03-02T12:00:00Z",
+        json!({"id": "pi_9"}),
+        None,
+    );
+    let r = st.post_signed(&e.to_string(), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["ignored"]
+        .as_str()
+        .unwrap()
+        .contains("payment_intent.created"));
+    assert_eq!(s.metric(&metric("ignored")).await, 1.0);
+    // A delivery without a field refedge needs names it.
+    let mut i = invoice(
+        V2024,
+        "in_7",
+        7,
+        "price_standard",
+        1500,
+        1,
+        "2026-03-03T00:00:00Z",
+    );
+    i.as_object_mut().unwrap().remove("customer");
+    let e = st.event("invoice.paid", "2026-03-03T00:00:00Z", i, None);
+    let r = st.post_signed(&e.to_string(), None).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["field"], "data.object.customer");
+    // A program without a Stripe endpoint has none.
+    let r = send(
+        s.addr(),
+        "POST",
+        "/integrations/stripe/aloware",
+        &[("stripe-signature", "t=1,v1=00")],
+        Some(b"{}"),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn a_refund_before_stripe_links_its_payment_is_refused_until_retried() {
+    let s = server().await;
+    let (ann, token) = partner_with_token(&s).await;
+    let mut st = Stripe::new(&s, BASIL);
+    let mut customer = fixture(BASIL, "customer");
+    set(&mut customer, "/metadata", json!({"refedge_token": token}));
+    st.deliver("customer.created", "2026-03-02T12:00:00Z", customer, None)
+        .await;
+    let first = invoice(
+        BASIL,
+        "in_1",
+        1,
+        "price_standard",
+        1500,
+        2,
+        "2026-03-02T12:00:05Z",
+    );
+    st.deliver("invoice.paid", "2026-03-02T12:00:05Z", first, None)
+        .await;
+    // A current-version charge names no invoice, and the invoice payment
+    // that links them has not arrived: Stripe is told to retry.
+    let refund = st.event(
+        "charge.refunded",
+        "2026-03-05T00:00:00Z",
+        charge(BASIL, 1, 3000, 3000),
+        Some(json!({"amount_refunded": 0})),
+    );
+    let r = st.post_signed(&refund.to_string(), None).await;
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"].as_str().unwrap().contains("retries"));
+    let mut p = fixture(BASIL, "invoice_payment");
+    set(&mut p, "/invoice", json!("in_1"));
+    set(&mut p, "/payment/payment_intent", json!("pi_1"));
+    st.deliver("invoice_payment.paid", "2026-03-02T12:00:05Z", p, None)
+        .await;
+    // Stripe's retry of the same event now applies.
+    let r = st.post_signed(&refund.to_string(), None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let seq = r.json()["events"][0]["seq"].as_u64().unwrap();
+    let lines = ledger(&s, &ann, seq).await;
+    let kinds: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["amount"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("commission", "9.00"), ("void", "-9.00")]);
+    // A dispute of a charge refedge never saw paid is no one's: answered.
+    let mut dispute = fixture(BASIL, "dispute");
+    set(&mut dispute, "/charge", json!("ch_unknown"));
+    set(&mut dispute, "/payment_intent", json!("pi_unknown"));
+    let r = st
+        .deliver(
+            "charge.dispute.created",
+            "2026-03-06T00:00:00Z",
+            dispute,
+            None,
+        )
+        .await;
+    assert!(r["ignored"]
+        .as_str()
+        .unwrap()
+        .contains("paid no invoice refedge has seen"));
+}

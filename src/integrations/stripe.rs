@@ -727,3 +727,329 @@ fn net_credits(lines: Vec<Line>) -> Vec<Value> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Ledger {
+        paid: HashMap<String, (String, String)>,
+        referred: Vec<String>,
+    }
+
+    impl Known for Ledger {
+        fn paid_by(&self, payment: &str) -> Option<(String, String)> {
+            self.paid.get(payment).cloned()
+        }
+        fn referred(&self, customer: &str) -> bool {
+            self.referred.iter().any(|c| c == customer)
+        }
+    }
+
+    fn fixture(version: &str, name: &str) -> Value {
+        let path = format!(
+            "{}/tests/fixtures/stripe/{version}/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn delivery(version: &str, kind: &str, object: Value, previous: Value) -> Delivery {
+        let body = json!({"id": "evt_1", "object": "event", "api_version": version,
+            "created": 1_772_452_800, "type": kind,
+            "data": {"object": object, "previous_attributes": previous}});
+        parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    fn events(o: Outcome) -> Vec<Value> {
+        match o {
+            Outcome::Events(e) => e,
+            Outcome::Ignored(why) => panic!("ignored: {why}"),
+        }
+    }
+
+    #[test]
+    fn versions_are_read_by_their_shape_or_refused() {
+        assert_eq!(Shape::of("2024-06-20"), Some(Shape::V2024));
+        assert_eq!(Shape::of("2025-03-31.basil"), Some(Shape::Basil));
+        assert_eq!(Shape::of("2025-08-27.basil"), Some(Shape::Basil));
+        assert_eq!(Shape::of("2025-10-29.clover"), Some(Shape::Basil));
+        for v in [
+            "2023-10-16",
+            "2024-09-30.acacia",
+            "2025-02-30.basil",
+            "2026-01-28.dahlia",
+            "latest",
+        ] {
+            assert_eq!(Shape::of(v), None, "{v}");
+        }
+        let body = json!({"id": "evt_1", "type": "invoice.paid", "api_version": "2022-11-15",
+            "created": 1, "data": {"object": {}}});
+        let r = parse(body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(
+            (r.field.as_str(), r.kind),
+            ("api_version", RefusalKind::Unreadable)
+        );
+    }
+
+    #[test]
+    fn invoice_amounts_follow_the_currency_and_credits_net_out() {
+        for (version, line) in [
+            ("2024-06-20", "/lines/data/0"),
+            ("2025-03-31.basil", "/lines/data/0"),
+        ] {
+            // 2 seats of ¥1,500: JPY has no minor unit.
+            let mut i = fixture(version, "invoice");
+            *i.pointer_mut("/currency").unwrap() = json!("jpy");
+            *i.pointer_mut(&format!("{line}/amount")).unwrap() = json!(3000);
+            let e = events(
+                translate(
+                    "p",
+                    &delivery(version, "invoice.paid", i.clone(), Value::Null),
+                    &Ledger::default(),
+                )
+                .unwrap(),
+            );
+            let pay = e.iter().find(|e| e["type"] == "payment").unwrap();
+            assert_eq!(pay["currency"], "JPY");
+            assert_eq!(pay["lines"][0]["amount"], "3000", "{version}");
+            assert_eq!(pay["lines"][0]["unit_price"], "1500", "{version}");
+            assert_eq!(pay["lines"][0]["quantity"], 2);
+            assert_eq!(pay["lines"][0]["plan"], "price_standard");
+            assert_eq!(pay["lines"][0]["kind"], "subscription");
+            assert_eq!(pay["id"], "stripe:evt_1");
+            // BHD has thousandths; a proration credit for unused time
+            // reduces the new plan's line.
+            *i.pointer_mut("/currency").unwrap() = json!("bhd");
+            *i.pointer_mut(&format!("{line}/amount")).unwrap() = json!(12_345);
+            let mut credit = i.pointer(line).unwrap().clone();
+            credit["amount"] = json!(-2_345);
+            credit["quantity"] = json!(1);
+            i["lines"]["data"].as_array_mut().unwrap().push(credit);
+            let e = events(
+                translate(
+                    "p",
+                    &delivery(version, "invoice.paid", i, Value::Null),
+                    &Ledger::default(),
+                )
+                .unwrap(),
+            );
+            let pay = e.iter().find(|e| e["type"] == "payment").unwrap();
+            assert_eq!(
+                pay["lines"].as_array().unwrap().len(),
+                1,
+                "{version}: {pay}"
+            );
+            assert_eq!(pay["lines"][0]["amount"], "10.000", "{version}");
+            assert_eq!(pay["lines"][0]["unit_price"], "1.500");
+        }
+    }
+
+    #[test]
+    fn line_kinds_come_from_each_versions_shape() {
+        let mut i = fixture("2024-06-20", "invoice");
+        let mut usage = i["lines"]["data"][0].clone();
+        usage["price"]["recurring"]["usage_type"] = json!("metered");
+        usage["amount"] = json!(740);
+        let mut fee = i["lines"]["data"][0].clone();
+        fee["type"] = json!("invoiceitem");
+        fee["price"]["recurring"] = Value::Null;
+        fee["amount"] = json!(500);
+        i["lines"]["data"]
+            .as_array_mut()
+            .unwrap()
+            .extend([usage, fee]);
+        let e = events(
+            translate(
+                "p",
+                &delivery("2024-06-20", "invoice.paid", i, Value::Null),
+                &Ledger::default(),
+            )
+            .unwrap(),
+        );
+        let kinds: Vec<&str> = e[0]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["subscription", "usage", "fee"]);
+        // The current shape: the parent says subscription or invoice item;
+        // the merchant's line metadata may say usage.
+        let mut i = fixture("2025-03-31.basil", "invoice");
+        let mut usage = i["lines"]["data"][0].clone();
+        usage["metadata"] = json!({"refedge_kind": "usage"});
+        let mut fee = i["lines"]["data"][0].clone();
+        fee["parent"] = json!({"type": "invoice_item_details", "invoice_item_details": {"invoice_item": "ii_1"}, "subscription_item_details": null});
+        i["lines"]["data"]
+            .as_array_mut()
+            .unwrap()
+            .extend([usage, fee]);
+        let e = events(
+            translate(
+                "p",
+                &delivery("2025-03-31.basil", "invoice.paid", i.clone(), Value::Null),
+                &Ledger::default(),
+            )
+            .unwrap(),
+        );
+        let kinds: Vec<&str> = e[0]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["subscription", "usage", "fee"]);
+        assert_eq!(e.len(), 1, "a current-version invoice names no payment");
+        i["lines"]["data"][1]["metadata"] = json!({"refedge_kind": "seats"});
+        let r = translate(
+            "p",
+            &delivery("2025-03-31.basil", "invoice.paid", i, Value::Null),
+            &Ledger::default(),
+        )
+        .unwrap_err();
+        assert_eq!(r.field, "data.object.lines.data[1].metadata.refedge_kind");
+    }
+
+    #[test]
+    fn a_coupon_attributes_the_customer_or_its_first_invoice() {
+        let mut c = fixture("2024-06-20", "customer");
+        c["discount"] = json!({"id": "di_1", "object": "discount", "coupon": {"id": "ANN20", "object": "coupon"}, "promotion_code": null});
+        let e = events(
+            translate(
+                "p",
+                &delivery("2024-06-20", "customer.created", c, Value::Null),
+                &Ledger::default(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(e[0]["attribution"], json!({"coupon": "ANN20"}));
+        assert_eq!(
+            e[0]["customer"],
+            json!({"id": "cus_QK1SjT3bwN4mQy", "email": "bob@acme.example"})
+        );
+        // From basil a discount's coupon is under `source`.
+        let mut i = fixture("2025-03-31.basil", "invoice");
+        i["discounts"] = json!([{"id": "di_2", "object": "discount", "source": {"type": "coupon", "coupon": "ANN20"}}]);
+        let d = delivery("2025-03-31.basil", "invoice.paid", i, Value::Null);
+        let e = events(translate("p", &d, &Ledger::default()).unwrap());
+        let types: Vec<&str> = e.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["signup", "payment"]);
+        assert_eq!(e[0]["id"], "stripe:evt_1:signup");
+        assert_eq!(e[0]["attribution"], json!({"coupon": "ANN20"}));
+        // ... unless the customer is already referred.
+        let known = Ledger {
+            referred: vec!["cus_QK1SjT3bwN4mQy".into()],
+            ..Default::default()
+        };
+        let e = events(translate("p", &d, &known).unwrap());
+        assert_eq!(e.len(), 1);
+    }
+
+    #[test]
+    fn refunds_take_what_each_refund_added_and_disputes_find_their_invoice() {
+        let mut known = Ledger::default();
+        known.paid.insert(
+            "pi_3PB1aaQK1SjT3bwN0".into(),
+            ("cus_A".into(), "in_9".into()),
+        );
+        let mut ch = fixture("2025-03-31.basil", "charge");
+        ch["amount_refunded"] = json!(1250);
+        let d = delivery(
+            "2025-03-31.basil",
+            "charge.refunded",
+            ch.clone(),
+            json!({"amount_refunded": 500}),
+        );
+        let e = events(translate("p", &d, &known).unwrap());
+        assert_eq!(
+            (e[0]["amount"].as_str(), e[0]["invoice_id"].as_str()),
+            (Some("7.50"), Some("in_9"))
+        );
+        let d = delivery(
+            "2025-03-31.basil",
+            "charge.refunded",
+            ch,
+            json!({"amount_refunded": 1250}),
+        );
+        assert!(matches!(
+            translate("p", &d, &known).unwrap(),
+            Outcome::Ignored(_)
+        ));
+        // 2024-06-20: the charge names its invoice and customer.
+        let mut ch = fixture("2024-06-20", "charge");
+        ch["amount_refunded"] = json!(3000);
+        let e = events(
+            translate(
+                "p",
+                &delivery("2024-06-20", "charge.refunded", ch, Value::Null),
+                &Ledger::default(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            (
+                e[0]["amount"].as_str(),
+                e[0]["invoice_id"].as_str(),
+                e[0]["customer_id"].as_str()
+            ),
+            (
+                Some("30.00"),
+                Some("in_1PB1aaQK1SjT3bwN"),
+                Some("cus_QK1SjT3bwN4mQy")
+            )
+        );
+        let dp = fixture("2024-06-20", "dispute");
+        let e = events(
+            translate(
+                "p",
+                &delivery("2024-06-20", "charge.dispute.created", dp, Value::Null),
+                &known,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            (
+                e[0]["type"].as_str(),
+                e[0]["amount"].as_str(),
+                e[0]["customer_id"].as_str()
+            ),
+            (Some("chargeback"), Some("30.00"), Some("cus_A"))
+        );
+    }
+
+    #[test]
+    fn only_a_new_price_is_a_plan_change() {
+        let sub = fixture("2024-06-20", "subscription");
+        let quantity_only = json!({"items": {"object": "list", "data": [{"id": "si_QK1Standard", "price": {"id": "price_standard"}, "quantity": 1}]}});
+        let d = delivery(
+            "2024-06-20",
+            "customer.subscription.updated",
+            sub.clone(),
+            quantity_only,
+        );
+        assert!(matches!(
+            translate("p", &d, &Ledger::default()).unwrap(),
+            Outcome::Ignored(_)
+        ));
+        let d = delivery(
+            "2024-06-20",
+            "customer.subscription.updated",
+            sub.clone(),
+            json!({"cancel_at_period_end": true}),
+        );
+        assert!(matches!(
+            translate("p", &d, &Ledger::default()).unwrap(),
+            Outcome::Ignored(_)
+        ));
+        let old = json!({"items": {"object": "list", "data": [{"id": "si_QK1Standard", "price": {"id": "price_basic"}}]}});
+        let d = delivery("2024-06-20", "customer.subscription.updated", sub, old);
+        let e = events(translate("p", &d, &Ledger::default()).unwrap());
+        assert_eq!(
+            (e[0]["plan"].as_str(), e[0]["unit_price"].as_str()),
+            (Some("price_standard"), Some("15.00"))
+        );
+    }
+}
