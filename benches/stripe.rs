@@ -46,7 +46,9 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 refedge::signature::verify(secret, &sig, black_box(&body), 1_772_452_800).unwrap();
                 let d = stripe::parse(black_box(&body)).unwrap();
-                let stripe::Outcome::Events(events) = stripe::translate("krispcall", &d, &Nothing).unwrap() else {
+                let stripe::Outcome::Events(events) =
+                    stripe::translate("krispcall", &d, &Nothing).unwrap()
+                else {
                     panic!("a payment")
                 };
                 for e in events {

@@ -76,6 +76,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The staff console and the partner portal.
     pub console: ConsoleConfig,
+    /// Webhooks and partner postbacks out (`[webhooks]`).
+    pub webhooks: crate::webhooks::Settings,
 }
 
 /// The staff console (`/console/`) and partner portal (`/portal/`)
@@ -646,6 +648,7 @@ impl Reader {
             signin_link_hours: self.uint(&mut t, "console", "signin_link_hours", 72, 1, 720),
         };
         self.finish(t, "console");
+        let webhooks = self.webhooks(&mut root);
         self.finish(root, "");
 
         Config {
@@ -669,7 +672,29 @@ impl Reader {
             programs,
             cluster,
             console,
+            webhooks,
         }
+    }
+
+    /// `[webhooks]`: each attempt's timeout, the first retry's wait (it
+    /// doubles), how long a delivery is retried, the failures in a row
+    /// that disable an endpoint, and whether postbacks may target private
+    /// addresses (tests only).
+    fn webhooks(&mut self, root: &mut Table) -> crate::webhooks::Settings {
+        let p = "webhooks";
+        let mut t = self.table(root, "", p);
+        let ms = std::time::Duration::from_millis;
+        let s = crate::webhooks::Settings {
+            timeout: ms(self.uint(&mut t, p, "timeout_ms", 10_000, 100, 120_000)),
+            retry_base: ms(self.uint(&mut t, p, "retry_base_ms", 30_000, 10, 3_600_000)),
+            max_age: std::time::Duration::from_secs(
+                self.uint(&mut t, p, "max_age_hours", 24, 1, 24 * 30) * 3600,
+            ),
+            disable_after: self.uint(&mut t, p, "disable_after_failures", 20, 1, 10_000) as u32,
+            allow_private_targets: self.boolean(&mut t, p, "allow_private_targets", false),
+        };
+        self.finish(t, p);
+        s
     }
 
     fn cluster(&mut self, root: &mut Table) -> Option<ClusterConfig> {

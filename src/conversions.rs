@@ -102,6 +102,8 @@ pub struct Conversions {
     progress: Mutex<Instant>,
     /// The last event-log write's error, while it is the last word.
     write_failure: Mutex<Option<String>>,
+    /// Where what the events did is queued for webhooks and postbacks.
+    outbox: std::sync::OnceLock<Arc<crate::webhooks::Outbox>>,
 }
 
 /// Why the calculator is not ready.
@@ -116,6 +118,12 @@ pub enum NotReady {
 }
 
 impl Conversions {
+    /// Sends what applied events did to the webhook outbox (set once,
+    /// before [`Conversions::start`]).
+    pub fn set_outbox(&self, outbox: Arc<crate::webhooks::Outbox>) {
+        let _ = self.outbox.set(outbox);
+    }
+
     /// Loads the snapshot (if any); call [`Conversions::start`] to run.
     pub fn open(
         store: Store,
@@ -137,6 +145,7 @@ impl Conversions {
             quarantined: RwLock::new(quarantined),
             progress: Mutex::new(Instant::now()),
             write_failure: Mutex::new(None),
+            outbox: std::sync::OnceLock::new(),
         }))
     }
 
@@ -373,11 +382,20 @@ impl Conversions {
     fn apply_batch(&self, batch: &[StoredEvent]) {
         let mut calc = self.calc.write().unwrap_or_else(PoisonError::into_inner);
         let before = calc.state.rejections.len();
+        let mut notices = Vec::new();
         for e in batch {
             if self.is_quarantined(e.seq) {
                 continue;
             }
+            let marks = self.outbox.get().map(|_| crate::webhooks::marks(&calc));
             let Err(error) = try_apply(&mut calc, &e.id, &e.event) else {
+                if let Some(m) = &marks {
+                    notices.extend(
+                        crate::webhooks::notices(m, &calc, e.seq, &e.event)
+                            .into_iter()
+                            .map(|n| (e.seq, n)),
+                    );
+                }
                 continue;
             };
             let q = Quarantined {
@@ -409,6 +427,15 @@ impl Conversions {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(q);
             *calc = self.rebuild_before(e.seq);
+        }
+        if let Some(outbox) = self.outbox.get() {
+            // Queued before the snapshot that covers these events is
+            // written (its flush makes them durable); a replay queues
+            // nothing twice.
+            use crate::clock::Clock;
+            if let Err(err) = outbox.enqueue(&notices, crate::clock::SystemClock.now()) {
+                tracing::error!(error = %err, "queueing webhook deliveries failed");
+            }
         }
         if let Some(m) = &self.metrics {
             for r in &calc.state.rejections[before.min(calc.state.rejections.len())..] {

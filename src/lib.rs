@@ -23,6 +23,7 @@
 //! - [`metrics`]: the Prometheus registry and typed metric families.
 //! - [`token`]: the signed attribution token and its keyring.
 //! - [`secrets`]: admin token, keyring and IP-hash key files (mode 0600).
+//! - [`webhooks`]: the durable outbox of webhooks and partner postbacks, and its delivery task.
 //! - [`signature`]: the `t=…,v1=…` HMAC scheme of signed deliveries, in and out.
 
 pub mod access;
@@ -50,3 +51,4 @@ pub mod secrets;
 pub mod signature;
 pub mod store;
 pub mod token;
+pub mod webhooks;

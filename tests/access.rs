@@ -1,4 +1,5 @@
-//! Scoped API keys (issue 16): every API route walked with every role; a
+//! Scoped API keys (issue 16): every API route walked with every role
+//! (issue 17's webhooks and postbacks included); a
 //! partner key sees only its partner; secrets shown once, stored hashed,
 //! revoked at once, expired keys refused.
 
@@ -254,6 +255,53 @@ async fn every_route_answers_each_role_as_its_rules_say() {
             "/api/v1/api-keys/key_nope".into(),
             None,
             &["admin"],
+        ),
+        // Merchants' webhooks: the admin's; a partner's postback: marketing
+        // and the partner itself.
+        ("GET", "/api/v1/webhooks".into(), None, &["admin"]),
+        ("POST", "/api/v1/webhooks".into(), Some(&empty), &["admin"]),
+        ("GET", "/api/v1/webhooks/we_nope".into(), None, &["admin"]),
+        (
+            "DELETE",
+            "/api/v1/webhooks/we_nope".into(),
+            None,
+            &["admin"],
+        ),
+        (
+            "POST",
+            "/api/v1/webhooks/we_nope/enable".into(),
+            None,
+            &["admin"],
+        ),
+        (
+            "GET",
+            "/api/v1/webhooks/we_nope/deliveries".into(),
+            None,
+            &["admin"],
+        ),
+        (
+            "POST",
+            "/api/v1/webhooks/we_nope/deliveries/whd_nope/redeliver".into(),
+            None,
+            &["admin"],
+        ),
+        (
+            "PUT",
+            format!("/api/v1/partners/{a}/postback"),
+            Some(&empty),
+            &["admin", "marketing", "partner"],
+        ),
+        (
+            "GET",
+            format!("/api/v1/partners/{a}/postback"),
+            None,
+            &["admin", "marketing", "partner"],
+        ),
+        (
+            "DELETE",
+            format!("/api/v1/partners/{a}/postback"),
+            None,
+            &["admin", "marketing", "partner"],
         ),
     ];
     let mut checked = 0;

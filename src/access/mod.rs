@@ -262,7 +262,15 @@ pub fn check(p: &Principal, method: &Method, rest: &[&str]) -> Access {
         (&Method::GET, ["reviews"] | ["reviews", _]) => &[Fraud, Finance],
         (&Method::POST, ["reviews", _]) => &[Fraud],
         (_, ["payouts", ..]) => &[Finance],
-        // Signing keys and API keys: the admin's alone.
+        // A partner's postback: marketing sets partners up; a partner runs
+        // its own tracker.
+        (&Method::GET | &Method::PUT | &Method::DELETE, ["partners", _, "postback"]) => {
+            if p.role == Partner {
+                return Access::OwnPartner(1);
+            }
+            &[Marketing]
+        }
+        // Signing keys, API keys and merchants' webhooks: the admin's alone.
         _ => &[],
     };
     if roles.contains(&p.role) {

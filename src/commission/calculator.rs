@@ -562,6 +562,19 @@ impl Calculator {
         Some((customer, invoice))
     }
 
+    /// What of a payment the program's commission is figured on: the
+    /// lines of the kinds its rules count (before any initial-plan cap).
+    /// `None` for a program that pays nothing.
+    pub fn commissionable(&self, p: &Payment) -> Option<Decimal> {
+        let rules = self.programs.get(&p.program)?.rules.as_ref()?;
+        checked_sum(
+            p.lines
+                .iter()
+                .filter(|l| rules.commission.base.contains(&l.kind))
+                .map(|l| l.amount),
+        )
+    }
+
     /// Whether an invoice's payment was seen (referred customer or not).
     pub fn invoice_customer(&self, program: &str, invoice: &str) -> Option<&str> {
         self.state

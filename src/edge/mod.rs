@@ -18,6 +18,7 @@ mod reviews;
 mod routes;
 mod stats_api;
 pub mod stripe;
+mod webhooks_api;
 mod writes;
 
 use crate::background;
@@ -103,6 +104,8 @@ pub struct App {
     pub ip_key: ring::hmac::Key,
     /// Cluster mode: the node's handle on NATS JetStream.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Webhooks and partner postbacks out (see [`crate::webhooks`]).
+    pub outbox: Arc<crate::webhooks::Outbox>,
 }
 
 /// Statuses the redirect answers with, counted through pre-resolved series.
@@ -299,6 +302,15 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             }
         }
     }
+    // Partners' customer references are keyed by a key of their own,
+    // derived from the IP-hash secret (never the merchant's ids).
+    let refs_key = ring::hmac::sign(&ip_key, b"refedge customer references");
+    let outbox = Arc::new(crate::webhooks::Outbox::new(
+        store.clone(),
+        config.webhooks.clone(),
+        refs_key.as_ref(),
+    ));
+    conversions.set_outbox(outbox.clone());
     let calculator = conversions.start();
     let (clicklog, writer) = ClickLog::start(
         store.clone(),
@@ -396,6 +408,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         rng,
         ip_key,
         cluster,
+        outbox,
     });
     let cluster_tasks = cluster_tasks::spawn(&app, addr);
     // Idle visitors' state is swept once a sweep period, a sixteenth at a
@@ -458,6 +471,22 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         })
     };
     let healer = tokio::spawn(heal_store(app.clone()));
+    // Deliveries go out from a single node, or from a cluster's active
+    // calculator only.
+    let (stop_deliveries, deliveries_stop) = tokio::sync::watch::channel(false);
+    let deliveries = {
+        let a = app.clone();
+        crate::webhooks::deliver::spawn(
+            app.outbox.clone(),
+            move || match &a.cluster {
+                None => true,
+                Some(c) => c
+                    .lease
+                    .held_by_me(Duration::from_secs(c.config.lease_seconds)),
+            },
+            deliveries_stop,
+        )
+    };
     let app_for_serve = app.clone();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -466,6 +495,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         roller.abort();
         sweeper.abort();
         healer.abort();
+        let _ = stop_deliveries.send(true);
+        let _ = deliveries.await;
         cluster_tasks.stop().await;
         result
     });

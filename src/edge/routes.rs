@@ -5,7 +5,7 @@
 use super::http::{self, text, ApiError, ApiRequest, Body};
 use super::{
     api, api_keys, console, fraud_api, money, partner_reads, readiness, redirect, reviews,
-    stats_api, App,
+    stats_api, webhooks_api, App,
 };
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -59,6 +59,14 @@ fn route_label(method: &Method, segments: &[&str]) -> &'static str {
         (_, ["api", "v1", "partners", _, "referrals"]) => "/api/v1/partners/{id}/referrals",
         (_, ["api", "v1", "partners", _, "payouts"]) => "/api/v1/partners/{id}/payouts",
         (_, ["api", "v1", "partners", _, "portal-link"]) => "/api/v1/partners/{id}/portal-link",
+        (_, ["api", "v1", "partners", _, "postback"]) => "/api/v1/partners/{id}/postback",
+        (_, ["api", "v1", "webhooks"]) => "/api/v1/webhooks",
+        (_, ["api", "v1", "webhooks", _]) => "/api/v1/webhooks/{id}",
+        (_, ["api", "v1", "webhooks", _, "enable"]) => "/api/v1/webhooks/{id}/enable",
+        (_, ["api", "v1", "webhooks", _, "deliveries"]) => "/api/v1/webhooks/{id}/deliveries",
+        (_, ["api", "v1", "webhooks", _, "deliveries", _, "redeliver"]) => {
+            "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver"
+        }
         (_, ["api", "v1", "payouts", _]) => "/api/v1/payouts/{id}",
         (_, ["api", "v1", "payouts", _, "csv"]) => "/api/v1/payouts/{id}/csv",
         (_, ["api", "v1", "payouts", _, "confirm"]) => "/api/v1/payouts/{id}/confirm",
@@ -205,6 +213,27 @@ pub(super) async fn api_as(
             fraud_api::partner(app.clone(), id.to_string()).await
         }
         (&Method::POST, ["events"]) => money::post_events(app.clone(), req, false).await,
+        (&Method::POST, ["webhooks"]) => webhooks_api::create(app.clone(), req).await,
+        (&Method::GET, ["webhooks"]) => webhooks_api::list(app.clone()).await,
+        (&Method::GET, ["webhooks", id]) => webhooks_api::get(app.clone(), id).await,
+        (&Method::DELETE, ["webhooks", id]) => webhooks_api::delete(app.clone(), id).await,
+        (&Method::POST, ["webhooks", id, "enable"]) => webhooks_api::enable(app.clone(), id).await,
+        (&Method::GET, ["webhooks", id, "deliveries"]) => {
+            webhooks_api::deliveries(app.clone(), req, id).await
+        }
+        (&Method::POST, ["webhooks", id, "deliveries", d, "redeliver"]) => {
+            webhooks_api::redeliver(app.clone(), id, d).await
+        }
+        (&Method::PUT, ["partners", id, "postback"]) => {
+            let id = id.to_string();
+            webhooks_api::put_postback(app.clone(), req, &id).await
+        }
+        (&Method::GET, ["partners", id, "postback"]) => {
+            webhooks_api::get_postback(app.clone(), id).await
+        }
+        (&Method::DELETE, ["partners", id, "postback"]) => {
+            webhooks_api::delete_postback(app.clone(), id).await
+        }
         (&Method::POST, ["fx-rates"]) => money::post_fx_rates(app.clone(), req).await,
         (&Method::POST, ["coupons"]) => money::post_coupon(app.clone(), req).await,
         (&Method::GET, ["coupons", code]) => {
@@ -299,6 +328,9 @@ fn is_ledger_route(method: &Method, rest: &[&str]) -> bool {
             | (&Method::GET, ["clicks"] | ["fraud", ..] | ["stats", ..])
             | (&Method::GET, ["links", _, "stats"])
             | (&Method::GET, ["partners", _, "clicks", "daily"])
+            // The outbox is the calculator's: it queues what the ledger did.
+            | (_, ["webhooks", ..])
+            | (_, ["partners", _, "postback"])
     )
 }
 

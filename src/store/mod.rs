@@ -20,6 +20,7 @@ pub mod rollups;
 pub mod sessions;
 mod suspicious;
 pub mod top;
+pub mod webhooks;
 
 pub use clicks::{ClickPage, ClickQuery};
 
@@ -110,6 +111,8 @@ struct Trees {
     sessions: sled::Tree,
     /// Click rollups by day (see [`rollups`]).
     rollups: sled::Tree,
+    /// The webhook outbox (see [`webhooks`]).
+    webhooks: sled::Tree,
 }
 
 impl Trees {
@@ -140,6 +143,7 @@ impl Trees {
             partner_links: db.open_tree("partner_links")?,
             sessions: db.open_tree("sessions")?,
             rollups: db.open_tree("rollups")?,
+            webhooks: db.open_tree("webhooks")?,
             db,
         })
     }
