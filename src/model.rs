@@ -37,7 +37,7 @@ pub struct Partner {
 }
 
 /// A partner's standing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PartnerStatus {
     /// Clicks earn as usual.

@@ -17,7 +17,7 @@ use ring::rand::SystemRandom;
 use serde::{Deserialize, Serialize};
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything, and manages keys.
@@ -200,6 +200,7 @@ pub fn check(p: &Principal, method: &Method, rest: &[&str]) -> Access {
         return Access::Allowed;
     }
     let roles: &[Role] = match (method, rest) {
+        (&Method::GET, ["openapi.json"]) => &[Marketing, Fraud, Finance, Ingest, Partner],
         (&Method::POST, ["partners"]) => &[Marketing],
         (&Method::GET, ["partners"]) => &[Marketing, Fraud, Finance],
         (&Method::GET, ["partners", _, "links" | "referrals" | "payouts"]) => {

@@ -57,7 +57,7 @@ pub struct BillingRefs {
 pub const MAX_REFS: usize = 20;
 
 /// A customer signed up.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Signup {
     pub id: String,
@@ -69,11 +69,12 @@ pub struct Signup {
     /// Filled in by refedge on ingestion: what the token or click id
     /// resolved to. Never sent by clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub resolved: Option<Resolved>,
 }
 
 /// The customer in a signup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Customer {
     pub id: String,
@@ -86,6 +87,7 @@ pub struct Customer {
     /// Set by refedge on ingestion: the keyed hash of `ip`, which is then
     /// dropped (raw addresses are never stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
     pub ip_hash: Option<String>,
     /// Already a customer or prospect of the merchant.
     #[serde(default)]
@@ -93,7 +95,7 @@ pub struct Customer {
 }
 
 /// What the merchant captured as attribution.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributionClaim {
     /// The `refedge_attr` cookie value.
@@ -135,7 +137,7 @@ pub struct ClickSeen {
 }
 
 /// A paid invoice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Payment {
     pub id: String,
@@ -148,11 +150,12 @@ pub struct Payment {
 }
 
 /// One line of an invoice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvoiceLine {
     pub kind: LineKind,
     #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")]
+    #[schemars(with = "String")]
     pub amount: Decimal,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
@@ -162,13 +165,14 @@ pub struct InvoiceLine {
         serialize_with = "ser_opt_decimal",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(with = "Option<String>")]
     pub unit_price: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantity: Option<u32>,
 }
 
 /// A refund or chargeback of (part of) an invoice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reversal {
     pub id: String,
@@ -177,11 +181,12 @@ pub struct Reversal {
     pub customer_id: String,
     pub invoice_id: String,
     #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")]
+    #[schemars(with = "String")]
     pub amount: Decimal,
 }
 
 /// The customer cancelled.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cancellation {
     pub id: String,
@@ -191,7 +196,7 @@ pub struct Cancellation {
 }
 
 /// The customer moved to another plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanChange {
     pub id: String,
@@ -200,6 +205,7 @@ pub struct PlanChange {
     pub customer_id: String,
     pub plan: String,
     #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")]
+    #[schemars(with = "String")]
     pub unit_price: Decimal,
 }
 
@@ -249,7 +255,7 @@ pub struct PartnerStatusChange {
 }
 
 /// A coupon assigned to a partner.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CouponRecord {
     pub code: String,
@@ -263,7 +269,7 @@ pub struct CouponRecord {
 }
 
 /// Exchange rates: 1 `base` = `rates[CUR]` CUR, from `at` on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FxRates {
     pub at: DateTime<Utc>,
@@ -272,10 +278,12 @@ pub struct FxRates {
 }
 
 /// A rate, as a decimal string.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct FxRate(
-    #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")] pub Decimal,
+    #[serde(deserialize_with = "decimal_str", serialize_with = "ser_decimal")]
+    #[schemars(with = "String")]
+    pub Decimal,
 );
 
 /// Pay out what is due in a program on a date.

@@ -127,7 +127,7 @@ pub fn review_id(program: &str, customer: &str) -> String {
 }
 
 /// What an analyst decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Approve,

@@ -72,7 +72,9 @@ fn usd() -> String {
 }
 
 /// Kinds of invoice line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
     /// The plan's recurring fee.

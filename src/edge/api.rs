@@ -22,9 +22,9 @@ use std::time::Duration;
 /// Longest an admin read waits for queued clicks to reach disk.
 const BARRIER_WAIT: Duration = Duration::from_secs(2);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PartnerIn {
+pub(super) struct PartnerIn {
     program: String,
     name: String,
     email: String,
@@ -86,9 +86,9 @@ pub fn get_partner(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
     Ok(json(StatusCode::OK, &p))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LinkIn {
+pub(super) struct LinkIn {
     partner_id: String,
     destination: String,
     #[serde(default)]
@@ -404,9 +404,9 @@ async fn change_shared_keys(
 /// Longest reason for a standing change (it goes to the audit log).
 const MAX_REASON_CHARS: usize = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StandingIn {
+pub(super) struct StandingIn {
     status: crate::model::PartnerStatus,
     reason: String,
     #[serde(default)]

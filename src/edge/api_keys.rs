@@ -12,9 +12,9 @@ use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct KeyIn {
+pub(super) struct KeyIn {
     name: String,
     role: Role,
     #[serde(default)]

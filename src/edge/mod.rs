@@ -12,6 +12,7 @@ mod fraud_api;
 pub mod http;
 mod idle;
 pub mod money;
+mod openapi;
 mod partner_reads;
 pub mod redirect;
 mod reviews;

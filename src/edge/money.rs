@@ -292,9 +292,9 @@ pub async fn post_fx_rates(app: Arc<App>, req: ApiRequest) -> Result<Response<Bo
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CouponIn {
+pub(super) struct CouponIn {
     code: String,
     partner_id: String,
     #[serde(default)]
@@ -653,9 +653,9 @@ pub async fn customer(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RunIn {
+pub(super) struct RunIn {
     program: String,
     #[serde(deserialize_with = "crate::commission::event::instant")]
     as_of: DateTime<Utc>,

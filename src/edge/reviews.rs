@@ -94,9 +94,9 @@ pub fn get(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
     Ok(json(StatusCode::OK, &out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DecisionIn {
+pub(super) struct DecisionIn {
     decision: Decision,
     reason: String,
     #[serde(default)]

@@ -13,74 +13,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// Route patterns used as metric labels.
-fn route_label(method: &Method, segments: &[&str]) -> &'static str {
-    match (method, segments) {
-        (_, ["r", _]) => "/r/{code}",
-        (_, ["healthz"]) => "/healthz",
-        (_, ["readyz"]) => "/readyz",
-        (_, ["metrics"]) => "/metrics",
-        (_, ["api", "v1", "partners"]) => "/api/v1/partners",
-        (_, ["api", "v1", "partners", _]) => "/api/v1/partners/{id}",
-        (_, ["api", "v1", "links"]) => "/api/v1/links",
-        (_, ["api", "v1", "links", _]) => "/api/v1/links/{code}",
-        (_, ["api", "v1", "clicks"]) => "/api/v1/clicks",
-        (_, ["api", "v1", "clicks", _]) => "/api/v1/clicks/{id}",
-        (_, ["api", "v1", "keys"]) => "/api/v1/keys",
-        (_, ["api", "v1", "keys", "rotate"]) => "/api/v1/keys/rotate",
-        (_, ["api", "v1", "keys", _, "retire"]) => "/api/v1/keys/{id}/retire",
-        (_, ["api", "v1", "events"]) => "/api/v1/events",
-        (_, ["integrations", "stripe", _]) => "/integrations/stripe/{program}",
-        (_, ["api", "v1", "fraud", "summary"]) => "/api/v1/fraud/summary",
-        (_, ["api", "v1", "fraud", "clicks"]) => "/api/v1/fraud/clicks",
-        (_, ["api", "v1", "fraud", "partners", _]) => "/api/v1/fraud/partners/{id}",
-        (_, ["api", "v1", "fraud", "partners"]) => "/api/v1/fraud/partners",
-        (_, ["api", "v1", "fx-rates"]) => "/api/v1/fx-rates",
-        (_, ["api", "v1", "coupons"]) => "/api/v1/coupons",
-        (_, ["api", "v1", "coupons", _]) => "/api/v1/coupons/{code}",
-        (_, ["api", "v1", "partners", _, "balance"]) => "/api/v1/partners/{id}/balance",
-        (_, ["api", "v1", "partners", _, "audit"]) => "/api/v1/partners/{id}/audit",
-        (_, ["api", "v1", "partners", _, "statement"]) => "/api/v1/partners/{id}/statement",
-        (_, ["api", "v1", "referrals"]) => "/api/v1/referrals",
-        (_, ["api", "v1", "problems"]) => "/api/v1/problems",
-        (_, ["api", "v1", "customers", _]) => "/api/v1/customers/{id}",
-        (_, ["api", "v1", "api-keys"]) => "/api/v1/api-keys",
-        (_, ["api", "v1", "api-keys", _]) => "/api/v1/api-keys/{id}",
-        (_, ["api", "v1", "payouts"]) => "/api/v1/payouts",
-        (_, ["api", "v1", "stats", "daily"]) => "/api/v1/stats/daily",
-        (_, ["api", "v1", "stats", "top"]) => "/api/v1/stats/top",
-        (_, ["api", "v1", "stats", "commissions"]) => "/api/v1/stats/commissions",
-        (_, ["api", "v1", "partners", _, "clicks", "daily"]) => {
-            "/api/v1/partners/{id}/clicks/daily"
-        }
-        (_, ["api", "v1", "links", _, "stats"]) => "/api/v1/links/{code}/stats",
-        (_, ["api", "v1", "payouts", "run"]) => "/api/v1/payouts/run",
-        (_, ["api", "v1", "partners", _, "links"]) => "/api/v1/partners/{id}/links",
-        (_, ["api", "v1", "partners", _, "referrals"]) => "/api/v1/partners/{id}/referrals",
-        (_, ["api", "v1", "partners", _, "payouts"]) => "/api/v1/partners/{id}/payouts",
-        (_, ["api", "v1", "partners", _, "portal-link"]) => "/api/v1/partners/{id}/portal-link",
-        (_, ["api", "v1", "partners", _, "postback"]) => "/api/v1/partners/{id}/postback",
-        (_, ["api", "v1", "webhooks"]) => "/api/v1/webhooks",
-        (_, ["api", "v1", "webhooks", _]) => "/api/v1/webhooks/{id}",
-        (_, ["api", "v1", "webhooks", _, "enable"]) => "/api/v1/webhooks/{id}/enable",
-        (_, ["api", "v1", "webhooks", _, "deliveries"]) => "/api/v1/webhooks/{id}/deliveries",
-        (_, ["api", "v1", "webhooks", _, "deliveries", _, "redeliver"]) => {
-            "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver"
-        }
-        (_, ["api", "v1", "payouts", _]) => "/api/v1/payouts/{id}",
-        (_, ["api", "v1", "payouts", _, "csv"]) => "/api/v1/payouts/{id}/csv",
-        (_, ["api", "v1", "payouts", _, "confirm"]) => "/api/v1/payouts/{id}/confirm",
-        (_, ["api", "v1", "reviews"]) => "/api/v1/reviews",
-        (_, ["api", "v1", "reviews", _]) => "/api/v1/reviews/{id}",
-        _ => "other",
-    }
+/// Route patterns used as metric labels (the described routes', see
+/// [`super::openapi`]); `other` for anything else.
+fn route_label(segments: &[&str]) -> &'static str {
+    super::openapi::path_route(segments).map_or("other", |r| r.path)
 }
 
 /// Whether `rest` (the path after `/api/v1/`) is one of the API's routes.
 fn is_api_route(rest: &[&str]) -> bool {
     let mut full = vec!["api", "v1"];
     full.extend_from_slice(rest);
-    !rest.is_empty() && route_label(&Method::GET, &full) != "other"
+    !rest.is_empty() && route_label(&full) != "other"
 }
 
 pub(super) async fn route(
@@ -114,7 +57,7 @@ pub(super) async fn route(
         }
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let label = route_label(req.method(), &segments);
+    let label = route_label(&segments);
     let resp = dispatch(&app, req.map(http_body_util::Either::Left), &segments)
         .await
         .unwrap_or_else(ApiError::into_response);
@@ -172,6 +115,17 @@ pub(super) async fn api_as(
     rest: &[&str],
 ) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
+    // Only described routes are served: a handler cannot exist without
+    // its entry in the OpenAPI description.
+    let mut full = vec!["api", "v1"];
+    full.extend_from_slice(rest);
+    if super::openapi::find(&method, &full).is_none() {
+        return Err(if is_api_route(rest) {
+            ApiError::MethodNotAllowed
+        } else {
+            ApiError::NotFound("route")
+        });
+    }
     permit(app, p, &method, rest).await?;
     if !app.calculates() && is_ledger_route(&method, rest) {
         return to_calculator(app, req).await;
@@ -213,6 +167,9 @@ pub(super) async fn api_as(
             fraud_api::partner(app.clone(), id.to_string()).await
         }
         (&Method::POST, ["events"]) => money::post_events(app.clone(), req, false).await,
+        (&Method::GET, ["openapi.json"]) => {
+            Ok(http::json(StatusCode::OK, super::openapi::document()))
+        }
         (&Method::POST, ["webhooks"]) => webhooks_api::create(app.clone(), req).await,
         (&Method::GET, ["webhooks"]) => webhooks_api::list(app.clone()).await,
         (&Method::GET, ["webhooks", id]) => webhooks_api::get(app.clone(), id).await,

@@ -16,16 +16,16 @@ use std::sync::Arc;
 /// Most deliveries one log read lists.
 const MAX_LOG: usize = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EndpointIn {
+pub(super) struct EndpointIn {
     url: String,
     events: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PostbackIn {
+pub(super) struct PostbackIn {
     url_template: String,
     #[serde(default)]
     events: Option<Vec<String>>,
