@@ -44,20 +44,84 @@ fn partner_id(i: usize) -> String {
     format!("p_bench{i:09}")
 }
 
-/// A small fast generator (the seed data needs spread, not secrecy).
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+/// The seed's randomness for click `i` and draw `k`: a hash (splitmix64)
+/// rather than a sequence, so a seeding stopped part way resumes at any
+/// click with the same data it would have written.
+fn draw(i: usize, k: u64) -> u64 {
+    let mut z = (i as u64)
+        .wrapping_mul(4)
+        .wrapping_add(k)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Clicks written per store opening. sled 0.34 keeps far more than its
+/// cache for a long run of small inserts (the per-partner index keys: one
+/// per click when partners are spread this evenly; spacejam/sled#986): the
+/// first 10,000,000-click seeding reached 18 GB in one process. Closing
+/// and reopening the store every segment gives that memory back.
+const SEGMENT: usize = 1_000_000;
+
+/// The process's resident set in MB (Linux), for the seeding log.
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn seed(dir: &std::path::Path, partners: usize, links: usize, clicks: usize) {
-    let store = Store::open(dir).expect("open store");
     let now = Utc::now();
+    let links_done = dir.with_file_name("seeded-links");
+    if !links_done.exists() {
+        let _ = std::fs::remove_dir_all(dir);
+        seed_directory(dir, partners, links, now);
+        std::fs::write(&links_done, now.timestamp_millis().to_string()).unwrap();
+    }
+    // Clicks are spread over the 90 days before the first seeding began,
+    // so a resumed seeding continues the same timeline.
+    let began = std::fs::read_to_string(&links_done).unwrap();
+    let began = refedge::clock::ms_to_datetime(began.trim().parse().unwrap());
+    let progress = dir.with_file_name("seeded-clicks");
+    let mut done: usize = std::fs::read_to_string(&progress)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let t0 = Instant::now();
+    while done < clicks {
+        let end = (done + SEGMENT).min(clicks);
+        let store = Store::open(dir).expect("open store");
+        seed_clicks(&store, partners, links, clicks, began, done..end);
+        store.flush().unwrap();
+        drop(store);
+        done = end;
+        std::fs::write(&progress, done.to_string()).unwrap();
+        eprintln!(
+            "seeded {done} of {clicks} clicks in {:.1?} (RSS {:.0} MB)",
+            t0.elapsed(),
+            rss_mb()
+        );
+    }
+    // The seed is kept from here on: a run stopped during the backfill
+    // resumes it from the rollups' cursor instead of seeding again.
+    std::fs::write(dir.with_file_name("seeded"), b"").unwrap();
+    roll_up(&Store::open(dir).expect("open store"));
+}
+
+fn seed_directory(
+    dir: &std::path::Path,
+    partners: usize,
+    links: usize,
+    now: chrono::DateTime<Utc>,
+) {
+    let store = Store::open(dir).expect("open store");
     let t0 = Instant::now();
     for i in 0..partners {
         let program = PROGRAMS[i % 4];
@@ -94,16 +158,26 @@ fn seed(dir: &std::path::Path, partners: usize, links: usize, clicks: usize) {
         "seeded {partners} partners and {links} links in {:.1?}",
         t0.elapsed()
     );
-    let t0 = Instant::now();
-    let start = (now - Days::days(DAYS)).timestamp_millis();
+}
+
+/// Clicks `range` of `clicks`, evenly over the 90 days before `began`.
+fn seed_clicks(
+    store: &Store,
+    partners: usize,
+    links: usize,
+    clicks: usize,
+    began: chrono::DateTime<Utc>,
+    range: std::ops::Range<usize>,
+) {
+    let start = (began - Days::days(DAYS)).timestamp_millis();
     let span = DAYS * 86_400_000;
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut batch = Vec::with_capacity(4096);
-    for i in 0..clicks {
+    let last = range.end;
+    for i in range {
         let ms = start + (i as i64 * span) / clicks as i64;
-        let j = (rng.next() % links as u64) as usize;
+        let j = (draw(i, 0) % links as u64) as usize;
         let p = j % partners;
-        let flagged = rng.next() % 100 < 3;
+        let flagged = draw(i, 1) % 100 < 3;
         let rec = ClickRecord {
             id: ClickId(ClickId::lower_bound(ms).0 + i as u128),
             at: refedge::clock::ms_to_datetime(ms),
@@ -111,8 +185,8 @@ fn seed(dir: &std::path::Path, partners: usize, links: usize, clicks: usize) {
             partner_id: partner_id(p),
             program: PROGRAMS[p % 4].into(),
             method: "GET".into(),
-            ip_hash: format!("{:032x}", rng.next()),
-            ip_prefix: format!("100.64.{}.0/24", rng.next() % 256),
+            ip_hash: format!("{:032x}", draw(i, 2)),
+            ip_prefix: format!("100.64.{}.0/24", draw(i, 3) % 256),
             user_agent: Some(UAS[i % 3].into()),
             referer: (i % 2 == 0).then(|| format!("https://blog{p}.example/post")),
             query: None,
@@ -134,17 +208,11 @@ fn seed(dir: &std::path::Path, partners: usize, links: usize, clicks: usize) {
             },
         };
         batch.push(rec);
-        if batch.len() == 4096 || i + 1 == clicks {
+        if batch.len() == 4096 || i + 1 == last {
             store.write_clicks(&refedge::model::rows(&batch)).unwrap();
             batch.clear();
         }
     }
-    eprintln!("seeded {clicks} clicks in {:.1?}", t0.elapsed());
-    store.flush().unwrap();
-    // The seed is kept from here on: a run stopped during the backfill
-    // resumes it from the rollups' cursor instead of seeding again.
-    std::fs::write(dir.with_file_name("seeded"), b"").unwrap();
-    roll_up(&store);
 }
 
 /// Rolls up every click not rolled up yet (the backfill), timed.
@@ -224,7 +292,6 @@ async fn main() {
     let out: String = arg(&args, 7);
     let dir = std::path::PathBuf::from(dir);
     if !dir.join("seeded").exists() {
-        let _ = std::fs::remove_dir_all(dir.join("db"));
         seed(&dir.join("db"), partners, links, clicks);
     } else {
         roll_up(&Store::open(&dir.join("db")).expect("open store"));
