@@ -7,14 +7,14 @@
 //!
 //! Usage: pages BINARY DATA_DIR PARTNERS LINKS CLICKS REQUESTS OUT_JSON
 
-use bytes::Bytes;
 use chrono::{Duration as Days, Utc};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use refedge::id::ClickId;
 use refedge::model::{ClickHeaders, ClickRecord, CookieOutcome, Link, Partner, PartnerStatus};
 use refedge::store::Store;
+
+#[path = "client.rs"]
+mod client;
+use client::send;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -223,46 +223,6 @@ fn roll_up(store: &Store) {
     store.snapshot_click_counts().unwrap();
     store.flush().unwrap();
     eprintln!("rolled up in {:.1?}", t0.elapsed());
-}
-
-async fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    assert!(addr.ip().is_loopback(), "loopback only");
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = tx
-        .send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let hs = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
-        .collect();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, hs, body)
 }
 
 async fn sign_in(addr: SocketAddr, path: &str, body: &str) -> String {

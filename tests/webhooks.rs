@@ -529,3 +529,92 @@ async fn endpoints_and_templates_are_checked_and_kept_to_their_owners() {
     .await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test]
+async fn a_healthy_receiver_gets_each_delivery_once_and_a_backlog_resumes_on_enable() {
+    let rx = Receiver::start().await;
+    rx.set(OK);
+    let s = TestServer::start_with(|c| {
+        c.webhooks.allow_private_targets = true;
+        c.webhooks.retry_base = Duration::from_millis(100);
+        c.webhooks.disable_after = 1;
+    })
+    .await;
+    let hook = ok(
+        s.addr(),
+        "POST",
+        "/api/v1/webhooks",
+        Some(json!({"url": format!("http://{}/hook", rx.addr), "events": ["referral.created"]})),
+    )
+    .await;
+    let id = hook["id"].as_str().unwrap().to_string();
+    let ann = s.partner("krispcall", "ann@blog.example").await;
+    ok(
+        s.addr(),
+        "POST",
+        "/api/v1/coupons",
+        Some(json!({"code": "ANN", "partner_id": ann})),
+    )
+    .await;
+    let signups = |tag: &str, n: usize| -> Value {
+        let at = chrono::Utc::now().to_rfc3339();
+        (0..n)
+            .map(|i| {
+                json!({"id": format!("{tag}{i}"), "type": "signup", "program": "krispcall",
+                       "occurred_at": at, "customer": {"id": format!("cus_{tag}{i}")},
+                       "attribution": {"coupon": "ANN"}})
+            })
+            .collect()
+    };
+    // More than one read of the queue (128) and than the slots (32): each
+    // is sent once — the queue is read again while earlier attempts are
+    // still finishing, and none of those may go out a second time.
+    let r = api(s.addr(), "POST", "/api/v1/events", Some(signups("a", 600))).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let ids = |got: &[Got]| {
+        got.iter()
+            .filter_map(|g| g.event_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let got = rx.until("600 referrals", |g| g.len() >= 600).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = if rx.got().len() > got.len() {
+        rx.got()
+    } else {
+        got
+    };
+    let mut all = ids(&got);
+    all.sort();
+    all.dedup();
+    assert_eq!((all.len(), got.len()), (600, 600), "each once");
+
+    // The receiver fails once: the endpoint is disabled, the next 300 wait
+    // in the outbox; enabled, they all go, once each.
+    rx.set(FAIL);
+    let r = api(s.addr(), "POST", "/api/v1/events", Some(signups("b", 300))).await;
+    assert_eq!(r.status, 200);
+    let t0 = Instant::now();
+    while ok(s.addr(), "GET", &format!("/api/v1/webhooks/{id}"), None).await["enabled"] == true {
+        assert!(t0.elapsed() < Duration::from_secs(20), "not disabled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    rx.got.lock().unwrap().clear();
+    rx.set(OK);
+    ok(
+        s.addr(),
+        "POST",
+        &format!("/api/v1/webhooks/{id}/enable"),
+        None,
+    )
+    .await;
+    let got = rx
+        .until("300 referrals after enable", |g| {
+            g.iter().filter(|x| x.path == "/hook").count() >= 300
+        })
+        .await;
+    let mut b = ids(&got);
+    b.sort();
+    b.dedup();
+    assert_eq!(b.len(), 300, "every waiting delivery sent");
+}

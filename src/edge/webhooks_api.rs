@@ -177,17 +177,7 @@ pub async fn enable(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiError>
     let a = app.clone();
     let now = crate::clock::SystemClock.now();
     let stored = e.clone();
-    blocking(move || -> Result<(), crate::store::StoreError> {
-        a.store.put_endpoint(&stored)?;
-        for mut d in a.store.deliveries_of(&stored.id, usize::MAX)? {
-            if d.state == State::Pending && d.next_at.is_none() {
-                d.next_at = Some(now);
-                a.store.update_delivery(None, &d, None)?;
-            }
-        }
-        Ok(())
-    })
-    .await??;
+    blocking(move || a.store.resume_endpoint(&stored, now)).await??;
     app.outbox.wake();
     Ok(json(StatusCode::OK, &endpoint_json(&e)))
 }

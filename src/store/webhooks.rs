@@ -9,7 +9,7 @@
 //! endpoint however often the calculator replays it).
 
 use super::{from_json, to_json, Store, StoreError};
-use crate::webhooks::model::{Delivery, Endpoint};
+use crate::webhooks::model::{Delivery, Endpoint, State};
 use chrono::{DateTime, Utc};
 
 fn key(tag: u8, rest: &str) -> Vec<u8> {
@@ -141,13 +141,38 @@ impl Store {
         })
     }
 
-    /// Saves a delivery after an attempt (or a redelivery request), moving
-    /// its place in the queue; durable when this returns.
+    /// Saves a delivery changed by a request (a redelivery), moving its
+    /// place in the queue; durable when this returns.
     pub fn update_delivery(
         &self,
         before: Option<DateTime<Utc>>,
         d: &Delivery,
         endpoint: Option<&Endpoint>,
+    ) -> Result<(), StoreError> {
+        self.write_delivery(before, d, endpoint, true)
+    }
+
+    /// Records an attempt's outcome (and the endpoint's failure count),
+    /// moving the delivery's place in the queue. Not flushed here: sled
+    /// flushes within `flush_every_ms`, and a record lost to a crash only
+    /// means the delivery is sent again — which at-least-once allows, and
+    /// receivers de-duplicate by event id. One fsync per attempt was the
+    /// outbox's ceiling (docs/performance.md, "delivery throughput").
+    pub fn record_attempt(
+        &self,
+        before: Option<DateTime<Utc>>,
+        d: &Delivery,
+        endpoint: Option<&Endpoint>,
+    ) -> Result<(), StoreError> {
+        self.write_delivery(before, d, endpoint, false)
+    }
+
+    fn write_delivery(
+        &self,
+        before: Option<DateTime<Utc>>,
+        d: &Delivery,
+        endpoint: Option<&Endpoint>,
+        durable: bool,
     ) -> Result<(), StoreError> {
         self.with(|t| {
             let mut b = sled::Batch::default();
@@ -162,8 +187,34 @@ impl Store {
                 b.insert(key(b'e', &e.id), to_json(e));
             }
             t.webhooks.apply_batch(b)?;
-            t.db.flush()?;
+            if durable {
+                t.db.flush()?;
+            }
             Ok(())
+        })
+    }
+
+    /// Enables `e` again (stored as given) and makes every delivery parked
+    /// while it was disabled due at `now`, in one durable batch. Returns
+    /// how many were parked.
+    pub fn resume_endpoint(&self, e: &Endpoint, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let parked: Vec<Delivery> = self
+            .deliveries_of(&e.id, usize::MAX)?
+            .into_iter()
+            .filter(|d| d.state == State::Pending && d.next_at.is_none())
+            .collect();
+        self.with(|t| {
+            let mut b = sled::Batch::default();
+            b.insert(key(b'e', &e.id), to_json(e));
+            for d in &parked {
+                let mut d = d.clone();
+                d.next_at = Some(now);
+                b.insert(due_key(now, &d.id), &[][..]);
+                b.insert(key(b'd', &d.id), to_json(&d));
+            }
+            t.webhooks.apply_batch(b)?;
+            t.db.flush()?;
+            Ok(parked.len())
         })
     }
 

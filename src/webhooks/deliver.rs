@@ -64,6 +64,10 @@ pub fn spawn(
                 .await;
                 match due {
                     Ok(Ok(due)) => {
+                        // A full read means more are due: read again as
+                        // soon as these are under way.
+                        let full = due.len() == IN_FLIGHT * 4;
+                        let mut dispatched = 0;
                         for d in due {
                             let fresh = task
                                 .in_flight
@@ -76,6 +80,7 @@ pub fn spawn(
                             let Ok(permit) = task.slots.clone().acquire_owned().await else {
                                 return;
                             };
+                            dispatched += 1;
                             let t = task.clone();
                             tokio::spawn(async move {
                                 let id = d.id.clone();
@@ -88,6 +93,9 @@ pub fn spawn(
                                     .remove(&id);
                                 drop(permit);
                             });
+                        }
+                        if full && dispatched > 0 {
+                            continue;
                         }
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "reading the webhook queue failed"),
@@ -108,10 +116,19 @@ impl Task {
     async fn attempt(self: &Arc<Self>, mut d: Delivery) -> Result<(), StoreError> {
         let before = d.next_at;
         let me = self.clone();
-        let id = d.endpoint_id.clone();
-        let endpoint = tokio::task::spawn_blocking(move || me.outbox.store().endpoint(&id))
-            .await
-            .expect("reading does not panic")?;
+        let (id, endpoint_id) = (d.id.clone(), d.endpoint_id.clone());
+        let (now_stored, endpoint) = tokio::task::spawn_blocking(move || {
+            let store = me.outbox.store();
+            Ok::<_, StoreError>((store.delivery(&id)?, store.endpoint(&endpoint_id)?))
+        })
+        .await
+        .expect("reading does not panic")?;
+        // The queue was read before this slot came free: another attempt
+        // may have finished it meanwhile (sending it twice for no reason).
+        match now_stored {
+            Some(s) if s.state == State::Pending && s.next_at == before => d = s,
+            _ => return Ok(()),
+        }
         let Some(endpoint) = endpoint else {
             // Its endpoint was removed: nothing more to do.
             d.state = State::Failed;
@@ -191,6 +208,9 @@ impl Task {
         tokio::task::spawn_blocking(move || {
             let _one = me.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
             let mut e: Option<Endpoint> = me.outbox.store().endpoint(&endpoint_id)?;
+            if ok && e.as_ref().is_some_and(|e| e.failures == 0) {
+                e = None; // unchanged: not written again
+            }
             if let Some(e) = &mut e {
                 if ok {
                     e.failures = 0;
@@ -208,7 +228,7 @@ impl Task {
                     }
                 }
             }
-            me.outbox.store().update_delivery(before, &d, e.as_ref())
+            me.outbox.store().record_attempt(before, &d, e.as_ref())
         })
         .await
         .expect("writing does not panic")
@@ -222,7 +242,7 @@ impl Task {
     ) -> Result<(), StoreError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            me.outbox.store().update_delivery(before, &d, e.as_ref())
+            me.outbox.store().record_attempt(before, &d, e.as_ref())
         })
         .await
         .expect("writing does not panic")

@@ -278,7 +278,17 @@ pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
-    pub stderr: std::thread::JoinHandle<String>,
+    pub stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// A test that fails part way does not leave its server running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Process {
@@ -318,7 +328,7 @@ impl Process {
         Self {
             child,
             addr,
-            stderr,
+            stderr: Some(stderr),
         }
     }
 
@@ -336,7 +346,8 @@ impl Process {
     /// Waits for exit; returns the exit code and everything logged.
     pub fn wait(mut self) -> (Option<i32>, String) {
         let status = self.child.wait().unwrap();
-        (status.code(), self.stderr.join().unwrap())
+        let log = self.stderr.take().map(|h| h.join().unwrap());
+        (status.code(), log.unwrap_or_default())
     }
 }
 
