@@ -181,8 +181,16 @@ async fn setup(addr: SocketAddr, token: String, links: usize) {
 /// previous one (the server's delay, which a closed-loop tool would hide),
 /// otherwise from when it was sent (a late client timer is not the server's
 /// fault). Bounded by `seconds` and by `rate * seconds` requests.
+/// Open-loop load at `rate` requests a second; prints the latency
+/// distribution as JSON. Requests slower than `SLOW_US` (µs, default 2000)
+/// are counted, and listed in the file `SLOW_LOG` (when set) as lines of
+/// "<wall-clock µs when due> <latency µs>".
 async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: usize) {
     let total = rate * seconds;
+    let slow_us: u32 = std::env::var("SLOW_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let deadline = start + Duration::from_secs(seconds) + Duration::from_secs(5);
     let mut tasks = Vec::new();
@@ -192,6 +200,7 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
             let mut rng =
                 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             let mut lat = Vec::with_capacity((total / conns as u64 + 1) as usize);
+            let mut slow: Vec<(u64, u32)> = Vec::new();
             let (mut redirects, mut other) = (0u64, 0u64);
             let mut free_at = start;
             let mut i = c as u64;
@@ -221,7 +230,21 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
                 let status = resp.status().as_u16();
                 let _ = resp.into_body().collect().await;
                 free_at = tokio::time::Instant::now();
-                lat.push((free_at - from).as_micros() as u32);
+                let us = (free_at - from).as_micros() as u32;
+                lat.push(us);
+                if us >= slow_us {
+                    // When it was due (the wall clock, µs), to line up with
+                    // the server's timeline log.
+                    let late = tokio::time::Instant::now() - from;
+                    let due_wall = std::time::SystemTime::now() - late;
+                    slow.push((
+                        due_wall
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_micros() as u64,
+                        us,
+                    ));
+                }
                 if status == 302 {
                     redirects += 1;
                 } else {
@@ -229,16 +252,23 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
                 }
                 i += conns as u64;
             }
-            (lat, redirects, other)
+            (lat, slow, redirects, other)
         }));
     }
     let mut all = Vec::new();
+    let mut slow = Vec::new();
     let (mut redirects, mut other) = (0, 0);
     for t in tasks {
-        let (l, r, o) = t.await.unwrap();
+        let (l, s, r, o) = t.await.unwrap();
         all.extend(l);
+        slow.extend(s);
         redirects += r;
         other += o;
+    }
+    slow.sort_unstable();
+    if let Ok(path) = std::env::var("SLOW_LOG") {
+        let lines: String = slow.iter().map(|(at, us)| format!("{at} {us}\n")).collect();
+        std::fs::write(path, lines).expect("write the slow-request log");
     }
     let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
     all.sort_unstable();
@@ -248,13 +278,14 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
             .unwrap_or(0)
     };
     println!(
-        "{{\"requests\": {}, \"redirects\": {redirects}, \"other_status\": {other}, \"seconds\": {elapsed:.2}, \"rps\": {:.0}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}}}",
+        "{{\"requests\": {}, \"redirects\": {redirects}, \"other_status\": {other}, \"seconds\": {elapsed:.2}, \"rps\": {:.0}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}, \"slow\": {}, \"slow_us\": {slow_us}}}",
         all.len(),
         all.len() as f64 / elapsed,
         pct(0.50),
         pct(0.99),
         pct(0.999),
         all.last().copied().unwrap_or(0),
+        slow.len(),
     );
 }
 

@@ -347,6 +347,7 @@ impl Writer {
                         .observe(started.elapsed().as_secs_f64());
                     self.metrics.batch_size.observe(n as f64);
                     self.metrics.clicks_written.inc_by(n as u64);
+                    crate::edge::timeline("click_batch", started, n);
                     self.healthy.store(true, Ordering::Relaxed);
                     return emptied;
                 }

@@ -429,8 +429,10 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
                 let a = app.clone();
                 thread
                     .run(move || {
+                        let t0 = std::time::Instant::now();
                         a.guard.prune_step();
                         a.metrics.limiter_keys.set(a.guard.key_count() as i64);
+                        timeline("visitor_sweep", t0, 0);
                     })
                     .await;
             }
@@ -447,7 +449,13 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             loop {
                 tick.tick().await;
                 let store = app.store.clone();
-                if let Err(error) = thread.run(move || store.roll_up_all()).await {
+                let pass = thread.run(move || {
+                    let t0 = std::time::Instant::now();
+                    let r = store.roll_up_all();
+                    timeline("rollups", t0, 0);
+                    r
+                });
+                if let Err(error) = pass.await {
                     tracing::warn!(%error, "click rollups: a pass failed; retried in a second");
                 }
             }
@@ -509,6 +517,19 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         shutdown: tx,
         task,
     })
+}
+
+/// Background work that could hold up a redirect, for finding stalls
+/// (docs/performance.md, issue 18): with `REFEDGE_LOG` including
+/// `refedge::timeline=debug`, each step is logged as it ends, with how long
+/// it ran. Off (one relaxed load) otherwise.
+pub(crate) fn timeline(what: &'static str, started: std::time::Instant, items: usize) {
+    tracing::debug!(
+        target: "refedge::timeline",
+        what,
+        items,
+        us = started.elapsed().as_micros() as u64
+    );
 }
 
 /// The listening socket, with the configured accept backlog (a burst of
