@@ -449,10 +449,25 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
             loop {
                 tick.tick().await;
                 let store = app.store.clone();
+                // The console is read where the calculator runs.
+                let console_here = match &app.cluster {
+                    None => true,
+                    Some(c) => c
+                        .lease
+                        .held_by_me(Duration::from_secs(c.config.lease_seconds)),
+                };
                 let pass = thread.run(move || {
                     let t0 = std::time::Instant::now();
                     let r = store.roll_up_all();
                     timeline("rollups", t0, 0);
+                    if r.is_ok() && console_here {
+                        let t0 = std::time::Instant::now();
+                        match store.warm_closed_sums() {
+                            Ok(true) => timeline("console_sums", t0, 0),
+                            Ok(false) => {}
+                            Err(error) => tracing::warn!(%error, "console sums: not made ahead"),
+                        }
+                    }
                     r
                 });
                 if let Err(error) = pass.await {
