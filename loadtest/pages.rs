@@ -282,6 +282,14 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("server up in {:.1?}", started.elapsed());
+    // A first view SETTLE_S seconds after the start (default 10): what a
+    // person arriving then sees, once the server has made the console's
+    // default periods ahead (SETTLE_S=0: the cold first view).
+    let settle: u64 = std::env::var("SETTLE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    tokio::time::sleep(Duration::from_secs(settle)).await;
     let staff = sign_in(addr, "/console/signin", &format!("key={TOKEN}")).await;
     let auth = format!("Bearer {TOKEN}");
     let (_, _, body) = send(
