@@ -174,7 +174,7 @@ impl super::Store {
             Some((day, _, at)) if day == today && at.elapsed() < REWARM_AFTER => return Ok(false),
             _ => {}
         }
-        let date = |n: u32| super::rollups::date_of(n);
+        let date = super::rollups::date_of;
         for days in CONSOLE_DAYS {
             let (from, to) = (date(today + 1 - days), date(today));
             self.top(super::top::TopOf::Partners, from, to, 10)?;

@@ -218,21 +218,22 @@ impl Store {
         })
     }
 
-    /// Up to `limit` deliveries due by `now`, soonest first.
+    /// Up to `limit` deliveries due by `now`, soonest first: each one's id
+    /// and the time it is due at (from the queue's keys alone; the
+    /// delivery itself is read when its attempt starts, so it is current).
     pub fn due_deliveries(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError> {
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
         self.with(|t| {
             let end = due_key(now, "\u{10ffff}");
             let mut out = Vec::new();
             for k in t.webhooks.range(vec![b'q']..end).keys().take(limit) {
                 let k = k?;
-                let id = String::from_utf8_lossy(&k[9..]).into_owned();
-                if let Some(d) = self.delivery_in(t, &id)? {
-                    out.push(d);
-                }
+                let ms: [u8; 8] = k[1..9].try_into().expect("a due key holds its time");
+                let at = crate::clock::ms_to_datetime(u64::from_be_bytes(ms) as i64);
+                out.push((String::from_utf8_lossy(&k[9..]).into_owned(), at));
             }
             Ok(out)
         })

@@ -68,12 +68,12 @@ pub fn spawn(
                         // soon as these are under way.
                         let full = due.len() == IN_FLIGHT * 4;
                         let mut dispatched = 0;
-                        for d in due {
+                        for (id, due_at) in due {
                             let fresh = task
                                 .in_flight
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
-                                .insert(d.id.clone());
+                                .insert(id.clone());
                             if !fresh {
                                 continue;
                             }
@@ -83,8 +83,7 @@ pub fn spawn(
                             dispatched += 1;
                             let t = task.clone();
                             tokio::spawn(async move {
-                                let id = d.id.clone();
-                                if let Err(e) = t.attempt(d).await {
+                                if let Err(e) = t.attempt(&id, due_at).await {
                                     tracing::warn!(error = %e, delivery = %id, "recording a webhook attempt failed");
                                 }
                                 t.in_flight
@@ -112,23 +111,30 @@ pub fn spawn(
 }
 
 impl Task {
-    /// One attempt at `d`, recorded.
-    async fn attempt(self: &Arc<Self>, mut d: Delivery) -> Result<(), StoreError> {
-        let before = d.next_at;
+    /// One attempt at delivery `id`, listed as due at `due_at`, recorded.
+    async fn attempt(self: &Arc<Self>, id: &str, due_at: DateTime<Utc>) -> Result<(), StoreError> {
+        let before = Some(due_at);
         let me = self.clone();
-        let (id, endpoint_id) = (d.id.clone(), d.endpoint_id.clone());
-        let (now_stored, endpoint) = tokio::task::spawn_blocking(move || {
+        let id = id.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
             let store = me.outbox.store();
-            Ok::<_, StoreError>((store.delivery(&id)?, store.endpoint(&endpoint_id)?))
+            let Some(d) = store.delivery(&id)? else {
+                return Ok(None);
+            };
+            let endpoint = store.endpoint(&d.endpoint_id)?;
+            Ok::<_, StoreError>(Some((d, endpoint)))
         })
         .await
         .expect("reading does not panic")?;
         // The queue was read before this slot came free: another attempt
         // may have finished it meanwhile (sending it twice for no reason).
-        match now_stored {
-            Some(s) if s.state == State::Pending && s.next_at == before => d = s,
-            _ => return Ok(()),
-        }
+        let Some((mut d, endpoint)) = found.filter(|(d, _)| {
+            // (The queue's keys hold milliseconds.)
+            d.state == State::Pending
+                && d.next_at.map(|t| t.timestamp_millis()) == Some(due_at.timestamp_millis())
+        }) else {
+            return Ok(());
+        };
         let Some(endpoint) = endpoint else {
             // Its endpoint was removed: nothing more to do.
             d.state = State::Failed;
