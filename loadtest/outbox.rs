@@ -29,20 +29,11 @@ use std::time::{Duration, Instant};
 
 #[path = "client.rs"]
 mod client;
-use client::send;
+use client::{send, Server};
 
 const TOKEN: &str = "outbox-bench-admin-token-0123456789";
 /// Events per `POST /api/v1/events` (the API's limit is 1,000).
 const BATCH: usize = 500;
-
-/// The server, stopped by its pid however the run ends.
-struct Server(std::process::Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What the receiver saw: arrival times, and whether it answers 200.
 struct Seen {
@@ -193,35 +184,21 @@ async fn main() {
     });
     let rx = receiver(seen.clone()).await;
     let data = std::env::temp_dir().join(format!("refedge-outbox-{}", std::process::id()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let server = Server(
-        std::process::Command::new(binary)
-            .arg("serve")
-            .env("REFEDGE_DATA_DIR", &data)
-            .env("REFEDGE_LISTEN", addr.to_string())
-            .env("REFEDGE_ADMIN_TOKEN", TOKEN)
-            .env("REFEDGE_LOG", "warn")
-            .env("REFEDGE_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")
-            .env("REFEDGE_WEBHOOKS__DISABLE_AFTER_FAILURES", "1")
+    let server = Server::start(
+        binary,
+        &data,
+        TOKEN,
+        &[
+            ("REFEDGE_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true"),
+            ("REFEDGE_WEBHOOKS__DISABLE_AFTER_FAILURES", "1"),
             // Attempts that failed beside the first are parked within the
             // backlog phase's wait, not 30 s later.
-            .env("REFEDGE_WEBHOOKS__RETRY_BASE_MS", "1000")
-            .spawn()
-            .expect("start the server"),
-    );
-    let t0 = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            ("REFEDGE_WEBHOOKS__RETRY_BASE_MS", "1000"),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    let addr = server.addr;
     let partner = must(
         addr,
         "POST",

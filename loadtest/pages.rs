@@ -14,7 +14,7 @@ use refedge::store::Store;
 
 #[path = "client.rs"]
 mod client;
-use client::send;
+use client::{send, Server};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -256,31 +256,9 @@ async fn main() {
     } else {
         roll_up(&Store::open(&dir.join("db")).expect("open store"));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut server = std::process::Command::new(&binary)
-        .arg("serve")
-        .env("REFEDGE_DATA_DIR", &dir)
-        .env("REFEDGE_LISTEN", addr.to_string())
-        .env("REFEDGE_ADMIN_TOKEN", TOKEN)
-        .env("REFEDGE_LOG", "warn")
-        .spawn()
-        .expect("start the server");
     let started = Instant::now();
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let server = Server::start(&binary, &dir, TOKEN, &[], Duration::from_secs(300)).await;
+    let addr = server.addr;
     eprintln!("server up in {:.1?}", started.elapsed());
     // A first view SETTLE_S seconds after the start (default 10): what a
     // person arriving then sees, once the server has made the console's
@@ -356,8 +334,7 @@ async fn main() {
             "max_ms": max, "first_ms": first}),
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let report = serde_json::json!({
         "partners": partners, "links": links, "clicks": clicks, "days": DAYS,
         "requests_per_page": requests, "pages": results,
