@@ -6,9 +6,15 @@
 //! They are made from the click log, not on the redirect path: a rollup
 //! pass reads the chunks after its cursor and adds them to sums held in
 //! memory ([`Pending`]); every [`WRITE_EVERY`] (or [`WRITE_KEYS`] keys) the
-//! sums and the new cursor are written in one sled batch — so what is
+//! sums are added to the stored ones and the cursor moves — so what is
 //! stored always equals the log up to the stored cursor, whatever crashes
-//! (after a crash the sums since are made again from the log). Reads add
+//! (after a crash the sums since are made again from the log). A write is
+//! split into sled batches of [`BATCH_KEYS`]: it first records (flushed)
+//! the click id it reaches to under [`WRITING`], stamps each value it
+//! writes with that id, flushes, and then moves the cursor and removes the
+//! record in one batch. A start that finds the record rolls up exactly to
+//! it again and adds only to the values not yet stamped with it, so a
+//! crash between batches neither loses nor double-counts. Reads add
 //! the pending sums to the stored ones. (Kept off the click writer's batch
 //! on purpose: the writer's CPU is the redirect's, which the performance
 //! goal counts; and writing each second's sums would rewrite the day's
@@ -25,12 +31,16 @@
 //!
 //! Keys (in the `rollups` tree):
 //! - `c` → the first click id of the last chunk rolled up
+//! - `w` → the same for a write under way (see above)
 //! - `d` + day (`u32` BE, days since 1970-01-01) + scope tag + name →
 //!   a [`Tally`]: `g` program, `p` partner, `l` link; and `f` + partner:
 //!   a copy of the partner's tally for the days it had clicks not counted
 //!   (see [`super::suspicious`])
 //! - `d` + day + `h` + link + `0x00` + referrer host → `u64` BE
 //! - `d` + day + `v` + link + `0x00` + device class → `u64` BE
+//!
+//! Tallies and counts written by the local pass end in their stamp (16
+//! bytes); the cluster's, written in one batch with their cursor, do not.
 
 use super::clicks::{chunk_key, decode_chunk, CHUNK_TAG};
 use super::{corrupt, Store, StoreError};
@@ -41,15 +51,28 @@ use chrono::NaiveDate;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-/// Pending sums are written at least this often.
+/// Pending sums are written this often ...
 pub const WRITE_EVERY: Duration = Duration::from_secs(10);
-/// ... or once they hold this many keys. sled keeps every leaf an
-/// `apply_batch` replaces until the batch ends: a 200,000-key batch of new
-/// day keys grew the process past 24 GB on a 10,000,000-click backfill;
-/// 20,000 keeps it near 1.2 GB (docs/performance.md).
-pub const WRITE_KEYS: usize = 20_000;
+/// ... or sooner once they hold this many keys (a backfill), which bounds
+/// the memory the pending sums take. In steady state the keys a write
+/// holds are the scopes that had clicks since the last one, so writing by
+/// time, not by count, is what keeps the sled writes per click low: at
+/// 20,000 keys the 10,000-link load test wrote every second, and the
+/// rollups took as much CPU as the redirects (docs/performance.md).
+pub const WRITE_KEYS: usize = 200_000;
+/// Keys in one sled batch of a write. `apply_batch` holds sled's
+/// process-wide write lock for the whole batch (the click writer waits on
+/// it) and keeps every leaf it replaces until the batch ends (a 200,000-key
+/// batch grew the process past 24 GB on a backfill); a write of more keys
+/// is split, which [`WRITING`] and the values' stamps make safe.
+pub(super) const BATCH_KEYS: usize = 1_000;
 
 const CURSOR: &[u8] = b"c";
+/// Present while a write is under way: the click id its sums reach to.
+const WRITING: &[u8] = b"w";
+/// Length of a stamp: the click id of the chunk a written value's sums
+/// reach to.
+const STAMP: usize = 16;
 pub(super) const DAY: u8 = b'd';
 /// What a rollup counts over: one program, partner or link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +159,7 @@ impl Tally {
     }
 
     pub(super) fn decode(key: &[u8], v: &[u8]) -> Result<Self, StoreError> {
-        if v.len() != 72 {
+        if v.len() != 72 && v.len() != 72 + STAMP {
             return Err(corrupt(key, "a tally is 9 counts"));
         }
         let n = |i: usize| u64::from_be_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
@@ -179,10 +202,28 @@ fn pair_key(day: u32, tag: u8, link: &str, sub: &str) -> Vec<u8> {
     k
 }
 
+fn click_id(k: &[u8], v: &[u8]) -> Result<ClickId, StoreError> {
+    let b: [u8; 16] = v.try_into().map_err(|_| corrupt(k, "not a click id"))?;
+    Ok(ClickId::from_bytes(b))
+}
+
 fn read_count(k: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    let v = if v.len() == 8 + STAMP { &v[..8] } else { v };
     Ok(u64::from_be_bytes(
         v.try_into().map_err(|_| corrupt(k, "not a count"))?,
     ))
+}
+
+/// Whether a stored value already holds the sums up to click id `upto`
+/// (its stamp is `upto` or later).
+fn holds(v: &[u8], plain: usize, upto: &[u8]) -> bool {
+    v.len() == plain + STAMP && &v[plain..] >= upto
+}
+
+/// `value` followed by `stamp`, if any.
+fn stamped(mut value: Vec<u8>, stamp: Option<&[u8]>) -> Vec<u8> {
+    value.extend_from_slice(stamp.unwrap_or_default());
+    value
 }
 
 /// The host of a referer, lower case, without `www.`; `direct` when none.
@@ -209,6 +250,9 @@ pub(super) struct Pending {
     last: Option<Vec<u8>>,
     /// When the sums were last written (or the first pass ran).
     written: Option<Instant>,
+    /// After a start that found a write under way: the click id it reached
+    /// to, which the passes roll up to exactly and then write again.
+    redo: Option<Vec<u8>>,
 }
 
 /// Sums before they are added to what is stored.
@@ -262,36 +306,91 @@ impl Sums {
     }
 }
 
-/// Adds `sums` to what `tree` holds, into `batch`, in key order
-/// (neighbouring keys share sled's leaves, which a random order would load
-/// and copy again for each key). The caller is the tree's only writer of
-/// these keys while it runs.
-fn add_to_batch(tree: &sled::Tree, sums: Sums, batch: &mut sled::Batch) -> Result<(), StoreError> {
+/// Where [`add_sums`] puts its writes.
+enum Dest<'a> {
+    /// All in the caller's batch (the cluster's, with its clicks).
+    One(&'a mut sled::Batch),
+    /// Applied to the tree in batches of [`BATCH_KEYS`], each value stamped
+    /// with the click id the sums reach to; values that already carry that
+    /// stamp (or a later one) are left as they are.
+    Split {
+        stamp: &'a [u8],
+        batch: sled::Batch,
+        keys: usize,
+    },
+}
+
+impl Dest<'_> {
+    fn stamp(&self) -> Option<&[u8]> {
+        match self {
+            Dest::One(_) => None,
+            Dest::Split { stamp, .. } => Some(stamp),
+        }
+    }
+
+    fn batch(&mut self) -> &mut sled::Batch {
+        match self {
+            Dest::One(b) => b,
+            Dest::Split { batch, .. } => batch,
+        }
+    }
+
+    /// One key's writes are in the batch: applies a full split batch.
+    fn key_done(&mut self, tree: &sled::Tree) -> Result<(), StoreError> {
+        if let Dest::Split { batch, keys, .. } = self {
+            *keys += 1;
+            if *keys == BATCH_KEYS {
+                *keys = 0;
+                tree.apply_batch(std::mem::take(batch))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, tree: &sled::Tree) -> Result<(), StoreError> {
+        if let Dest::Split { batch, .. } = self {
+            tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds `sums` to what `tree` holds, in key order (neighbouring keys share
+/// sled's leaves, which a random order would load and copy again for each
+/// key). The caller is the tree's only writer of these keys while it runs.
+fn add_sums(tree: &sled::Tree, sums: Sums, mut dest: Dest<'_>) -> Result<(), StoreError> {
     let mut tallies: Vec<_> = sums.tallies.into_iter().collect();
     tallies.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut counts: Vec<_> = sums.counts.into_iter().collect();
     counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (k, add) in tallies {
         let mut tally = match tree.get(&k)? {
+            Some(v) if dest.stamp().is_some_and(|upto| holds(&v, 72, upto)) => continue,
             Some(v) => Tally::decode(&k, &v)?,
             None => Tally::default(),
         };
         let before = tally.valid;
         tally.add(&add);
+        let value = stamped(tally.encode(), dest.stamp());
+        let batch = dest.batch();
         super::top::reindex(&k, before, tally.valid, batch);
         if k[5] == b'p' && tally.not_counted() > 0 {
             batch.insert(super::suspicious::flagged_key(&k), tally.encode());
         }
-        batch.insert(k, tally.encode());
+        batch.insert(k, value);
+        dest.key_done(tree)?;
     }
     for (k, add) in counts {
         let now = match tree.get(&k)? {
+            Some(v) if dest.stamp().is_some_and(|upto| holds(&v, 8, upto)) => continue,
             Some(v) => read_count(&k, &v)?,
             None => 0,
         };
-        batch.insert(k, &(now + add).to_be_bytes()[..]);
+        let value = stamped((now + add).to_be_bytes().to_vec(), dest.stamp());
+        dest.batch().insert(k, value);
+        dest.key_done(tree)?;
     }
-    Ok(())
+    dest.finish(tree)
 }
 
 /// The earlier of a day so far and another.
@@ -362,7 +461,7 @@ impl Store {
         }
         pending.sums.devices = std::mem::take(&mut sums.devices);
         drop(pending);
-        add_to_batch(tree, sums, batch)?;
+        add_sums(tree, sums, Dest::One(batch))?;
         Ok(earliest)
     }
 
@@ -383,43 +482,54 @@ impl Store {
         }
         let mut pending = self.pending();
         let written = *pending.written.get_or_insert_with(Instant::now);
-        let clicks = self.with(|t| {
+        let (chunks, clicks, earliest) = self.with(|t| {
             let from = match &pending.last {
                 Some(k) => {
                     let mut next = k.clone();
                     next.push(0);
                     next
                 }
-                None => match t.rollups.get(CURSOR)? {
-                    Some(v) => {
-                        let b: [u8; 16] = v
-                            .as_ref()
-                            .try_into()
-                            .map_err(|_| corrupt(CURSOR, "not a click id"))?;
-                        chunk_key(ClickId(ClickId::from_bytes(b).0.saturating_add(1))).to_vec()
+                None => {
+                    if pending.redo.is_none() {
+                        pending.redo = t.rollups.get(WRITING)?.map(|w| w.to_vec());
                     }
-                    None => chunk_key(ClickId(0)).to_vec(),
-                },
+                    match t.rollups.get(CURSOR)? {
+                        Some(v) => {
+                            chunk_key(ClickId(click_id(CURSOR, &v)?.0.saturating_add(1))).to_vec()
+                        }
+                        None => chunk_key(ClickId(0)).to_vec(),
+                    }
+                }
             };
-            let mut clicks = 0;
-            let mut earliest = None;
-            for kv in t
-                .clicks
-                .range(from..[CHUNK_TAG + 1].to_vec())
-                .take(max_chunks)
-            {
+            let to = match &pending.redo {
+                Some(w) => {
+                    let mut past = chunk_key(click_id(WRITING, w)?).to_vec();
+                    past.push(0);
+                    past
+                }
+                None => vec![CHUNK_TAG + 1],
+            };
+            let (mut chunks, mut clicks, mut earliest) = (0, 0, None);
+            for kv in t.clicks.range(from..to).take(max_chunks) {
                 let (k, v) = kv?;
                 for c in decode_chunk(&k, &v)? {
                     earliest = earlier(earliest, pending.sums.add(&c));
                     clicks += 1;
                 }
                 pending.last = Some(k.to_vec());
+                chunks += 1;
             }
-            Ok((clicks, earliest))
+            Ok((chunks, clicks, earliest))
         })?;
-        let (clicks, earliest) = clicks;
         let keys = pending.sums.tallies.len() + pending.sums.counts.len();
-        if pending.last.is_some() && (written.elapsed() >= WRITE_EVERY || keys >= WRITE_KEYS) {
+        let due = match pending.redo {
+            // Everything up to the interrupted write's end is summed again.
+            Some(_) => chunks < max_chunks,
+            None => {
+                pending.last.is_some() && (written.elapsed() >= WRITE_EVERY || keys >= WRITE_KEYS)
+            }
+        };
+        if due {
             self.write_rollups(&mut pending)?;
         }
         self.rolled_up_from(earliest);
@@ -432,20 +542,34 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds the pending sums to the stored ones, with their cursor, in one
-    /// batch.
+    /// Adds the pending sums to the stored ones and moves the cursor to the
+    /// last chunk they hold (or, redoing an interrupted write, to where it
+    /// reached): the steps in the module's description.
     fn write_rollups(&self, pending: &mut Pending) -> Result<(), StoreError> {
-        let Some(last) = pending.last.take() else {
-            return Ok(());
+        let last = pending.last.take();
+        let upto = match (pending.redo.take(), last) {
+            (Some(w), _) => w,
+            (None, Some(last)) => last[1..].to_vec(),
+            (None, None) => return Ok(()),
         };
         let mut sums = std::mem::take(&mut pending.sums);
         pending.sums.devices = std::mem::take(&mut sums.devices);
         pending.written = Some(Instant::now());
         self.with(|t| {
+            let tree = &t.rollups;
+            tree.insert(WRITING, &upto[..])?;
+            tree.flush()?;
+            let dest = Dest::Split {
+                stamp: &upto,
+                batch: sled::Batch::default(),
+                keys: 0,
+            };
+            add_sums(tree, sums, dest)?;
+            tree.flush()?;
             let mut b = sled::Batch::default();
-            add_to_batch(&t.rollups, sums, &mut b)?;
-            b.insert(CURSOR, &last[1..]);
-            t.rollups.apply_batch(b)?;
+            b.insert(CURSOR, &upto[..]);
+            b.remove(WRITING);
+            tree.apply_batch(b)?;
             Ok(())
         })
     }
@@ -454,6 +578,11 @@ impl Store {
     /// Blocking.
     pub fn write_pending_rollups(&self) -> Result<(), StoreError> {
         let mut pending = self.pending();
+        if pending.redo.is_some() {
+            // Not yet summed up to the interrupted write's end: the next
+            // start redoes it.
+            return Ok(());
+        }
         self.write_rollups(&mut pending)
     }
 
@@ -647,5 +776,70 @@ pub(super) mod tests {
             .with(|t| Ok(t.rollups.scan_prefix(&prefix).count()))
             .unwrap();
         assert_eq!(keys, 2);
+    }
+
+    #[test]
+    fn a_write_cut_between_its_batches_is_redone_without_counting_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let day = 1_772_366_400_000; // 2026-03-01T12:00Z
+        let date = crate::clock::ms_to_datetime(day).date_naive();
+        let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+        // 1,500 links, two clicks each: 4,500 link, host and device keys,
+        // more than four batches.
+        let clicks: Vec<_> = (0..3_000)
+            .map(|i| click(day + i, &format!("l{:04}", i % 1_500), "valid", None, ua))
+            .collect();
+        for part in clicks.chunks(500) {
+            store.write_clicks(&crate::model::rows(part)).unwrap();
+        }
+        store.roll_up_all().unwrap();
+        // The write of these sums is cut after its first two batches: the
+        // record of the write and those batches are on disk, nothing else.
+        {
+            let mut pending = store.pending();
+            let upto = pending.last.take().unwrap()[1..].to_vec();
+            let mut sums = std::mem::take(&mut pending.sums);
+            let mut keys: Vec<_> = sums.tallies.keys().cloned().collect();
+            keys.sort();
+            let written: HashMap<_, _> = keys[..2 * BATCH_KEYS]
+                .iter()
+                .map(|k| (k.clone(), sums.tallies.remove(k).unwrap()))
+                .collect();
+            store
+                .with(|t| {
+                    t.rollups.insert(WRITING, &upto[..])?;
+                    let part = Sums {
+                        tallies: written,
+                        ..Sums::default()
+                    };
+                    let dest = Dest::Split {
+                        stamp: &upto,
+                        batch: sled::Batch::default(),
+                        keys: 0,
+                    };
+                    add_sums(&t.rollups, part, dest)?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        drop(store);
+        // Clicks after the cut write are rolled up after the redo.
+        let store = Store::open(dir.path()).unwrap();
+        let later: Vec<_> = (0..300)
+            .map(|i| click(day + 10_000 + i, "l0000", "valid", None, ua))
+            .collect();
+        store.write_clicks(&crate::model::rows(&later)).unwrap();
+        store.roll_up_all().unwrap();
+        store.write_pending_rollups().unwrap();
+        let total = |scope: Scope| store.daily(&scope, date, date).unwrap()[0].1.total();
+        assert_eq!(total(Scope::Program("krispcall".into())), 3_300);
+        assert_eq!(total(Scope::Link("l0000".into())), 302);
+        assert_eq!(total(Scope::Link("l1499".into())), 2);
+        assert_eq!(total(Scope::Partner("p_l0001".into())), 2);
+        let b = store.link_breakdown("l0001", date, date).unwrap();
+        assert_eq!((b.hosts["direct"], b.devices["desktop"]), (2, 2));
+        let left = store.with(|t| Ok(t.rollups.get(WRITING)?)).unwrap();
+        assert_eq!(left, None, "the redone write is finished");
     }
 }

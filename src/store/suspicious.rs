@@ -9,7 +9,7 @@
 //! are summed once and kept ([`super::closed`]).
 
 use super::closed::{today, Of};
-use super::rollups::{day_key, day_number, Tally, DAY, WRITE_KEYS};
+use super::rollups::{day_key, day_number, Tally, BATCH_KEYS, DAY};
 use super::{Store, StoreError};
 use chrono::NaiveDate;
 use std::collections::{HashMap, HashSet};
@@ -27,7 +27,7 @@ pub(super) fn flagged_key(k: &[u8]) -> Vec<u8> {
 
 /// Makes the `f` copies of a store made before them, once: every partner
 /// and day under the old `s` keys gets its `p` tally copied, and the `s`
-/// key goes, in batches of [`WRITE_KEYS`].
+/// key goes, in batches of [`BATCH_KEYS`].
 pub(super) fn mirror_flagged_partners(tree: &sled::Tree) -> Result<(), StoreError> {
     if tree.contains_key(MIRRORED)? {
         return Ok(());
@@ -52,7 +52,7 @@ pub(super) fn mirror_flagged_partners(tree: &sled::Tree) -> Result<(), StoreErro
                 }
                 batch.remove(k);
                 n += 1;
-                if n == WRITE_KEYS {
+                if n == BATCH_KEYS {
                     tree.apply_batch(std::mem::take(&mut batch))?;
                     n = 0;
                 }
