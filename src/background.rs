@@ -32,14 +32,31 @@ pub struct Thread {
     jobs: mpsc::Sender<Job>,
 }
 
+/// How much of the CPU a [`Thread`] asks for beside the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// Its fair share (work the clicks depend on: the click writer).
+    Fair,
+    /// What the request path leaves (nice 19: work that may fall behind
+    /// under load and catch up after, such as the console's rollups). It
+    /// still gets a sliver of a saturated core, so a sled batch it holds
+    /// ends, where `SCHED_IDLE` starved it (docs/performance.md).
+    Leftover,
+}
+
 impl Thread {
-    /// Starts a thread called `name`.
+    /// Starts a thread called `name` that takes its fair share.
     pub fn spawn(name: &str) -> std::io::Result<Self> {
+        Self::spawn_with(name, Share::Fair)
+    }
+
+    /// Starts a thread called `name` that takes `share` of the CPU.
+    pub fn spawn_with(name: &str, share: Share) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                if let Err(error) = yield_to_requests() {
+                if let Err(error) = yield_to_requests(share) {
                     tracing::debug!(%error, "background thread keeps the default scheduling policy");
                 }
                 for job in rx {
@@ -66,9 +83,10 @@ impl Thread {
     }
 }
 
-/// Schedules the calling thread as `SCHED_BATCH` (Linux; elsewhere a
-/// no-op). A hint: if the system refuses, the thread runs as before.
-fn yield_to_requests() -> std::io::Result<()> {
+/// Schedules the calling thread as `SCHED_BATCH`, at nice 19 for
+/// [`Share::Leftover`] (Linux; elsewhere a no-op). A hint: if the system
+/// refuses, the thread runs as before.
+fn yield_to_requests(share: Share) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         let param = libc::sched_param { sched_priority: 0 };
@@ -77,7 +95,18 @@ fn yield_to_requests() -> std::io::Result<()> {
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
+        if share == Share::Leftover {
+            // On Linux a nice value is the thread's own, named by its id.
+            // SAFETY: plain system calls on the calling thread; no memory.
+            let done =
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+            if done != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = share;
     Ok(())
 }
 
@@ -109,7 +138,10 @@ mod tests {
     #[tokio::test]
     async fn the_thread_and_threads_it_starts_are_batch_scheduled() {
         // Some sandboxes refuse the call; the policy is a hint there.
-        if let Err(e) = std::thread::spawn(yield_to_requests).join().unwrap() {
+        if let Err(e) = std::thread::spawn(|| yield_to_requests(Share::Fair))
+            .join()
+            .unwrap()
+        {
             eprintln!("this system refuses SCHED_BATCH ({e}): nothing to check");
             return;
         }
@@ -121,5 +153,14 @@ mod tests {
         assert_eq!(own, libc::SCHED_BATCH);
         assert_eq!(child, libc::SCHED_BATCH, "inherited");
         assert_eq!(policy(), before, "the caller's is unchanged");
+        let low = Thread::spawn_with("bg-leftover", Share::Leftover).unwrap();
+        // SAFETY: reads the calling thread's nice value; no memory.
+        let nice =
+            || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        assert_eq!(
+            low.run(move || (policy(), nice())).await,
+            (libc::SCHED_BATCH, 19)
+        );
+        assert_eq!(t.run(nice).await, 0, "a fair share keeps its nice value");
     }
 }

@@ -440,10 +440,12 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
     };
     let roller = {
         let app = app.clone();
-        let thread = background::Thread::spawn("rollups").map_err(|source| StartError::Thread {
-            name: "rollups",
-            source,
-        })?;
+        // The console's sums may lag under load; the redirects may not.
+        let thread = background::Thread::spawn_with("rollups", background::Share::Leftover)
+            .map_err(|source| StartError::Thread {
+                name: "rollups",
+                source,
+            })?;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {

@@ -12,6 +12,7 @@
 //!   of that partner in the chunk
 //! - `N`, `n`, `m`: click counts (see `store::counts`)
 
+use super::codec::Brief;
 use super::counts::{ChunkKey, Deltas, Marks};
 use super::{codec, corrupt, Store, StoreError};
 use crate::id::ClickId;
@@ -89,6 +90,22 @@ pub(super) fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<ClickRecord>,
         return serde_json::from_slice(bytes).map_err(|e| corrupt(key, e.to_string()));
     }
     codec::decode(bytes).map_err(|e| corrupt(key, e))
+}
+
+/// Calls `f` with each click of a chunk as a [`Brief`]: what the rollups
+/// read, without building the records of a binary chunk.
+pub(super) fn for_each_brief(
+    key: &[u8],
+    bytes: &[u8],
+    mut f: impl FnMut(Brief<'_>),
+) -> Result<(), StoreError> {
+    if bytes.first() == Some(&b'[') {
+        for c in decode_chunk(key, bytes)? {
+            f(Brief::from(&c));
+        }
+        return Ok(());
+    }
+    codec::for_each_brief(bytes, f).map_err(|e| corrupt(key, e))
 }
 
 impl Store {

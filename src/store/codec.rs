@@ -273,6 +273,32 @@ impl<'b> Reader<'b> {
         })
     }
 
+    /// A format-2 value borrowed from the chunk when it is text; `None`
+    /// for an absent, hex or network value.
+    fn borrowed_value(&mut self) -> Result<Option<&'b str>, String> {
+        Ok(match self.varint()? {
+            ABSENT => None,
+            HEX => {
+                let n = usize::try_from(self.varint()?).map_err(|_| "hex field too long")?;
+                self.take(n)?;
+                None
+            }
+            NETWORK => {
+                self.byte()?;
+                match self.byte()? {
+                    4 => self.take(4)?,
+                    6 => self.take(16)?,
+                    f => return Err(format!("unknown address family {f}")),
+                };
+                None
+            }
+            n => {
+                let n = usize::try_from(n - TEXT).map_err(|_| "text too long")?;
+                Some(std::str::from_utf8(self.take(n)?).map_err(|_| "text is not UTF-8")?)
+            }
+        })
+    }
+
     /// A record's cookie outcome and flags (the same in both formats).
     fn cookie_and_flags(&mut self) -> Result<(CookieOutcome, Vec<Flag>), String> {
         let cookie = *COOKIES
@@ -292,6 +318,104 @@ impl<'b> Reader<'b> {
         }
         Ok((cookie, flags))
     }
+}
+
+/// The fields of a click its rollups need, borrowed: from the chunk itself
+/// for format 2 (no record is built, no text copied), from a decoded
+/// record otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Brief<'a> {
+    /// When the click was served, in ms since 1970.
+    pub at_ms: i64,
+    pub link: &'a str,
+    pub partner: &'a str,
+    pub program: &'a str,
+    pub user_agent: Option<&'a str>,
+    pub referer: Option<&'a str>,
+    pub verdict: &'a str,
+    /// Bit `i` set: the click has a flag for `Reason::ALL[i]`.
+    pub reasons: u8,
+}
+
+impl<'a> From<&'a ClickRecord> for Brief<'a> {
+    fn from(c: &'a ClickRecord) -> Self {
+        Brief {
+            at_ms: c.at.timestamp_millis(),
+            link: &c.link,
+            partner: &c.partner_id,
+            program: &c.program,
+            user_agent: c.user_agent.as_deref(),
+            referer: c.referer.as_deref(),
+            verdict: &c.verdict,
+            reasons: reason_bits(c.flags.iter().map(|f| f.reason)),
+        }
+    }
+}
+
+fn reason_bits(reasons: impl Iterator<Item = Reason>) -> u8 {
+    reasons.fold(0, |bits, r| {
+        bits | Reason::ALL
+            .iter()
+            .position(|x| *x == r)
+            .map_or(0, |i| 1 << i)
+    })
+}
+
+/// Calls `f` with each record of a binary chunk value, in order, as a
+/// [`Brief`].
+pub(super) fn for_each_brief(value: &[u8], mut f: impl FnMut(Brief<'_>)) -> Result<(), String> {
+    let Some((&FORMAT_2, body)) = value.split_first() else {
+        for c in decode(value)? {
+            f(Brief::from(&c));
+        }
+        return Ok(());
+    };
+    let mut r = Reader { bytes: body };
+    // Text slots as borrowed slices; a hex or network value (never in
+    // the slots a brief reads) is skipped.
+    let mut prev: [Option<&str>; SLOTS] = [None; SLOTS];
+    let mut prev_hi = 0u64;
+    while !r.bytes.is_empty() {
+        let zz = r.varint()?;
+        let delta = (zz >> 1) as i64 ^ -((zz & 1) as i64);
+        let hi = prev_hi.wrapping_add(delta as u64);
+        let lo = u64::from_be_bytes(r.array::<8>()?);
+        let id = ClickId((u128::from(hi) << 64) | u128::from(lo));
+        prev_hi = hi;
+        let changed = r.varint()?;
+        if changed >> SLOTS != 0 {
+            return Err(format!("record {id} changes a field beyond the {SLOTS}"));
+        }
+        for (i, slot) in prev.iter_mut().enumerate() {
+            if changed & (1 << i) != 0 {
+                *slot = r.borrowed_value()?;
+            }
+        }
+        r.byte()?; // the cookie outcome
+        let mut reasons = 0u8;
+        for _ in 0..r.varint()? {
+            let i = r.byte()? as usize;
+            if i >= Reason::ALL.len() {
+                return Err("unknown flag reason".into());
+            }
+            reasons |= 1 << i;
+            let len = usize::try_from(r.varint()?).map_err(|_| "evidence too long")?;
+            r.take(len)?;
+        }
+        let required =
+            |i: usize| prev[i].ok_or_else(|| format!("record {id} lacks required field {i}"));
+        f(Brief {
+            at_ms: id.timestamp_ms(),
+            link: required(0)?,
+            partner: required(1)?,
+            program: required(2)?,
+            user_agent: prev[6],
+            referer: prev[7],
+            verdict: required(25)?,
+            reasons,
+        });
+    }
+    Ok(())
 }
 
 /// Decodes a binary chunk value (format 1 or 2).
@@ -533,6 +657,37 @@ mod tests {
         assert_eq!(records[0].ip_prefix, "203.0.113.0/24");
         assert_eq!(records[2].ip_prefix, "2001:db8:1::/48");
         assert_eq!(decode(&pseudonymous(&records, &visitors)).unwrap(), records);
+    }
+
+    #[test]
+    fn briefs_read_without_decoding_match_the_decoded_records() {
+        let visitors: Vec<(IpAddr, u8)> = vec![
+            ("203.0.113.77".parse().unwrap(), 24),
+            ("2001:db8:1:2:3:4:5:6".parse().unwrap(), 48),
+        ];
+        let mut records: Vec<_> = (0..30)
+            .map(|i| record(i, (i % 4 != 0).then_some("Mozilla/5.0")))
+            .collect();
+        for (i, r) in records.iter_mut().enumerate() {
+            r.referer = (i % 3 == 0).then(|| format!("https://blog{i}.example/"));
+        }
+        for chunk in [pseudonymous(&records, &visitors), encode_v1(&records)] {
+            let mut briefs = Vec::new();
+            for_each_brief(&chunk, |b| briefs.push(format!("{b:?}"))).unwrap();
+            let decoded = decode(&chunk).unwrap();
+            let expected: Vec<_> = decoded
+                .iter()
+                .map(|c| format!("{:?}", Brief::from(c)))
+                .collect();
+            assert_eq!(briefs.len(), 30);
+            assert_eq!(briefs, expected);
+        }
+        // Flags as bits, in `Reason::ALL` order.
+        let b = Brief::from(&records[2]);
+        assert_eq!(b.reasons, 0b11);
+        // A chunk cut short is an error, as for a full decode.
+        let whole = pseudonymous(&records, &visitors);
+        assert!(for_each_brief(&whole[..whole.len() - 3], |_| {}).is_err());
     }
 
     #[test]

@@ -42,7 +42,8 @@
 //! Tallies and counts written by the local pass end in their stamp (16
 //! bytes); the cluster's, written in one batch with their cursor, do not.
 
-use super::clicks::{chunk_key, decode_chunk, CHUNK_TAG};
+use super::clicks::{chunk_key, for_each_brief, CHUNK_TAG};
+use super::codec::Brief;
 use super::{corrupt, Store, StoreError};
 use crate::fraud::Reason;
 use crate::id::ClickId;
@@ -52,7 +53,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// Pending sums are written this often ...
-pub const WRITE_EVERY: Duration = Duration::from_secs(10);
+pub const WRITE_EVERY: Duration = Duration::from_secs(30);
 /// ... or sooner once they hold this many keys (a backfill), which bounds
 /// the memory the pending sums take. In steady state the keys a write
 /// holds are the scopes that had clicks since the last one, so writing by
@@ -65,7 +66,7 @@ pub const WRITE_KEYS: usize = 200_000;
 /// it) and keeps every leaf it replaces until the batch ends (a 200,000-key
 /// batch grew the process past 24 GB on a backfill); a write of more keys
 /// is split, which [`WRITING`] and the values' stamps make safe.
-pub(super) const BATCH_KEYS: usize = 1_000;
+pub(super) const BATCH_KEYS: usize = 250;
 
 const CURSOR: &[u8] = b"c";
 /// Present while a write is under way: the click id its sums reach to.
@@ -127,17 +128,19 @@ impl Tally {
             .collect()
     }
 
-    fn add_click(&mut self, c: &ClickRecord) {
-        match c.verdict.as_str() {
-            "valid" => self.valid += 1,
-            "blocked" => self.blocked += 1,
-            _ => self.flagged += 1,
+    /// One click with this verdict and these reasons (bit `i`:
+    /// `Reason::ALL[i]`).
+    fn one(verdict: &str, reasons: u8) -> Self {
+        let mut t = Tally::default();
+        match verdict {
+            "valid" => t.valid = 1,
+            "blocked" => t.blocked = 1,
+            _ => t.flagged = 1,
         }
-        for (i, r) in Reason::ALL.iter().enumerate() {
-            if c.flags.iter().any(|f| f.reason == *r) {
-                self.reasons[i] += 1;
-            }
+        for (i, n) in t.reasons.iter_mut().enumerate() {
+            *n = u64::from(reasons >> i & 1);
         }
+        t
     }
 
     /// Adds another tally's counts.
@@ -258,50 +261,100 @@ pub(super) struct Pending {
 /// Sums before they are added to what is stored.
 #[derive(Default)]
 pub(super) struct Sums {
-    pub(super) tallies: HashMap<Vec<u8>, Tally>,
-    counts: HashMap<Vec<u8>, u64>,
+    pub(super) tallies: HashMap<Vec<u8>, Tally, FastHash>,
+    counts: HashMap<Vec<u8>, u64, FastHash>,
     /// Device classes of the user agents seen lately.
-    devices: HashMap<String, &'static str>,
+    devices: Memo<&'static str>,
+    /// Hosts of the referers seen lately.
+    hosts: Memo<String>,
+    /// A key being looked up (allocated only for a new one).
+    key: Vec<u8>,
 }
 
-/// User agents whose device class is remembered.
-const DEVICE_CACHE: usize = 10_000;
+type FastHash = foldhash::fast::RandomState;
+
+/// Texts remembered by [`Memo`] before it starts again.
+const MEMO: usize = 10_000;
+
+/// What was made of texts that repeat from click to click (user agents,
+/// referers): parsing them is the dearest part of a click's sums.
+struct Memo<V> {
+    made: HashMap<String, V, FastHash>,
+}
+
+impl<V> Default for Memo<V> {
+    fn default() -> Self {
+        Self {
+            made: HashMap::default(),
+        }
+    }
+}
+
+impl<V> Memo<V> {
+    fn get(&mut self, text: &str, make: impl FnOnce(&str) -> V) -> &V {
+        if !self.made.contains_key(text) {
+            if self.made.len() >= MEMO {
+                self.made.clear();
+            }
+            self.made.insert(text.to_owned(), make(text));
+        }
+        &self.made[text]
+    }
+}
+
+/// `d` + day + tag + name (+ `0x00` + sub), into `key`.
+fn set_key(key: &mut Vec<u8>, day: u32, tag: u8, name: &str, sub: Option<&str>) {
+    key.clear();
+    key.push(DAY);
+    key.extend_from_slice(&day.to_be_bytes());
+    key.push(tag);
+    key.extend_from_slice(name.as_bytes());
+    if let Some(sub) = sub {
+        key.push(0);
+        key.extend_from_slice(sub.as_bytes());
+    }
+}
+
+/// The entry of `key` in `map`, made with the key's copy only when new.
+fn entry<'m, V: Default>(map: &'m mut HashMap<Vec<u8>, V, FastHash>, key: &[u8]) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_vec(), V::default());
+    }
+    map.get_mut(key).expect("just inserted")
+}
 
 impl Sums {
+    /// Moves the parsed user agents and referers to `to`.
+    fn lend_memos(&mut self, to: &mut Sums) {
+        to.devices = std::mem::take(&mut self.devices);
+        to.hosts = std::mem::take(&mut self.hosts);
+    }
+
     /// Adds a click; returns its day.
-    fn add(&mut self, c: &ClickRecord) -> u32 {
-        let day = day_number(c.at.date_naive());
-        let mut one = Tally::default();
-        one.add_click(c);
-        for (tag, name) in [(b'g', &c.program), (b'p', &c.partner_id), (b'l', &c.link)] {
-            self.tallies
-                .entry(day_key(day, tag, name))
-                .or_default()
-                .add(&one);
+    fn add(&mut self, c: &Brief<'_>) -> u32 {
+        let Sums {
+            tallies,
+            counts,
+            devices,
+            hosts,
+            key,
+        } = self;
+        let day = u32::try_from(c.at_ms.div_euclid(86_400_000)).unwrap_or(0);
+        let one = Tally::one(c.verdict, c.reasons);
+        for (tag, name) in [(b'g', c.program), (b'p', c.partner), (b'l', c.link)] {
+            set_key(key, day, tag, name, None);
+            entry(tallies, key).add(&one);
         }
-        let host = referrer_host(c.referer.as_deref());
-        *self
-            .counts
-            .entry(pair_key(day, b'h', &c.link, &host))
-            .or_default() += 1;
-        let ua = c.user_agent.as_deref().unwrap_or_default();
-        let device = match self.devices.get(ua) {
-            Some(d) => *d,
-            None => {
-                // Parsing is the dearest part of a click's sums; user
-                // agents repeat.
-                let d = crate::device::class(Some(ua)).label();
-                if self.devices.len() >= DEVICE_CACHE {
-                    self.devices.clear();
-                }
-                self.devices.insert(ua.to_string(), d);
-                d
-            }
+        let host = match c.referer {
+            Some(r) => hosts.get(r, |r| referrer_host(Some(r))).as_str(),
+            None => "direct",
         };
-        *self
-            .counts
-            .entry(pair_key(day, b'v', &c.link, device))
-            .or_default() += 1;
+        set_key(key, day, b'h', c.link, Some(host));
+        *entry(counts, key) += 1;
+        let ua = c.user_agent.unwrap_or_default();
+        let device = *devices.get(ua, |ua| crate::device::class(Some(ua)).label());
+        set_key(key, day, b'v', c.link, Some(device));
+        *entry(counts, key) += 1;
         day
     }
 }
@@ -451,15 +504,15 @@ impl Store {
         batch: &mut sled::Batch,
     ) -> Result<Option<u32>, StoreError> {
         let mut sums = Sums::default();
-        // The user-agent cache outlives a batch (the local pass's own,
-        // unused in cluster mode).
+        // The parsed user agents and referers outlive a batch (the local
+        // pass's own, unused in cluster mode).
         let mut pending = self.pending();
-        sums.devices = std::mem::take(&mut pending.sums.devices);
+        pending.sums.lend_memos(&mut sums);
         let mut earliest = None;
         for c in clicks {
-            earliest = earlier(earliest, sums.add(c));
+            earliest = earlier(earliest, sums.add(&Brief::from(c)));
         }
-        pending.sums.devices = std::mem::take(&mut sums.devices);
+        sums.lend_memos(&mut pending.sums);
         drop(pending);
         add_sums(tree, sums, Dest::One(batch))?;
         Ok(earliest)
@@ -512,10 +565,10 @@ impl Store {
             let (mut chunks, mut clicks, mut earliest) = (0, 0, None);
             for kv in t.clicks.range(from..to).take(max_chunks) {
                 let (k, v) = kv?;
-                for c in decode_chunk(&k, &v)? {
+                for_each_brief(&k, &v, |c| {
                     earliest = earlier(earliest, pending.sums.add(&c));
                     clicks += 1;
-                }
+                })?;
                 pending.last = Some(k.to_vec());
                 chunks += 1;
             }
@@ -553,7 +606,7 @@ impl Store {
             (None, None) => return Ok(()),
         };
         let mut sums = std::mem::take(&mut pending.sums);
-        pending.sums.devices = std::mem::take(&mut sums.devices);
+        sums.lend_memos(&mut pending.sums);
         pending.written = Some(Instant::now());
         self.with(|t| {
             let tree = &t.rollups;
@@ -802,7 +855,7 @@ pub(super) mod tests {
             let mut sums = std::mem::take(&mut pending.sums);
             let mut keys: Vec<_> = sums.tallies.keys().cloned().collect();
             keys.sort();
-            let written: HashMap<_, _> = keys[..2 * BATCH_KEYS]
+            let written: HashMap<_, _, FastHash> = keys[..2 * BATCH_KEYS]
                 .iter()
                 .map(|k| (k.clone(), sums.tallies.remove(k).unwrap()))
                 .collect();
