@@ -37,12 +37,18 @@ pub struct Thread {
 pub enum Share {
     /// Its fair share (work the clicks depend on: the click writer).
     Fair,
-    /// What the request path leaves (nice 19: work that may fall behind
-    /// under load and catch up after, such as the console's rollups). It
-    /// still gets a sliver of a saturated core, so a sled batch it holds
-    /// ends, where `SCHED_IDLE` starved it (docs/performance.md).
+    /// Mostly what the request path leaves ([`LEFTOVER_NICE`]: work that
+    /// may fall behind under load and catch up after, such as the
+    /// console's rollups).
     Leftover,
 }
+
+/// The nice value of a [`Share::Leftover`] thread: a tenth of a saturated
+/// core, enough that a sled batch it holds ends within tens of
+/// milliseconds. At 19 (a seventieth) or as `SCHED_IDLE` the rollups
+/// starved while holding sled's write lock, the click writer waited on it
+/// for up to 0.6 s and its queue overflowed (docs/performance.md).
+const LEFTOVER_NICE: i32 = 10;
 
 impl Thread {
     /// Starts a thread called `name` that takes its fair share.
@@ -83,7 +89,7 @@ impl Thread {
     }
 }
 
-/// Schedules the calling thread as `SCHED_BATCH`, at nice 19 for
+/// Schedules the calling thread as `SCHED_BATCH`, at [`LEFTOVER_NICE`] for
 /// [`Share::Leftover`] (Linux; elsewhere a no-op). A hint: if the system
 /// refuses, the thread runs as before.
 fn yield_to_requests(share: Share) -> std::io::Result<()> {
@@ -98,8 +104,13 @@ fn yield_to_requests(share: Share) -> std::io::Result<()> {
         if share == Share::Leftover {
             // On Linux a nice value is the thread's own, named by its id.
             // SAFETY: plain system calls on the calling thread; no memory.
-            let done =
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+            let done = unsafe {
+                libc::setpriority(
+                    libc::PRIO_PROCESS,
+                    libc::gettid() as libc::id_t,
+                    LEFTOVER_NICE,
+                )
+            };
             if done != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -159,7 +170,7 @@ mod tests {
             || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
         assert_eq!(
             low.run(move || (policy(), nice())).await,
-            (libc::SCHED_BATCH, 19)
+            (libc::SCHED_BATCH, LEFTOVER_NICE)
         );
         assert_eq!(t.run(nice).await, 0, "a fair share keeps its nice value");
     }
