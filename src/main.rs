@@ -303,6 +303,11 @@ fn main() -> anyhow::Result<()> {
             if config.workers > 0 {
                 rt.worker_threads(config.workers);
             }
+            rt.on_thread_start(|| {
+                if let Err(error) = refedge::background::answer_promptly() {
+                    tracing::debug!(%error, "request threads keep the default time slice");
+                }
+            });
             rt.enable_all().build()?.block_on(serve(config))
         }
     }
