@@ -201,6 +201,10 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
                 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             let mut lat = Vec::with_capacity((total / conns as u64 + 1) as usize);
             let mut slow: Vec<(u64, u32)> = Vec::new();
+            // How late the generator itself sent each request: after it
+            // was due and the connection was free. A stalled generator
+            // core shows here, not as the server's latency.
+            let mut gen_late = Vec::with_capacity(lat.capacity());
             let (mut redirects, mut other) = (0u64, 0u64);
             let mut free_at = start;
             let mut i = c as u64;
@@ -219,6 +223,7 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
                     tokio::task::yield_now().await;
                 }
                 let sent = tokio::time::Instant::now();
+                gen_late.push((sent - due.max(free_at)).as_micros() as u32);
                 let from = if free_at > due { due } else { sent };
                 let req = click_request(&mut rng, links);
                 if tx.ready().await.is_err() {
@@ -252,16 +257,18 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
                 }
                 i += conns as u64;
             }
-            (lat, slow, redirects, other)
+            (lat, slow, gen_late, redirects, other)
         }));
     }
     let mut all = Vec::new();
     let mut slow = Vec::new();
+    let mut gen_late = Vec::new();
     let (mut redirects, mut other) = (0, 0);
     for t in tasks {
-        let (l, s, r, o) = t.await.unwrap();
+        let (l, s, g, r, o) = t.await.unwrap();
         all.extend(l);
         slow.extend(s);
+        gen_late.extend(g);
         redirects += r;
         other += o;
     }
@@ -272,20 +279,24 @@ async fn rate(addr: SocketAddr, links: usize, rate: u64, seconds: u64, conns: us
     }
     let elapsed = (tokio::time::Instant::now() - start).as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+    gen_late.sort_unstable();
+    let pct = |v: &[u32], p: f64| {
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
             .copied()
             .unwrap_or(0)
     };
     println!(
-        "{{\"requests\": {}, \"redirects\": {redirects}, \"other_status\": {other}, \"seconds\": {elapsed:.2}, \"rps\": {:.0}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}, \"slow\": {}, \"slow_us\": {slow_us}}}",
+        "{{\"requests\": {}, \"redirects\": {redirects}, \"other_status\": {other}, \"seconds\": {elapsed:.2}, \"rps\": {:.0}, \"p50_us\": {}, \"p99_us\": {}, \"p999_us\": {}, \"max_us\": {}, \"slow\": {}, \"slow_us\": {slow_us}, \"gen_late_p99_us\": {}, \"gen_late_p999_us\": {}, \"gen_late_max_us\": {}}}",
         all.len(),
         all.len() as f64 / elapsed,
-        pct(0.50),
-        pct(0.99),
-        pct(0.999),
+        pct(&all, 0.50),
+        pct(&all, 0.99),
+        pct(&all, 0.999),
         all.last().copied().unwrap_or(0),
         slow.len(),
+        pct(&gen_late, 0.99),
+        pct(&gen_late, 0.999),
+        gen_late.last().copied().unwrap_or(0),
     );
 }
 
