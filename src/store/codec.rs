@@ -273,6 +273,22 @@ impl<'b> Reader<'b> {
         })
     }
 
+    /// A format-2 record's id (its high half relative to `prev_hi`, which
+    /// moves to this one's) and the mask of the slots it changes.
+    fn record_head(&mut self, prev_hi: &mut u64) -> Result<(ClickId, u64), String> {
+        let zz = self.varint()?;
+        let delta = (zz >> 1) as i64 ^ -((zz & 1) as i64);
+        let hi = prev_hi.wrapping_add(delta as u64);
+        let lo = u64::from_be_bytes(self.array::<8>()?);
+        let id = ClickId((u128::from(hi) << 64) | u128::from(lo));
+        *prev_hi = hi;
+        let changed = self.varint()?;
+        if changed >> SLOTS != 0 {
+            return Err(format!("record {id} changes a field beyond the {SLOTS}"));
+        }
+        Ok((id, changed))
+    }
+
     /// A format-2 value borrowed from the chunk when it is text; `None`
     /// for an absent, hex or network value.
     fn borrowed_value(&mut self) -> Result<Option<&'b str>, String> {
@@ -376,16 +392,7 @@ pub(super) fn for_each_brief(value: &[u8], mut f: impl FnMut(Brief<'_>)) -> Resu
     let mut prev: [Option<&str>; SLOTS] = [None; SLOTS];
     let mut prev_hi = 0u64;
     while !r.bytes.is_empty() {
-        let zz = r.varint()?;
-        let delta = (zz >> 1) as i64 ^ -((zz & 1) as i64);
-        let hi = prev_hi.wrapping_add(delta as u64);
-        let lo = u64::from_be_bytes(r.array::<8>()?);
-        let id = ClickId((u128::from(hi) << 64) | u128::from(lo));
-        prev_hi = hi;
-        let changed = r.varint()?;
-        if changed >> SLOTS != 0 {
-            return Err(format!("record {id} changes a field beyond the {SLOTS}"));
-        }
+        let (id, changed) = r.record_head(&mut prev_hi)?;
         for (i, slot) in prev.iter_mut().enumerate() {
             if changed & (1 << i) != 0 {
                 *slot = r.borrowed_value()?;
@@ -433,16 +440,7 @@ fn decode_v2(body: &[u8]) -> Result<Vec<ClickRecord>, String> {
     let mut prev_hi = 0u64;
     let mut out = Vec::new();
     while !r.bytes.is_empty() {
-        let zz = r.varint()?;
-        let delta = (zz >> 1) as i64 ^ -((zz & 1) as i64);
-        let hi = prev_hi.wrapping_add(delta as u64);
-        let lo = u64::from_be_bytes(r.array::<8>()?);
-        let id = ClickId((u128::from(hi) << 64) | u128::from(lo));
-        prev_hi = hi;
-        let changed = r.varint()?;
-        if changed >> SLOTS != 0 {
-            return Err(format!("record {id} changes a field beyond the {SLOTS}"));
-        }
+        let (id, changed) = r.record_head(&mut prev_hi)?;
         for (i, slot) in prev.iter_mut().enumerate() {
             if changed & (1 << i) != 0 {
                 *slot = r.value()?;
