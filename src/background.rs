@@ -214,12 +214,21 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_request_thread_keeps_its_policy_and_nice_value() {
-        let (result, policy, nice) = std::thread::spawn(|| {
+        let (result, policy, nice, slice) = std::thread::spawn(|| {
             let r = answer_promptly();
             // SAFETY: reads the calling thread's nice value; no memory.
             let nice =
                 unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
-            (r, policy(), nice)
+            // The slice as the scheduler reports it, where it does.
+            let slice = std::fs::read_to_string("/proc/thread-self/sched")
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find(|l| l.starts_with("se.slice"))
+                        .and_then(|l| l.split(':').nth(1))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                });
+            (r, policy(), nice, slice)
         })
         .join()
         .unwrap();
@@ -228,5 +237,8 @@ mod tests {
             return;
         }
         assert_eq!((policy, nice), (libc::SCHED_OTHER, 0));
+        if let Some(slice) = slice {
+            assert_eq!(slice, REQUEST_SLICE_NS, "the slice asked for");
+        }
     }
 }
