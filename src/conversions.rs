@@ -262,12 +262,14 @@ impl Conversions {
         Ok(out)
     }
 
-    /// Appends events replicated from the cluster's stream (blocking).
+    /// Appends events replicated from the cluster's stream, moving the
+    /// stream cursor to `upto` (blocking).
     pub fn ingest_replicated(
         &self,
         items: Vec<crate::store::events::Replicated>,
+        upto: u64,
     ) -> Result<usize, StoreError> {
-        let n = self.store.append_replicated(items)?;
+        let n = self.store.append_replicated(items, upto)?;
         self.appended.notify_one();
         Ok(n)
     }

@@ -751,3 +751,187 @@ async fn the_calculator_rolls_up_every_edges_clicks_for_the_console() {
         (&json!(5), &json!(1))
     );
 }
+
+/// Webhook settings for a receiver on loopback that answers at once.
+const HOOKS: &[(&str, &str)] = &[
+    ("REFEDGE_WEBHOOKS__TIMEOUT_MS", "2000"),
+    ("REFEDGE_WEBHOOKS__RETRY_BASE_MS", "200"),
+    ("REFEDGE_WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true"),
+];
+
+/// The event ids of what `rx` got, of one type.
+fn ids_of(rx: &common::receiver::Receiver, kind: &str) -> Vec<String> {
+    common::receiver::of_type(&rx.got(), kind)
+        .iter()
+        .map(|g| g.event_id.clone().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_and_postbacks_go_on_from_the_standby_after_the_active_calculator_dies() {
+    use common::receiver::{of_type, Receiver, OK};
+    let rx = Receiver::start().await;
+    rx.set(OK);
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let mut calc1 = Node::start(&nats, root.path(), "calc-1", "calculator", HOOKS);
+    let edge = Node::start(&nats, root.path(), "edge-1", "edge", HOOKS);
+    let first = until(30, "a lease holder", || async {
+        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
+        r.header("x-refedge-served-by").map(String::from)
+    })
+    .await;
+    assert_eq!(first, "calc-1");
+    let calc2 = Node::start(&nats, root.path(), "calc-2", "calculator", HOOKS);
+
+    // A webhook and a partner's postback, made through the edge (the
+    // active calculator answers), known to the standby too.
+    let hook = api(
+        edge.addr(),
+        "POST",
+        "/api/v1/webhooks",
+        Some(json!({"url": format!("http://{}/hook", rx.addr),
+                    "events": ["referral.created", "commission.created"]})),
+    )
+    .await;
+    assert_eq!(hook.status, 201, "{}", String::from_utf8_lossy(&hook.body));
+    let hook = hook.json();
+    let (hook_id, secret) = (
+        hook["id"].as_str().unwrap(),
+        hook["secret"].as_str().unwrap(),
+    );
+    let partner = cluster_partner(edge.addr(), "hooked@blog.example").await;
+    let template = format!("http://{}/pb?click={{refclk}}&ev={{event}}", rx.addr);
+    let r = api(
+        edge.addr(),
+        "PUT",
+        &format!("/api/v1/partners/{partner}/postback"),
+        Some(json!({"url_template": template})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let c = json!({"code": "HOOKED", "partner_id": partner});
+    assert_eq!(
+        api(edge.addr(), "POST", "/api/v1/coupons", Some(c))
+            .await
+            .status,
+        201
+    );
+    let on_standby = until(30, "the webhook on the standby", || async {
+        let r = try_api(
+            calc2.addr(),
+            "GET",
+            &format!("/api/v1/webhooks/{hook_id}"),
+            None,
+        )
+        .await?;
+        (r.status == 200).then(|| r.json())
+    })
+    .await;
+    assert_eq!(on_standby["url"], hook["url"]);
+    let pb = read(
+        calc2.addr(),
+        &format!("/api/v1/partners/{partner}/postback"),
+    )
+    .await;
+    assert_eq!(pb["url_template"], template.as_str());
+
+    // Two customers through calc-1: a referral and a commission each, by
+    // webhook and by postback.
+    for i in 0..2 {
+        for ev in [signup(100 + i, "HOOKED"), payment(100 + i, 1, "40.00")] {
+            assert_eq!(deliver(&[edge.addr()], &ev).await.0, 201);
+        }
+    }
+    rx.until("calc-1's deliveries", |g| {
+        of_type(g, "commission.created").len() == 2
+            && g.iter().filter(|g| g.path.starts_with("/pb")).count() == 4
+    })
+    .await;
+    // Marked before calc-1's log says delivered: once the log says so,
+    // the standby can know.
+    until(20, "calc-1's log to say delivered", || async {
+        let r = try_api(
+            calc1.addr(),
+            "GET",
+            &format!("/api/v1/webhooks/{hook_id}/deliveries"),
+            None,
+        )
+        .await?;
+        let ds = r.json()["deliveries"].as_array()?.clone();
+        (ds.len() == 4 && ds.iter().all(|d| d["state"] == "delivered")).then_some(())
+    })
+    .await;
+    let before = rx.got().len();
+
+    calc1.kill();
+    let next = until(15, "a take-over", || async {
+        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
+        r.header("x-refedge-served-by")
+            .filter(|n| *n != "calc-1")
+            .map(String::from)
+    })
+    .await;
+    assert_eq!(next, "calc-2");
+
+    // A third customer: calc-2 sends, signed with the same secret.
+    for ev in [signup(102, "HOOKED"), payment(102, 1, "40.00")] {
+        assert_eq!(deliver(&[edge.addr()], &ev).await.0, 201);
+    }
+    let got = rx
+        .until("calc-2's deliveries", |g| {
+            of_type(g, "commission.created").len() == 3
+                && g.iter().filter(|g| g.path.starts_with("/pb")).count() == 6
+        })
+        .await;
+    for g in of_type(&got, "commission.created") {
+        let sig = g.signature.as_deref().unwrap();
+        let t: i64 = sig[2..sig.find(',').unwrap()].parse().unwrap();
+        assert_eq!(
+            refedge::signature::verify(secret, sig, g.body.as_bytes(), t),
+            Ok(())
+        );
+    }
+    // What calc-1 delivered is not sent again: give calc-2 time to have
+    // sent it (it rechecks its queue every few seconds), then count.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let got = rx.got();
+    assert_eq!(got.len(), before + 4, "{:#?}", &got[before..]);
+    for kind in ["referral.created", "commission.created"] {
+        let ids = ids_of(&rx, kind);
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!((ids.len(), unique.len()), (3, 3), "{kind}: {ids:?}");
+    }
+    let log = read(
+        calc2.addr(),
+        &format!("/api/v1/webhooks/{hook_id}/deliveries"),
+    )
+    .await;
+    let ds = log["deliveries"].as_array().unwrap();
+    assert_eq!(ds.len(), 6, "{log}");
+    assert!(ds.iter().all(|d| d["state"] == "delivered"), "{log}");
+    // Only calc-2's own sends carry attempts in its log.
+    let attempted = ds
+        .iter()
+        .filter(|d| !d["attempts"].as_array().unwrap().is_empty());
+    assert_eq!(attempted.count(), 2, "{log}");
+
+    // Removed through the new holder: nothing more is sent to it.
+    let r = api(
+        edge.addr(),
+        "DELETE",
+        &format!("/api/v1/webhooks/{hook_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for ev in [signup(103, "HOOKED"), payment(103, 1, "40.00")] {
+        assert_eq!(deliver(&[edge.addr()], &ev).await.0, 201);
+    }
+    rx.until("the postbacks of the fourth customer", |g| {
+        g.iter().filter(|g| g.path.starts_with("/pb")).count() == 8
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ids_of(&rx, "commission.created").len(), 3);
+}

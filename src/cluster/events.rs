@@ -249,9 +249,21 @@ impl Cluster {
             .ready_chunks(REPLICATE_BATCH);
         while let Some(chunk) = messages.next().await {
             let mut items = Vec::with_capacity(chunk.len());
+            let mut changes = Vec::new();
+            let mut upto = 0;
             for m in chunk {
                 let m = m.map_err(ClusterError::nats)?;
                 let seq = m.info().map_err(ClusterError::nats)?.stream_sequence;
+                upto = seq;
+                if let Some(change) = super::outbox::change_of(&m) {
+                    match change {
+                        Ok(c) => changes.push((seq, c)),
+                        Err(e) => {
+                            tracing::error!(seq, error = %e, "cluster: unreadable endpoint change in the event stream skipped")
+                        }
+                    }
+                    continue;
+                }
                 match decode(&m.payload) {
                     Ok((received_at, item)) => items.push(Replicated {
                         seq,
@@ -265,14 +277,25 @@ impl Cluster {
                     }
                 }
             }
-            if items.is_empty() {
+            if upto == 0 {
                 continue;
             }
+            // Endpoint changes first: stored before any later event is in
+            // the log, so the calculator never applies an event after a
+            // new endpoint without knowing it (earlier events in the chunk
+            // are kept from it by its position). A crash before the
+            // cursor moves applies them again, which changes nothing.
             let c = conversions.clone();
-            tokio::task::spawn_blocking(move || c.ingest_replicated(items))
-                .await
-                .map_err(ClusterError::nats)?
-                .map_err(ClusterError::nats)?;
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || -> Result<usize, crate::store::StoreError> {
+                for (seq, change) in &changes {
+                    change.apply(&s, *seq)?;
+                }
+                c.ingest_replicated(items, upto)
+            })
+            .await
+            .map_err(ClusterError::nats)?
+            .map_err(ClusterError::nats)?;
         }
         Err(ClusterError::Nats(
             "the event stream's consumer ended".into(),

@@ -9,6 +9,9 @@
 //! - [`lease`]: the active calculator holds a lease in the `refedge_lease`
 //!   bucket, renewed by compare-and-set; a standby takes it over when it
 //!   lapses. Edges forward money reads to the holder ([`forward`]).
+//! - [`outbox`]: webhook endpoints changed through the event stream, so
+//!   every calculator holds them; delivered events marked in the
+//!   `refedge_delivered` bucket, so a take-over does not send them again.
 //!
 //! Nothing here is on the redirect's path, and a node starts and serves
 //! while NATS is unreachable: the connection and the streams are set up
@@ -20,6 +23,7 @@ pub mod directory;
 pub mod events;
 pub mod forward;
 pub mod lease;
+pub mod outbox;
 pub mod secrets;
 pub mod status;
 
@@ -47,6 +51,11 @@ pub const SECRETS_BUCKET: &str = "refedge_secrets";
 pub const LEASE_BUCKET: &str = "refedge_lease";
 /// Bucket: every node's last heartbeat.
 pub const NODES_BUCKET: &str = "refedge_nodes";
+/// Bucket: webhook event ids delivered (any calculator's sends).
+pub const DELIVERED_BUCKET: &str = "refedge_delivered";
+/// How long a delivered mark is kept: longer than a delivery can be
+/// retried (`webhooks.max_age_hours` is at most 30 days).
+const DELIVERED_MAX_AGE: Duration = Duration::from_secs(31 * 86_400);
 
 /// How long a JetStream request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,6 +85,7 @@ pub(crate) struct Parts {
     pub(crate) secrets: jetstream::kv::Store,
     pub(crate) lease: jetstream::kv::Store,
     pub(crate) nodes: jetstream::kv::Store,
+    pub(crate) delivered: jetstream::kv::Store,
 }
 
 /// Why a cluster operation failed.
@@ -225,11 +235,13 @@ impl Cluster {
         })
         .await
         .map_err(ClusterError::nats)?;
-        let event_ids = kv(&js, EVENT_IDS_BUCKET, replicas).await?;
-        let directory = kv(&js, DIRECTORY_BUCKET, replicas).await?;
-        let secrets = kv(&js, SECRETS_BUCKET, replicas).await?;
-        let lease = kv(&js, LEASE_BUCKET, replicas).await?;
-        let nodes = kv(&js, NODES_BUCKET, replicas).await?;
+        let forever = Duration::ZERO;
+        let event_ids = kv(&js, EVENT_IDS_BUCKET, replicas, forever).await?;
+        let directory = kv(&js, DIRECTORY_BUCKET, replicas, forever).await?;
+        let secrets = kv(&js, SECRETS_BUCKET, replicas, forever).await?;
+        let lease = kv(&js, LEASE_BUCKET, replicas, forever).await?;
+        let nodes = kv(&js, NODES_BUCKET, replicas, forever).await?;
+        let delivered = kv(&js, DELIVERED_BUCKET, replicas, DELIVERED_MAX_AGE).await?;
         Ok(Parts {
             js,
             events,
@@ -238,11 +250,13 @@ impl Cluster {
             secrets,
             lease,
             nodes,
+            delivered,
         })
     }
 }
 
-/// Opens a key-value bucket (one value a key), creating it the first time.
+/// Opens a key-value bucket (one value a key), creating it the first time;
+/// its values expire after `max_age` (zero: never).
 ///
 /// The client's `create_key_value` first reads the account's limits in a
 /// shape a 2.9 server does not send; so the bucket's stream is created
@@ -252,6 +266,7 @@ async fn kv(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
+    max_age: Duration,
 ) -> Result<jetstream::kv::Store, ClusterError> {
     if let Ok(s) = js.get_key_value(bucket).await {
         return Ok(s);
@@ -266,6 +281,7 @@ async fn kv(
         deny_delete: true,
         allow_direct: true,
         discard: jetstream::stream::DiscardPolicy::New,
+        max_age,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };

@@ -510,6 +510,10 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
                     .lease
                     .held_by_me(Duration::from_secs(c.config.lease_seconds)),
             },
+            app.cluster
+                .clone()
+                .filter(|c| c.role.calculates())
+                .map(|c| c as Arc<dyn crate::webhooks::deliver::Marks>),
             deliveries_stop,
         )
     };

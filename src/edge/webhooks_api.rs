@@ -6,6 +6,7 @@
 use super::http::{blocking, json, query_pairs, read_json, ApiError, ApiRequest, Body};
 use super::App;
 use crate::clock::Clock;
+use crate::webhooks::change::Change;
 use crate::webhooks::model::{Delivery, Endpoint, State};
 use crate::webhooks::{postback, EVENT_TYPES, POSTBACK_DEFAULT, POSTBACK_TYPES};
 use hyper::{Response, StatusCode};
@@ -106,6 +107,39 @@ fn random_hex(app: &App, bytes: usize) -> Result<String, ApiError> {
     Ok(crate::net::to_hex(&b))
 }
 
+/// How long a cluster node waits to apply its own endpoint change from
+/// the stream before answering anyway (the change is durable there).
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes an endpoint change: at once on a single node (at the event log's
+/// position now); in a cluster through the event stream, which every
+/// calculator applies, this one before it answers.
+async fn change(app: &Arc<App>, c: Change) -> Result<(), ApiError> {
+    let Some(cluster) = &app.cluster else {
+        let a = app.clone();
+        let seq = app.conversions.applied();
+        return Ok(blocking(move || c.apply(&a.store, seq)).await??);
+    };
+    let seq = cluster
+        .publish_change(&c)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the cluster did not take the change: {e}")))?;
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let a = app.clone();
+        if blocking(move || a.store.stream_cursor())
+            .await??
+            .unwrap_or(0)
+            >= seq
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tracing::warn!(seq, endpoint = %c.endpoint_id(), "an endpoint change is in the stream but not applied here yet");
+    Ok(())
+}
+
 /// `POST /api/v1/webhooks`: `{url, events}` → `201` with the signing
 /// secret, shown this once.
 pub async fn create(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
@@ -119,14 +153,19 @@ pub async fn create(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, Ap
         events,
         secret: secret.clone(),
         created_at: app.clock.now(),
-        from_seq: app.conversions.applied(),
+        // Set where the change is applied.
+        from_seq: 0,
         partner_id: None,
         disabled: None,
         failures: 0,
     };
-    let a = app.clone();
-    let stored = e.clone();
-    blocking(move || a.store.put_endpoint(&stored)).await??;
+    change(
+        &app,
+        Change::Put {
+            endpoint: e.clone(),
+        },
+    )
+    .await?;
     let mut v = endpoint_json(&e);
     v["secret"] = j!(secret);
     Ok(json(StatusCode::CREATED, &v))
@@ -163,8 +202,7 @@ pub async fn get(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiError> {
 /// `DELETE /api/v1/webhooks/{id}`: nothing more is sent to it.
 pub async fn delete(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiError> {
     let e = webhook(&app, id).await?;
-    let a = app.clone();
-    blocking(move || a.store.remove_endpoint(&e)).await??;
+    change(&app, Change::Remove { id: e.id }).await?;
     Ok(json(StatusCode::OK, &j!({"deleted": true})))
 }
 
@@ -174,10 +212,15 @@ pub async fn enable(app: Arc<App>, id: &str) -> Result<Response<Body>, ApiError>
     let mut e = webhook(&app, id).await?;
     e.disabled = None;
     e.failures = 0;
-    let a = app.clone();
     let now = crate::clock::SystemClock.now();
-    let stored = e.clone();
-    blocking(move || a.store.resume_endpoint(&stored, now)).await??;
+    change(
+        &app,
+        Change::Resume {
+            id: e.id.clone(),
+            at: now,
+        },
+    )
+    .await?;
     app.outbox.wake();
     Ok(json(StatusCode::OK, &endpoint_json(&e)))
 }
@@ -275,16 +318,20 @@ pub async fn put_postback(
         events,
         secret: String::new(),
         created_at: app.clock.now(),
-        from_seq: existing
-            .as_ref()
-            .map_or_else(|| app.conversions.applied(), |e| e.from_seq),
+        // Set where the change is applied (a replaced template keeps its
+        // own).
+        from_seq: 0,
         partner_id: Some(partner.to_string()),
         disabled: None,
         failures: 0,
     };
-    let a = app.clone();
-    let stored = e.clone();
-    blocking(move || a.store.put_endpoint(&stored)).await??;
+    change(
+        &app,
+        Change::Put {
+            endpoint: e.clone(),
+        },
+    )
+    .await?;
     let status = if existing.is_some() {
         StatusCode::OK
     } else {
@@ -310,7 +357,6 @@ pub async fn delete_postback(app: Arc<App>, partner: &str) -> Result<Response<Bo
     let e = blocking(move || a.store.postback_of(&p))
         .await??
         .ok_or(ApiError::NotFound("postback"))?;
-    let a = app.clone();
-    blocking(move || a.store.remove_endpoint(&e)).await??;
+    change(&app, Change::Remove { id: e.id }).await?;
     Ok(json(StatusCode::OK, &j!({"deleted": true})))
 }

@@ -142,11 +142,14 @@ impl Store {
     /// sequences, with the stream cursor, in one batch and one flush. An id
     /// already in the log (a repeat the stream's de-duplication window did
     /// not absorb) is skipped; its sequence is consumed all the same.
-    /// Returns how many were new.
-    pub fn append_replicated(&self, items: Vec<Replicated>) -> Result<usize, StoreError> {
-        let Some(last) = items.last().map(|r| r.seq) else {
-            return Ok(0);
-        };
+    /// Returns how many were new. The cursor moves to `upto`, the last
+    /// sequence read from the stream, events or not.
+    pub fn append_replicated(
+        &self,
+        items: Vec<Replicated>,
+        upto: u64,
+    ) -> Result<usize, StoreError> {
+        let last = items.last().map_or(upto, |r| r.seq.max(upto));
         let mut next = self.next_event_seq.lock().expect("event seq lock");
         self.with(|t| {
             let mut batch = sled::Batch::default();

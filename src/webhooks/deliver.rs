@@ -8,6 +8,15 @@
 //!
 //! Scheduling is by the wall clock ([`crate::clock::SystemClock`]): retry
 //! times are about the receiver, not the events' own times.
+//!
+//! In a cluster every calculator queues the same deliveries and only the
+//! lease holder sends; the others stand by. The sender marks each event id
+//! it delivered in the cluster ([`Marks`]). A delivery this node never
+//! attempted is not sent when its event id is marked (another calculator
+//! sent it before a take-over), and a standby settles its due deliveries
+//! from the marks — delivered when marked, failed once older than
+//! `max_age_hours`, otherwise looked at again after [`STANDBY_RECHECK`] —
+//! so a take-over finds only what nobody sent.
 
 use super::model::{Attempt, Delivery, Disabled, Endpoint, State};
 use super::send::{send, Request};
@@ -15,6 +24,7 @@ use super::Outbox;
 use crate::clock::{Clock, SystemClock};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -25,6 +35,17 @@ pub const SIGNATURE_HEADER: &str = "x-refedge-signature";
 const IN_FLIGHT: usize = 32;
 /// How often the queue is looked at when nothing wakes the task.
 const POLL: Duration = Duration::from_millis(200);
+/// How long a standby leaves an unmarked due delivery before looking
+/// again (and the longest a take-over waits to send it).
+pub const STANDBY_RECHECK: Duration = Duration::from_secs(5);
+
+/// Delivered event ids, shared by a cluster's calculators.
+pub trait Marks: Send + Sync {
+    /// Whether some node delivered `event_id`.
+    fn delivered<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+    /// Records that `event_id` was delivered.
+    fn mark<'a>(&'a self, event_id: &'a str) -> BoxFuture<'a, Result<(), String>>;
+}
 
 /// The running task's shared state.
 struct Task {
@@ -34,13 +55,17 @@ struct Task {
     /// Serialises endpoints' read-change-write (failure counts).
     endpoints: Mutex<()>,
     slots: Arc<tokio::sync::Semaphore>,
+    /// A cluster's delivered marks (none on a single node).
+    marks: Option<Arc<dyn Marks>>,
 }
 
 /// Runs the delivery task while `active()` says this node sends (a single
-/// node, or a cluster's active calculator); stops when `stop` turns true.
+/// node, or a cluster's active calculator; a cluster's other calculators
+/// settle their queue from `marks`); stops when `stop` turns true.
 pub fn spawn(
     outbox: Arc<Outbox>,
     active: impl Fn() -> bool + Send + Sync + 'static,
+    marks: Option<Arc<dyn Marks>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let task = Arc::new(Task {
@@ -48,6 +73,7 @@ pub fn spawn(
         in_flight: Mutex::new(HashSet::new()),
         endpoints: Mutex::new(()),
         slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        marks,
     });
     tokio::spawn(async move {
         loop {
@@ -100,6 +126,10 @@ pub fn spawn(
                     Ok(Err(e)) => tracing::warn!(error = %e, "reading the webhook queue failed"),
                     Err(e) => tracing::error!(error = %e, "webhook queue reader panicked"),
                 }
+            } else if let Some(marks) = &task.marks {
+                if let Err(e) = task.stand_by(marks.as_ref()).await {
+                    tracing::warn!(error = %e, "settling the webhook queue from the cluster's marks failed");
+                }
             }
             tokio::select! {
                 _ = task.outbox.woken() => {}
@@ -143,6 +173,12 @@ impl Task {
         };
         if endpoint.disabled.is_some() {
             // Parked until the endpoint is enabled again.
+            d.next_at = None;
+            return self.save(before, d, None).await;
+        }
+        if d.attempts.is_empty() && self.marked(&d.event_id).await {
+            // Sent by the calculator active before this one.
+            d.state = State::Delivered;
             d.next_at = None;
             return self.save(before, d, None).await;
         }
@@ -202,6 +238,11 @@ impl Task {
         if ok {
             d.state = State::Delivered;
             d.next_at = None;
+            if let Some(marks) = &self.marks {
+                if let Err(e) = marks.mark(&d.event_id).await {
+                    tracing::warn!(error = %e, event = %d.event_id, "marking a webhook delivered in the cluster failed; a take-over may send it again");
+                }
+            }
         } else {
             d.next_at = next_attempt(&d, now, &settings);
             if d.next_at.is_none() {
@@ -238,6 +279,59 @@ impl Task {
         })
         .await
         .expect("writing does not panic")
+    }
+
+    /// Whether the cluster marks `event_id` delivered (never on a single
+    /// node; an unreadable mark counts as not delivered: at least once).
+    async fn marked(&self, event_id: &str) -> bool {
+        let Some(marks) = &self.marks else {
+            return false;
+        };
+        marks.delivered(event_id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, event = %event_id, "reading the cluster's webhook marks failed; sending");
+            false
+        })
+    }
+
+    /// One standby round over the due deliveries (see the module).
+    async fn stand_by(self: &Arc<Self>, marks: &dyn Marks) -> Result<(), StoreError> {
+        let me = self.clone();
+        let now = SystemClock.now();
+        let due = tokio::task::spawn_blocking(move || {
+            me.outbox.store().due_deliveries(now, IN_FLIGHT * 4)
+        })
+        .await
+        .expect("reading does not panic")?;
+        let settings = self.outbox.settings().clone();
+        for (id, _) in due {
+            let me = self.clone();
+            let Some(mut d) = tokio::task::spawn_blocking(move || me.outbox.store().delivery(&id))
+                .await
+                .expect("reading does not panic")?
+                .filter(|d| d.state == State::Pending)
+            else {
+                continue;
+            };
+            let Ok(delivered) = marks.delivered(&d.event_id).await else {
+                // The cluster is not answering: left as it is.
+                return Ok(());
+            };
+            let before = d.next_at;
+            let deadline =
+                d.created_at + chrono::Duration::from_std(settings.max_age).unwrap_or_default();
+            if delivered {
+                d.state = State::Delivered;
+                d.next_at = None;
+            } else if now >= deadline {
+                d.state = State::Failed;
+                d.next_at = None;
+            } else {
+                d.next_at =
+                    Some(now + chrono::Duration::from_std(STANDBY_RECHECK).expect("a short wait"));
+            }
+            self.save(before, d, None).await?;
+        }
+        Ok(())
     }
 
     async fn save(

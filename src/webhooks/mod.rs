@@ -13,12 +13,15 @@
 //! with back-off, and never holds up the calculator or the redirect.
 //!
 //! - [`model`]: endpoints, deliveries, attempts.
+//! - [`change`]: changes to endpoints, as one node and every calculator of
+//!   a cluster apply them.
 //! - [`postback`]: URL templates, their macros and which targets they may
 //!   name.
 //! - [`send`]: one HTTP(S) request, bounded, refusing private addresses
 //!   where asked.
 //! - [`deliver`]: the task that sends due deliveries.
 
+pub mod change;
 pub mod deliver;
 pub mod model;
 pub mod postback;
