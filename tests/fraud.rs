@@ -557,6 +557,116 @@ async fn the_fraud_api_summarises_and_profiles() {
 }
 
 #[tokio::test]
+async fn the_fraud_summary_is_exact_over_whole_days_and_the_part_days_at_its_ends() {
+    let s = TestServer::start().await;
+    let (_, ben) = setup(&s).await;
+    let cy = s.partner("aircall", "cy@calls.example").await;
+    s.link(&cy, "https://aircall.io/", Some("cy-link")).await;
+    let at = |t: &str| s.clock.set(t.parse().unwrap());
+    type Headers = &'static [(&'static str, &'static str)];
+    let clicks: &[(&str, &str, Headers)] = &[
+        ("2026-03-01T10:00:00Z", "/r/ann-link", CHROME),
+        ("2026-03-01T10:00:01Z", "/r/ann-link", CHROME),
+        ("2026-03-01T10:00:02Z", "/r/ben-link", CURL),
+        // Either side of midnight.
+        ("2026-03-01T23:59:59.999Z", "/r/ann-link", CHROME),
+        ("2026-03-02T00:00:00Z", "/r/ann-link", CHROME),
+        ("2026-03-02T06:00:00Z", "/r/ann-link", CHROME),
+        ("2026-03-02T06:00:01Z", "/r/ben-link", CHROME_IMG),
+        ("2026-03-02T06:00:02Z", "/r/cy-link", CHROME),
+        ("2026-03-02T18:00:00Z", "/r/ben-link", CURL),
+        ("2026-03-03T09:00:00Z", "/r/ann-link", CHROME),
+        ("2026-03-03T09:00:01Z", "/r/ben-link", CHROME),
+    ];
+    for (t, path, shape) in clicks {
+        at(t);
+        assert_eq!(
+            hit(&s, path, shape, &next_visitor(), None, None)
+                .await
+                .status,
+            302
+        );
+    }
+    let summary = |q: &'static str| {
+        let addr = s.addr();
+        async move {
+            let r = api(addr, "GET", &format!("/api/v1/fraud/summary?{q}"), None).await;
+            assert_eq!(r.status, 200, "{q}: {}", String::from_utf8_lossy(&r.body));
+            let v = r.json();
+            let top: Vec<(String, u64, u64)> = v["top_partners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let n = |k: &str| p[k].as_u64().unwrap();
+                    (
+                        p["partner_id"].as_str().unwrap().to_string(),
+                        n("clicks"),
+                        n("flagged"),
+                    )
+                })
+                .collect();
+            (
+                v["clicks"].as_u64().unwrap(),
+                v["by_verdict"].clone(),
+                v["by_reason"].clone(),
+                top,
+            )
+        }
+    };
+    let ben_all = |all: u64, bad: u64| vec![(ben.clone(), all, bad)];
+    // Since the first click: its day's remainder and today's part read
+    // click by click, the whole day between from the rollups.
+    let all = summary("program=krispcall").await;
+    assert_eq!(
+        all,
+        (
+            10,
+            json!({"flagged": 3, "valid": 7}),
+            json!({"bot": 2, "stuffing": 1}),
+            ben_all(3, 3)
+        )
+    );
+    // The same clicks as whole days only.
+    let days = summary("program=krispcall&from=2026-03-01T00:00:00Z&to=2026-03-04T00:00:00Z").await;
+    assert_eq!(days, all);
+    // One whole day, from the rollups alone.
+    assert_eq!(
+        summary("program=krispcall&from=2026-03-02T00:00:00Z&to=2026-03-03T00:00:00Z").await,
+        (
+            4,
+            json!({"flagged": 2, "valid": 2}),
+            json!({"bot": 1, "stuffing": 1}),
+            ben_all(2, 2)
+        )
+    );
+    // No whole day: two part-days, click by click.
+    assert_eq!(
+        summary("program=krispcall&from=2026-03-02T12:00:00Z&to=2026-03-03T12:00:00Z").await,
+        (
+            3,
+            json!({"flagged": 1, "valid": 2}),
+            json!({"bot": 1}),
+            ben_all(1, 1)
+        )
+    );
+    // Every program: the aircall click too.
+    let everything = summary("from=2026-03-01T00:00:00Z&to=2026-03-04T00:00:00Z").await;
+    assert_eq!(
+        (everything.0, &everything.1),
+        (11, &json!({"flagged": 3, "valid": 8}))
+    );
+    let r = api(
+        s.addr(),
+        "GET",
+        "/api/v1/fraud/summary?from=2026-03-04T00:00:00Z&to=2026-03-01T00:00:00Z",
+        None,
+    )
+    .await;
+    assert_eq!((r.status, r.json()["field"].clone()), (422, json!("from")));
+}
+
+#[tokio::test]
 async fn self_referral_by_the_partners_own_account_or_address() {
     let s = TestServer::start().await;
     let mut m = Money::new(&s);

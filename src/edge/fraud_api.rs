@@ -12,10 +12,10 @@ use crate::store::{ClickQuery, Store, StoreError};
 use chrono::{DateTime, Utc};
 use hyper::{Response, StatusCode};
 use serde_json::{json as j, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-/// Most clicks one summary reads.
+/// Most clicks one listing reads looking for matches.
 const SCAN_LIMIT: usize = 2_000_000;
 
 struct Params {
@@ -90,6 +90,36 @@ impl Clicks {
             self.store.clicks(q)
         }
     }
+
+    /// Calls `f` on every click matching, oldest first, however many.
+    pub(super) fn each(
+        &self,
+        mut q: ClickQuery,
+        mut f: impl FnMut(&ClickRecord),
+    ) -> Result<(), StoreError> {
+        q.limit = 1000;
+        loop {
+            let page = self.page(&q)?;
+            page.clicks.iter().for_each(&mut f);
+            match page.next {
+                Some(n) => q.after = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// The time of the first click kept, if any.
+    pub(super) fn first_click_ms(&self) -> Result<Option<i64>, StoreError> {
+        let q = ClickQuery {
+            limit: 1,
+            ..ClickQuery::default()
+        };
+        Ok(self
+            .page(&q)?
+            .clicks
+            .first()
+            .map(|c| c.at.timestamp_millis()))
+    }
 }
 
 /// Calls `f` on every click matching, oldest first, until it returns false.
@@ -115,56 +145,17 @@ fn scan(
     }
 }
 
-/// `GET /api/v1/fraud/summary?program=&from=&to=`
+/// `GET /api/v1/fraud/summary?program=&from=&to=` (see
+/// [`super::fraud_summary`]): `to` defaults to now, `from` to the first
+/// click.
 pub async fn summary(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, ApiError> {
     let p = params(&app, &req, &["program", "from", "to"])?;
+    let to = p.to.unwrap_or_else(|| app.clock.now_ms().saturating_add(1));
+    if p.from.is_some_and(|f| f > to) {
+        return Err(ApiError::invalid("from", "must not be after to"));
+    }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), app.clicklog.barrier()).await;
-    let store = Clicks::of(&app);
-    let q = ClickQuery {
-        from_ms: p.from,
-        to_ms: p.to,
-        ..ClickQuery::default()
-    };
-    let program = p.program.clone();
-    let out = blocking(move || -> Result<Value, StoreError> {
-        let mut by_verdict: BTreeMap<String, u64> = BTreeMap::new();
-        let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
-        let mut partners: HashMap<String, (u64, u64)> = HashMap::new();
-        let mut total = 0u64;
-        scan(&store, q, |c| {
-            if program.as_ref().is_some_and(|p| &c.program != p) {
-                return true;
-            }
-            total += 1;
-            *by_verdict.entry(c.verdict.clone()).or_default() += 1;
-            let mut reasons: Vec<&str> = c.flags.iter().map(|f| f.reason.label()).collect();
-            reasons.dedup();
-            for r in reasons {
-                *by_reason.entry(r.to_string()).or_default() += 1;
-            }
-            let e = partners.entry(c.partner_id.clone()).or_default();
-            e.0 += 1;
-            if c.verdict != "valid" {
-                e.1 += 1;
-            }
-            true
-        })?;
-        let mut top: Vec<_> = partners.into_iter().collect();
-        top.sort_by(|a, b| {
-            let share = |x: &(u64, u64)| x.1 as f64 / x.0.max(1) as f64;
-            share(&b.1).total_cmp(&share(&a.1)).then(b.1 .1.cmp(&a.1 .1))
-        });
-        let top: Vec<Value> = top
-            .into_iter()
-            .take(20)
-            .map(|(pid, (clicks, flagged))| {
-                j!({"partner_id": pid, "clicks": clicks, "flagged": flagged,
-                    "suspicious_share": format!("{:.4}", flagged as f64 / clicks.max(1) as f64)})
-            })
-            .collect();
-        Ok(j!({"clicks": total, "by_verdict": by_verdict, "by_reason": by_reason, "top_partners": top}))
-    })
-    .await??;
+    let out = super::fraud_summary::summary(&app, p.program, p.from, to).await?;
     Ok(json(StatusCode::OK, &out))
 }
 

@@ -9,6 +9,7 @@ pub mod client_ip;
 mod cluster_tasks;
 mod console;
 mod fraud_api;
+mod fraud_summary;
 pub mod http;
 mod idle;
 pub mod money;

@@ -42,7 +42,7 @@ fn period(app: &App, pairs: &[(String, String)]) -> Result<(NaiveDate, NaiveDate
 }
 
 /// Every click on disk, rolled up.
-async fn catch_up(app: &Arc<App>) -> Result<(), ApiError> {
+pub(super) async fn catch_up(app: &Arc<App>) -> Result<(), ApiError> {
     let _ = tokio::time::timeout(Duration::from_secs(2), app.clicklog.barrier()).await;
     let store = app.store.clone();
     blocking(move || store.roll_up_all()).await??;

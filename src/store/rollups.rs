@@ -128,6 +128,12 @@ impl Tally {
             .collect()
     }
 
+    /// One click's tally.
+    pub fn of(c: &crate::model::ClickRecord) -> Self {
+        let b = super::codec::Brief::from(c);
+        Self::one(b.verdict, b.reasons)
+    }
+
     /// One click with this verdict and these reasons (bit `i`:
     /// `Reason::ALL[i]`).
     fn one(verdict: &str, reasons: u8) -> Self {
