@@ -935,3 +935,108 @@ async fn webhooks_and_postbacks_go_on_from_the_standby_after_the_active_calculat
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(ids_of(&rx, "commission.created").len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripe_delivery_to_an_edge_is_checked_and_applied_by_the_calculator() {
+    use common::stripe::{envelope, fixture, invoice, set, SECRET, V2024};
+    let env = [(
+        "REFEDGE_PROGRAMS__KRISPCALL__STRIPE__WEBHOOK_SECRET",
+        SECRET,
+    )];
+    let nats = Nats::start();
+    let root = tempfile::tempdir().unwrap();
+    let _calc = Node::start(&nats, root.path(), "calc-1", "calculator", &env);
+    let edge = Node::start(&nats, root.path(), "edge-1", "edge", &env);
+    read(edge.addr(), "/api/v1/problems").await;
+    let partner = cluster_partner(edge.addr(), "striped@blog.example").await;
+    let link =
+        json!({"partner_id": partner, "destination": "https://krispcall.com/", "code": "st-k"});
+    let r = api(edge.addr(), "POST", "/api/v1/links", Some(link)).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let token = click(edge.addr(), "/r/st-k", None)
+        .await
+        .attribution_cookie()
+        .unwrap();
+
+    // Stripe signs with the real clock, as the nodes check it; the
+    // customer signs up a minute after the click (a person, not a script).
+    let now = chrono::Utc::now();
+    let signed_up = now + chrono::Duration::minutes(1);
+    let at = signed_up.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let post = |body: String, signature: String| {
+        let addr = edge.addr();
+        async move {
+            let headers = [
+                ("content-type", "application/json"),
+                ("stripe-signature", signature.as_str()),
+            ];
+            let path = "/integrations/stripe/krispcall";
+            send(addr, "POST", path, &headers, Some(body.as_bytes())).await
+        }
+    };
+    let sign = |body: &str| refedge::signature::sign(SECRET, now.timestamp(), body.as_bytes());
+    let mut session = fixture(V2024, "checkout.session");
+    set(&mut session, "/client_reference_id", json!(token));
+    set(&mut session, "/created", json!(signed_up.timestamp()));
+    let first = invoice(V2024, "in_c1", 1, "price_standard", 1500, 2, &at);
+    let deliveries = [
+        envelope(
+            "evt_cluster_1",
+            V2024,
+            "checkout.session.completed",
+            now.timestamp(),
+            session,
+            None,
+        ),
+        envelope(
+            "evt_cluster_2",
+            V2024,
+            "invoice.paid",
+            now.timestamp(),
+            first,
+            None,
+        ),
+    ];
+    // A delivery signed with another secret is refused where the secret
+    // is checked, and changes nothing.
+    let body = deliveries[1].to_string();
+    let forged = refedge::signature::sign("whsec_not_ours", now.timestamp(), body.as_bytes());
+    let r = post(body, forged).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let mut last = 0;
+    for d in &deliveries {
+        let body = d.to_string();
+        let signature = sign(&body);
+        let r = post(body, signature).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("x-refedge-served-by"), Some("calc-1"));
+        for e in r.json()["events"].as_array().into_iter().flatten() {
+            last = last.max(e["seq"].as_u64().unwrap());
+        }
+    }
+    assert!(last > 0);
+    let month = signed_up.format("%Y-%m");
+    let statement = read(
+        edge.addr(),
+        &format!("/api/v1/partners/{partner}/statement?month={month}&wait_for={last}"),
+    )
+    .await;
+    let lines: Vec<(&str, &str)> = statement["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["amount"].as_str().unwrap()))
+        .collect();
+    // 30% of the first invoice (two seats at 15.00).
+    assert_eq!(lines, [("commission", "9.00")], "{statement}");
+    // Stripe's retry of a delivery it already made changes nothing.
+    let body = deliveries[1].to_string();
+    let signature = sign(&body);
+    assert_eq!(post(body, signature).await.status, 200);
+    let again = read(
+        edge.addr(),
+        &format!("/api/v1/partners/{partner}/statement?month={month}"),
+    )
+    .await;
+    assert_eq!(again["lines"], statement["lines"]);
+}

@@ -6,13 +6,10 @@
 
 mod common;
 
+use common::stripe::*;
 use common::*;
 use refedge::clock::Clock;
 use serde_json::{json, Value};
-
-const SECRET: &str = "whsec_krispcall_test_0123456789abcdef";
-const V2024: &str = "2024-06-20";
-const BASIL: &str = "2025-03-31.basil";
 
 async fn server() -> TestServer {
     TestServer::start_with(|c| {
@@ -21,22 +18,6 @@ async fn server() -> TestServer {
         });
     })
     .await
-}
-
-/// A fixture object of an API version.
-fn fixture(version: &str, name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/stripe/{version}/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// Unix seconds of an RFC 3339 time.
-fn unix(at: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(at)
-        .unwrap()
-        .timestamp()
 }
 
 /// Sends Stripe deliveries of one API version to one server.
@@ -61,16 +42,8 @@ impl<'a> Stripe<'a> {
     /// The event envelope Stripe sends, with a new event id.
     fn event(&mut self, kind: &str, at: &str, object: Value, previous: Option<Value>) -> Value {
         self.sent += 1;
-        let mut data = json!({"object": object});
-        if let Some(p) = previous {
-            data["previous_attributes"] = p;
-        }
-        json!({
-            "id": format!("evt_1PB{}{:04}", self.version.len(), self.sent),
-            "object": "event", "api_version": self.version, "created": unix(at),
-            "data": data, "livemode": false, "pending_webhooks": 1,
-            "request": {"id": null, "idempotency_key": null}, "type": kind,
-        })
+        let id = format!("evt_1PB{}{:04}", self.version.len(), self.sent);
+        envelope(&id, self.version, kind, unix(at), object, previous)
     }
 
     /// Posts an event body signed with `secret` at the server's time.
@@ -112,60 +85,6 @@ impl<'a> Stripe<'a> {
         }
         v
     }
-}
-
-fn set(v: &mut Value, pointer: &str, to: Value) {
-    *v.pointer_mut(pointer)
-        .unwrap_or_else(|| panic!("{pointer} in the fixture")) = to;
-}
-
-/// An invoice of `quantity` seats of `price` at `unit` cents, paid at `at`.
-fn invoice(
-    version: &str,
-    id: &str,
-    n: u32,
-    price: &str,
-    unit: i64,
-    quantity: i64,
-    at: &str,
-) -> Value {
-    let mut i = fixture(version, "invoice");
-    let total = unit * quantity;
-    set(&mut i, "/id", json!(id));
-    set(&mut i, "/lines/data/0/invoice", json!(id));
-    for f in ["amount_due", "amount_paid", "subtotal", "total"] {
-        set(&mut i, &format!("/{f}"), json!(total));
-    }
-    set(&mut i, "/lines/data/0/amount", json!(total));
-    set(&mut i, "/lines/data/0/quantity", json!(quantity));
-    set(&mut i, "/status_transitions/paid_at", json!(unix(at)));
-    set(&mut i, "/created", json!(unix(at)));
-    if n > 1 {
-        set(&mut i, "/billing_reason", json!("subscription_cycle"));
-    }
-    if version == V2024 {
-        set(&mut i, "/charge", json!(format!("ch_{n}")));
-        set(&mut i, "/payment_intent", json!(format!("pi_{n}")));
-        set(&mut i, "/lines/data/0/price/id", json!(price));
-        set(&mut i, "/lines/data/0/price/unit_amount", json!(unit));
-        set(
-            &mut i,
-            "/lines/data/0/price/unit_amount_decimal",
-            json!(unit.to_string()),
-        );
-    } else {
-        set(
-            &mut i,
-            "/lines/data/0/pricing/price_details/price",
-            json!(price),
-        );
-        set(
-            &mut i,
-            "/lines/data/0/pricing/unit_amount_decimal",
-            json!(unit.to_string()),
-        );
-    }
-    i
 }
 
 /// Delivers an invoice's payment: `invoice.paid` and, from basil on, the

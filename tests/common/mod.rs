@@ -21,6 +21,7 @@ use tempfile::TempDir;
 pub mod browser;
 pub mod nats;
 pub mod receiver;
+pub mod stripe;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
