@@ -389,7 +389,13 @@ impl Conversions {
             if self.is_quarantined(e.seq) {
                 continue;
             }
-            let marks = self.outbox.get().map(|_| crate::webhooks::marks(&calc));
+            // An event received too long ago is told to no one (see
+            // `Outbox::is_fresh`).
+            let marks = self
+                .outbox
+                .get()
+                .filter(|o| o.is_fresh(e.received_at))
+                .map(|_| crate::webhooks::marks(&calc));
             let Err(error) = try_apply(&mut calc, &e.id, &e.event) else {
                 if let Some(m) = &marks {
                     notices.extend(
@@ -565,6 +571,78 @@ mod tests {
                 customer_id: "c1".into(),
             }),
         }
+    }
+
+    #[tokio::test]
+    async fn events_received_longer_ago_than_the_outbox_retries_are_told_to_no_one() {
+        use crate::clock::{FakeClock, SharedClock};
+        use crate::webhooks::{change::Change, model::Endpoint, Outbox, Settings};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let books = crate::replay::books(&crate::config::Config::defaults("unused").programs);
+        let conv = Arc::new(Conversions::open(store.clone(), books, 1000, None).unwrap());
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let clock = Arc::new(FakeClock::new(t("2026-03-10T12:00:00Z")));
+        let outbox = Outbox::new(
+            store.clone(),
+            Settings::default(),
+            b"refs",
+            clock.clone() as SharedClock,
+        );
+        conv.set_outbox(Arc::new(outbox));
+        let endpoint = Endpoint {
+            id: "we_1".into(),
+            url: "https://hooks.example/in".into(),
+            events: vec!["partner.status_changed".into()],
+            secret: "whsec_1".into(),
+            created_at: t("2026-03-01T00:00:00Z"),
+            from_seq: 0,
+            partner_id: None,
+            disabled: None,
+            failures: 0,
+        };
+        Change::Put { endpoint }.apply(&store, 0).unwrap();
+        let task = conv.start();
+        let event = |id: &str, e: Event| NewEvent {
+            id: id.into(),
+            digest: [2; 32],
+            event: e,
+        };
+        let partner = Event::Partner(
+            serde_json::from_value(serde_json::json!({"id": "p1", "program": "krispcall"}))
+                .unwrap(),
+        );
+        let standing = |status: &str| {
+            Event::PartnerStatus(crate::commission::event::PartnerStatusChange {
+                partner_id: "p1".into(),
+                status: status.into(),
+                occurred_at: t("2026-03-01T00:00:00Z"),
+                actor: "fraud".into(),
+                reason: "checked".into(),
+            })
+        };
+        // Received 25 hours before the calculator applies it (a stream
+        // replayed by a new calculator): no delivery.
+        conv.ingest(
+            vec![event("p", partner), event("s1", standing("suspended"))],
+            t("2026-03-09T11:00:00Z"),
+        )
+        .unwrap();
+        // Received within the retries' window: told.
+        let seq = conv
+            .ingest(
+                vec![event("s2", standing("active"))],
+                t("2026-03-10T11:00:00Z"),
+            )
+            .unwrap();
+        let Appended::Accepted(seq) = seq[0] else {
+            panic!("{seq:?}")
+        };
+        assert!(conv.wait_for(seq, Duration::from_secs(10)).await);
+        let queued = store.deliveries_of("we_1", 10).unwrap();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(queued[0].body.contains("\"active\""), "{}", queued[0].body);
+        conv.stop(task).await;
     }
 
     #[tokio::test]

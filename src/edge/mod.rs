@@ -311,6 +311,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Running, StartE
         store.clone(),
         config.webhooks.clone(),
         refs_key.as_ref(),
+        clock.clone(),
     ));
     conversions.set_outbox(outbox.clone());
     let calculator = conversions.start();

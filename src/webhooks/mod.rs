@@ -282,18 +282,36 @@ pub struct Outbox {
     refs: ring::hmac::Key,
     /// Wakes the delivery task.
     wake: tokio::sync::Notify,
+    /// The clock events are received by.
+    clock: crate::clock::SharedClock,
 }
 
 impl Outbox {
     /// An outbox over `store`; `refs_key` keys partners' customer
-    /// references (a server secret).
-    pub fn new(store: Store, settings: Settings, refs_key: &[u8]) -> Self {
+    /// references (a server secret); `clock` is the one events are
+    /// received by.
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        refs_key: &[u8],
+        clock: crate::clock::SharedClock,
+    ) -> Self {
         Self {
             store,
             settings,
             refs: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, refs_key),
             wake: tokio::sync::Notify::new(),
+            clock,
         }
+    }
+
+    /// Whether an event received at `received_at` is still to be told:
+    /// one received longer than `webhooks.max_age_hours` ago would only be
+    /// failed — or, on a calculator replaying the stream from its start,
+    /// sent again long after the delivered marks have expired.
+    pub fn is_fresh(&self, received_at: DateTime<Utc>) -> bool {
+        chrono::Duration::from_std(self.settings.max_age)
+            .is_ok_and(|age| received_at + age > self.clock.now())
     }
 
     pub fn settings(&self) -> &Settings {
