@@ -627,6 +627,10 @@ async fn the_fraud_summary_is_exact_over_whole_days_and_the_part_days_at_its_end
             ben_all(3, 3)
         )
     );
+    // Any period reads only the days that have clicks.
+    let widest =
+        summary("program=krispcall&from=0001-01-01T00:00:00Z&to=9999-12-31T00:00:00Z").await;
+    assert_eq!(widest, all);
     // The same clicks as whole days only.
     let days = summary("program=krispcall&from=2026-03-01T00:00:00Z&to=2026-03-04T00:00:00Z").await;
     assert_eq!(days, all);

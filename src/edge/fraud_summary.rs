@@ -52,16 +52,18 @@ pub(super) async fn summary(
     to_ms: i64,
 ) -> Result<Value, ApiError> {
     let clicks = Clicks::of(app);
-    let from_ms = match from_ms {
-        Some(f) => f,
-        None => {
-            let c = clicks.clone();
-            blocking(move || c.first_click_ms())
-                .await??
-                .unwrap_or(to_ms)
-                .min(to_ms)
-        }
-    };
+    let c = clicks.clone();
+    let first_click = blocking(move || c.first_click_ms()).await??;
+    let asked = (from_ms, to_ms);
+    // What is read: nothing before the first click or after tomorrow (a
+    // period from year 1 to 9999 costs what the clicks kept cost).
+    let from_ms = from_ms
+        .unwrap_or(i64::MIN)
+        .max(first_click.unwrap_or(to_ms))
+        .min(to_ms);
+    let to_ms = to_ms
+        .min(app.clock.now_ms().saturating_add(DAY_MS))
+        .max(from_ms);
     // Whole days: [first_day, end_day).
     let first_day = from_ms.div_euclid(DAY_MS) + i64::from(from_ms.rem_euclid(DAY_MS) != 0);
     let end_day = to_ms.div_euclid(DAY_MS).max(first_day);
@@ -106,7 +108,7 @@ pub(super) async fn summary(
                 .is_some_and(|partner| &partner.program == p)
         });
     }
-    Ok(answer(&sums, from_ms, to_ms))
+    Ok(answer(&sums, asked.0.unwrap_or(from_ms), asked.1))
 }
 
 fn date(day: i64) -> Result<NaiveDate, ApiError> {

@@ -304,6 +304,15 @@ impl Task {
         .expect("reading does not panic")?;
         let settings = self.outbox.settings().clone();
         for (id, _) in due {
+            // An attempt begun while this node held the lease finishes it.
+            if self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&id)
+            {
+                continue;
+            }
             let me = self.clone();
             let Some(mut d) = tokio::task::spawn_blocking(move || me.outbox.store().delivery(&id))
                 .await
