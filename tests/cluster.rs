@@ -705,7 +705,7 @@ async fn an_api_key_made_on_one_node_works_on_another_until_revoked_anywhere() {
 async fn the_calculator_rolls_up_every_edges_clicks_for_the_console() {
     let nats = Nats::start();
     let root = tempfile::tempdir().unwrap();
-    let _calc = Node::start(&nats, root.path(), "calc-1", "calculator", &[]);
+    let calc = Node::start(&nats, root.path(), "calc-1", "calculator", &[]);
     let e1 = Node::start(&nats, root.path(), "edge-1", "edge", &[]);
     let e2 = Node::start(&nats, root.path(), "edge-2", "edge", &[]);
     let (e1, e2) = (e1.addr(), e2.addr());
@@ -750,6 +750,14 @@ async fn the_calculator_rolls_up_every_edges_clicks_for_the_console() {
         (&day["counted"], &day["not_counted"]),
         (&json!(5), &json!(1))
     );
+    // The calculator (where the console and portal run) counts a link's
+    // clicks on every edge; an edge its own.
+    let on_calc = read(calc.addr(), "/api/v1/links/kc-roll").await;
+    assert_eq!(on_calc["click_count"], 6, "{on_calc}");
+    let links = read(calc.addr(), &format!("/api/v1/partners/{partner}/links")).await;
+    assert_eq!(links["links"][0]["click_count"], 6, "{links}");
+    let on_edge = read(e1, "/api/v1/links/kc-roll").await;
+    assert_eq!(on_edge["click_count"], 3, "{on_edge}");
 }
 
 /// Webhook settings for a receiver on loopback that answers at once.

@@ -181,7 +181,7 @@ pub async fn get_link(app: Arc<App>, code: &str) -> Result<Response<Body>, ApiEr
         .await??
         .ok_or(ApiError::NotFound("link"))?;
     let _ = tokio::time::timeout(BARRIER_WAIT, app.clicklog.barrier()).await;
-    let count = app.store.click_count(&link.code);
+    let count = app.link_clicks(&link.code);
     Ok(json(StatusCode::OK, &link_out(&app, &link, count)))
 }
 
@@ -191,7 +191,7 @@ pub async fn disable_link(app: Arc<App>, code: String) -> Result<Response<Body>,
         return Err(ApiError::NotFound("link"));
     }
     let link = app.disable_link(code, app.clock.now()).await?;
-    let count = app.store.click_count(&link.code);
+    let count = app.link_clicks(&link.code);
     Ok(json(StatusCode::OK, &link_out(&app, &link, count)))
 }
 

@@ -139,6 +139,18 @@ impl App {
         self.cluster.as_ref().is_none_or(|c| c.role.calculates())
     }
 
+    /// A link's clicks: on a cluster's calculator every edge's (the click
+    /// stream as replicated), elsewhere this node's own log's.
+    pub(crate) fn link_clicks(&self, code: &str) -> u64 {
+        if self.cluster.is_some() && self.calculates() {
+            return self.store.cluster_click_count(code).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, link = code, "reading a link's cluster click count failed");
+                0
+            });
+        }
+        self.store.click_count(code)
+    }
+
     /// Counts a redirect response in
     /// `refedge_http_responses_total{route="/r/{code}", status}`.
     fn count_redirect_response(&self, status: StatusCode) {

@@ -96,7 +96,7 @@ pub async fn links(app: Arc<App>, req: ApiRequest, id: &str) -> Result<Response<
     let next = more.then(|| links.last().map(|l| l.code.clone())).flatten();
     let out: Vec<_> = links
         .iter()
-        .map(|l| super::api::link_out(&app, l, app.store.click_count(&l.code)))
+        .map(|l| super::api::link_out(&app, l, app.link_clicks(&l.code)))
         .collect();
     Ok(json(
         StatusCode::OK,

@@ -192,7 +192,7 @@ impl Store {
         })
     }
 
-    /// How many clicks a link has on disk.
+    /// How many clicks a link has in this node's log.
     pub fn click_count(&self, code: &str) -> u64 {
         self.counts.get(code)
     }

@@ -10,6 +10,8 @@
 //!   velocity
 //! - `n` + node id → how many distinct clicks the stream holds from that
 //!   edge (`u64` BE)
+//! - `k` + link code → how many distinct clicks of that link the stream
+//!   holds, from every edge (`u64` BE)
 //! - `s` → the click stream's sequence replicated up to (`u64` BE)
 
 use super::clicks::{ClickPage, ClickQuery};
@@ -22,11 +24,18 @@ const CLICK: u8 = b'c';
 const BY_PARTNER: u8 = b'p';
 const VELOCITY: u8 = b'v';
 const BY_NODE: u8 = b'n';
+const BY_LINK: u8 = b'k';
 const CURSOR: &[u8] = b"s";
 
 fn click_key(id: ClickId) -> [u8; 17] {
     let mut k = [CLICK; 17];
     k[1..].copy_from_slice(&id.to_bytes());
+    k
+}
+
+fn link_key(code: &str) -> Vec<u8> {
+    let mut k = vec![BY_LINK];
+    k.extend_from_slice(code.as_bytes());
     k
 }
 
@@ -55,6 +64,7 @@ impl Store {
         self.with(|t| {
             let mut b = sled::Batch::default();
             let mut per_second: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+            // Per edge and per link (`u64` counts).
             let mut per_node: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
             let mut seen = std::collections::HashSet::new();
             let mut new = Vec::with_capacity(clicks.len());
@@ -74,6 +84,7 @@ impl Store {
                 let mut n = vec![BY_NODE];
                 n.extend_from_slice(node.as_bytes());
                 *per_node.entry(n).or_default() += 1;
+                *per_node.entry(link_key(&c.link)).or_default() += 1;
             }
             b.insert(CURSOR, &seq.to_be_bytes()[..]);
             // Counts add to what is stored; the batch and its cursor land
@@ -95,6 +106,15 @@ impl Store {
             t.cluster_clicks.apply_batch(b)?;
             self.rolled_up_from(earliest);
             Ok(t.db.flush().map(|_| ())?)
+        })
+    }
+
+    /// A link's clicks on every edge, as replicated so far.
+    pub fn cluster_click_count(&self, code: &str) -> Result<u64, StoreError> {
+        self.with(|t| {
+            Ok(t.cluster_clicks.get(link_key(code))?.map_or(0, |v| {
+                u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))
+            }))
         })
     }
 
