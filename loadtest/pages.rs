@@ -282,7 +282,14 @@ async fn main() {
     let url = v["url"].as_str().unwrap();
     let partner = sign_in(addr, &url[url.find("/portal/").unwrap()..], "").await;
     let pid = partner_id(7);
-    let pages: Vec<(&str, String, &String)> = vec![
+    let (staff, partner) = (("cookie", staff), ("cookie", partner));
+    let bearer = ("authorization", auth.clone());
+    // The fraud team's API summary over the last 30 and 90 days: whole days
+    // from the rollups, the two part-days click by click.
+    let since = |days: i64| {
+        (Utc::now() - Days::days(days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let pages: Vec<(&str, String, &(&str, String))> = vec![
         ("overview, 30 days", "/console/".into(), &staff),
         ("overview, 90 days", "/console/?days=90".into(), &staff),
         ("partners list", "/console/partners".into(), &staff),
@@ -298,10 +305,20 @@ async fn main() {
         ("payouts", "/console/payouts".into(), &staff),
         ("API keys", "/console/api-keys".into(), &staff),
         ("portal", "/portal/".into(), &partner),
+        (
+            "fraud summary API 30 d",
+            format!("/api/v1/fraud/summary?from={}", since(30)),
+            &bearer,
+        ),
+        (
+            "fraud summary API 90 d",
+            format!("/api/v1/fraud/summary?from={}", since(90)),
+            &bearer,
+        ),
     ];
     let mut results = Vec::new();
-    for (name, path, cookie) in &pages {
-        let h = [("cookie", cookie.as_str())];
+    for (name, path, (header, value)) in &pages {
+        let h = [(*header, value.as_str())];
         // The first view of a period sums its closed days (kept for the
         // next views): timed on its own.
         let mut first = 0.0;
