@@ -116,7 +116,11 @@ impl Browser {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => panic!("{css}: {e}"),
+                Err(e) => {
+                    let url = self.client.current_url().await.map(|u| u.to_string());
+                    let page = self.client.source().await.unwrap_or_default();
+                    panic!("{css}: {e}\nat {url:?}, the page:\n{page}")
+                }
             }
         }
     }
@@ -151,9 +155,31 @@ impl Browser {
         self.click(&format!("{form_css} {button_css}")).await;
     }
 
+    /// Clicks `css` — a form's button or a link — and waits for the page
+    /// it loads: a test reads the next page, never the one it left (a
+    /// click returns before the browser has navigated, and a `goto` right
+    /// after a sign-in's submit would cancel the request that signs in).
     pub async fn click(&self, css: &str) {
-        self.on(css, |el| async move { el.click().await.map(|_| ()) })
+        self.client
+            .execute("window.__refedgeLeft = true", vec![])
             .await
+            .unwrap();
+        self.on(css, |el| async move { el.click().await.map(|_| ()) })
+            .await;
+        for _ in 0..200 {
+            let loaded = self
+                .client
+                .execute(
+                    "return window.__refedgeLeft === undefined && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await;
+            if matches!(loaded, Ok(serde_json::Value::Bool(true))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("clicking {css} loaded no new page");
     }
 
     /// The current URL's path and query.
