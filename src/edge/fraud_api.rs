@@ -91,23 +91,6 @@ impl Clicks {
         }
     }
 
-    /// Calls `f` on every click matching, oldest first, however many.
-    pub(super) fn each(
-        &self,
-        mut q: ClickQuery,
-        mut f: impl FnMut(&ClickRecord),
-    ) -> Result<(), StoreError> {
-        q.limit = 1000;
-        loop {
-            let page = self.page(&q)?;
-            page.clicks.iter().for_each(&mut f);
-            match page.next {
-                Some(n) => q.after = Some(n),
-                None => return Ok(()),
-            }
-        }
-    }
-
     /// The time of the first click kept, if any.
     pub(super) fn first_click_ms(&self) -> Result<Option<i64>, StoreError> {
         let q = ClickQuery {
@@ -122,10 +105,12 @@ impl Clicks {
     }
 }
 
-/// Calls `f` on every click matching, oldest first, until it returns false.
-fn scan(
+/// Calls `f` on every click matching, oldest first, until it returns
+/// false or `limit` clicks were read.
+pub(super) fn scan(
     store: &Clicks,
     mut q: ClickQuery,
+    limit: usize,
     mut f: impl FnMut(&ClickRecord) -> bool,
 ) -> Result<(), StoreError> {
     q.limit = 1000;
@@ -134,7 +119,7 @@ fn scan(
         let page = store.page(&q)?;
         for c in &page.clicks {
             seen += 1;
-            if !f(c) || seen >= SCAN_LIMIT {
+            if !f(c) || seen >= limit {
                 return Ok(());
             }
         }
@@ -180,7 +165,7 @@ pub async fn clicks(app: Arc<App>, req: ApiRequest) -> Result<Response<Body>, Ap
     let (found, more) = blocking(move || -> Result<(Vec<ClickRecord>, bool), StoreError> {
         let mut out = Vec::new();
         let mut more = false;
-        scan(&store, q, |c| {
+        scan(&store, q, SCAN_LIMIT, |c| {
             let hit = c.verdict != "valid"
                 && reason
                     .as_ref()
@@ -228,6 +213,7 @@ pub async fn partner(app: Arc<App>, id: String) -> Result<Response<Body>, ApiErr
                 partner: Some(pid),
                 ..ClickQuery::default()
             },
+            SCAN_LIMIT,
             |c| {
                 total += 1;
                 visitors.insert(c.ip_hash.clone());

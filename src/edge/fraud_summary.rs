@@ -9,11 +9,11 @@
 //! on which it had clicks not counted, as `GET /api/v1/fraud/partners`
 //! ranks them.
 
-use super::fraud_api::Clicks;
+use super::fraud_api::{scan, Clicks};
 use super::http::{blocking, ApiError};
 use super::App;
 use crate::store::rollups::{Scope, Tally};
-use crate::store::{ClickQuery, StoreError};
+use crate::store::{rank_suspicious, ClickQuery, StoreError};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json as j, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -34,8 +34,8 @@ struct Sums {
 }
 
 impl Sums {
-    fn add_partners(&mut self, from: HashMap<String, (u64, u64)>) {
-        for (p, (all, bad)) in from {
+    fn add_partners(&mut self, from: impl IntoIterator<Item = (String, u64, u64)>) {
+        for (p, all, bad) in from {
             let e = self.partners.entry(p).or_default();
             e.0 += all;
             e.1 += bad;
@@ -88,18 +88,13 @@ pub(super) async fn summary(
         })
         .await??;
         sums.tally = tally;
-        sums.add_partners(
-            partners
-                .into_iter()
-                .map(|(p, all, bad)| (p, (all, bad)))
-                .collect(),
-        );
+        sums.add_partners(partners);
         // The part-days at either end.
         for (a, b) in [(from_ms, first_day * DAY_MS), (end_day * DAY_MS, to_ms)] {
-            scan(&clicks, &program, a, b, &mut sums).await?;
+            read_clicks(&clicks, &program, a, b, &mut sums).await?;
         }
     } else {
-        scan(&clicks, &program, from_ms, to_ms, &mut sums).await?;
+        read_clicks(&clicks, &program, from_ms, to_ms, &mut sums).await?;
     }
     if let Some(p) = &program {
         sums.partners.retain(|id, _| {
@@ -119,57 +114,55 @@ fn date(day: i64) -> Result<NaiveDate, ApiError> {
 
 /// Adds the clicks of `[from_ms, to_ms)` read one by one, a UTC day at a
 /// time: a partner counts on a day only with a click not counted on it.
-async fn scan(
+async fn read_clicks(
     clicks: &Clicks,
     program: &Option<String>,
     from_ms: i64,
     to_ms: i64,
     sums: &mut Sums,
 ) -> Result<(), ApiError> {
-    let mut start = from_ms;
-    while start < to_ms {
-        let end = ((start.div_euclid(DAY_MS) + 1) * DAY_MS).min(to_ms);
-        scan_day(clicks, program, start, end, sums).await?;
-        start = end;
+    if from_ms >= to_ms {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// [`scan`] within one day.
-async fn scan_day(
-    clicks: &Clicks,
-    program: &Option<String>,
-    from_ms: i64,
-    to_ms: i64,
-    sums: &mut Sums,
-) -> Result<(), ApiError> {
     let (c, program) = (clicks.clone(), program.clone());
-    let (tally, mut partners) = blocking(move || -> Result<_, StoreError> {
+    let (tally, partners) = blocking(move || -> Result<_, StoreError> {
         let mut tally = Tally::default();
-        let mut partners: HashMap<String, (u64, u64)> = HashMap::new();
-        // Read by id, counted by the click's own time, as the rollups
-        // count: an id's time may run a little ahead of its click's (ids
-        // stay increasing when the clock steps back), hence the minute.
-        let q = ClickQuery {
-            from_ms: Some(from_ms),
-            to_ms: Some(to_ms.saturating_add(ID_SLACK_MS)),
-            ..ClickQuery::default()
-        };
-        c.each(q, |click| {
-            let at = click.at.timestamp_millis();
-            if at < from_ms || at >= to_ms || program.as_ref().is_some_and(|p| &click.program != p)
-            {
-                return;
-            }
-            tally.add(&Tally::of(click));
-            let e = partners.entry(click.partner_id.clone()).or_default();
-            e.0 += 1;
-            e.1 += u64::from(click.verdict != "valid");
-        })?;
-        Ok((tally, partners))
+        let mut suspicious = Vec::new();
+        let mut start = from_ms;
+        while start < to_ms {
+            let end = ((start.div_euclid(DAY_MS) + 1) * DAY_MS).min(to_ms);
+            let mut day: HashMap<String, (u64, u64)> = HashMap::new();
+            // Read by id, counted by the click's own time, as the rollups
+            // count: an id's time may run a little ahead of its click's
+            // (ids stay increasing when the clock steps back), hence the
+            // minute.
+            let q = ClickQuery {
+                from_ms: Some(start),
+                to_ms: Some(end.saturating_add(ID_SLACK_MS)),
+                ..ClickQuery::default()
+            };
+            scan(&c, q, usize::MAX, |click| {
+                let at = click.at.timestamp_millis();
+                if (start..end).contains(&at)
+                    && program.as_ref().is_none_or(|p| &click.program == p)
+                {
+                    tally.add(&Tally::of(click));
+                    let e = day.entry(click.partner_id.clone()).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(click.verdict != "valid");
+                }
+                true
+            })?;
+            suspicious.extend(
+                day.into_iter()
+                    .filter(|(_, (_, bad))| *bad > 0)
+                    .map(|(p, (all, bad))| (p, all, bad)),
+            );
+            start = end;
+        }
+        Ok((tally, suspicious))
     })
     .await??;
-    partners.retain(|_, (_, bad)| *bad > 0);
     sums.tally.add(&tally);
     sums.add_partners(partners);
     Ok(())
@@ -185,21 +178,17 @@ fn answer(sums: &Sums, from_ms: i64, to_ms: i64) -> Value {
     .into_iter()
     .filter(|(_, n)| *n > 0)
     .collect();
-    let mut top: Vec<(&String, &(u64, u64))> = sums.partners.iter().collect();
-    // Share compared exactly: a/b > c/d as a·d > c·b; then the most not
-    // counted; then the id.
-    top.sort_by(|(pa, a), (pb, b)| {
-        (u128::from(b.1) * u128::from(a.0))
-            .cmp(&(u128::from(a.1) * u128::from(b.0)))
-            .then(b.1.cmp(&a.1))
-            .then(pa.cmp(pb))
-    });
+    let mut top: Vec<(&str, u64, u64)> = sums
+        .partners
+        .iter()
+        .map(|(p, (all, bad))| (p.as_str(), *all, *bad))
+        .collect();
+    rank_suspicious(&mut top, TOP);
     let top: Vec<Value> = top
         .into_iter()
-        .take(TOP)
-        .map(|(pid, (clicks, flagged))| {
+        .map(|(pid, clicks, flagged)| {
             j!({"partner_id": pid, "clicks": clicks, "flagged": flagged,
-                "suspicious_share": format!("{:.4}", *flagged as f64 / (*clicks).max(1) as f64)})
+                "suspicious_share": format!("{:.4}", flagged as f64 / clicks.max(1) as f64)})
         })
         .collect();
     let time = |ms: i64| {

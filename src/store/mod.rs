@@ -23,6 +23,7 @@ pub mod top;
 pub mod webhooks;
 
 pub use clicks::{ClickPage, ClickQuery};
+pub use suspicious::rank_suspicious;
 
 use crate::model::{Link, Partner};
 use serde::{de::DeserializeOwned, Serialize};

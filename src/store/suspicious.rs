@@ -63,6 +63,25 @@ pub(super) fn mirror_flagged_partners(tree: &sled::Tree) -> Result<(), StoreErro
     tree.insert(MIRRORED, &[][..])?;
     Ok(())
 }
+/// Keeps the `limit` partners `(id, all clicks, not counted)` with the
+/// largest share not counted, in that order: partners with none not
+/// counted left out; the share compared exactly (a/b > c/d as a·d > c·b),
+/// then the most not counted, then the id.
+pub fn rank_suspicious(ranked: &mut Vec<(&str, u64, u64)>, limit: usize) {
+    ranked.retain(|(_, _, bad)| *bad > 0);
+    let order = |a: &(&str, u64, u64), b: &(&str, u64, u64)| {
+        (u128::from(b.2) * u128::from(a.1))
+            .cmp(&(u128::from(a.2) * u128::from(b.1)))
+            .then(b.2.cmp(&a.2))
+            .then(a.0.cmp(b.0))
+    };
+    if ranked.len() > limit && limit > 0 {
+        ranked.select_nth_unstable_by(limit - 1, order);
+    }
+    ranked.truncate(limit);
+    ranked.sort_by(order);
+}
+
 impl Store {
     /// Partners with clicks not counted from `from` to `to`, ranked by the
     /// share of their clicks not counted (then by how many), at most
@@ -106,19 +125,7 @@ impl Store {
                 ranked.push((p, *all, *bad));
             }
         }
-        ranked.retain(|(_, _, bad)| *bad > 0);
-        // Share compared exactly: a/b > c/d as a·d > c·b.
-        let order = |a: &(&str, u64, u64), b: &(&str, u64, u64)| {
-            (u128::from(b.2) * u128::from(a.1))
-                .cmp(&(u128::from(a.2) * u128::from(b.1)))
-                .then(b.2.cmp(&a.2))
-                .then(a.0.cmp(b.0))
-        };
-        if ranked.len() > limit && limit > 0 {
-            ranked.select_nth_unstable_by(limit - 1, order);
-        }
-        ranked.truncate(limit);
-        ranked.sort_by(order);
+        rank_suspicious(&mut ranked, limit);
         Ok(ranked
             .into_iter()
             .map(|(p, all, bad)| (p.to_string(), all, bad))
