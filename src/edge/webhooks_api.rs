@@ -124,19 +124,10 @@ async fn change(app: &Arc<App>, c: Change) -> Result<(), ApiError> {
         .publish_change(&c)
         .await
         .map_err(|e| ApiError::Unavailable(format!("the cluster did not take the change: {e}")))?;
-    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        let a = app.clone();
-        if blocking(move || a.store.stream_cursor())
-            .await??
-            .unwrap_or(0)
-            >= seq
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    // The calculator passes the change's sequence once it is stored.
+    if !app.conversions.wait_for(seq, APPLY_WAIT).await {
+        tracing::warn!(seq, endpoint = %c.endpoint_id(), "an endpoint change is in the stream but not applied here yet");
     }
-    tracing::warn!(seq, endpoint = %c.endpoint_id(), "an endpoint change is in the stream but not applied here yet");
     Ok(())
 }
 

@@ -326,12 +326,11 @@ impl Task {
                 return Ok(());
             };
             let before = d.next_at;
-            let deadline =
-                d.created_at + chrono::Duration::from_std(settings.max_age).unwrap_or_default();
             if delivered {
                 d.state = State::Delivered;
                 d.next_at = None;
-            } else if now >= deadline {
+            } else if next_attempt(&d, now, &settings).is_none() {
+                // Too old for another try anywhere.
                 d.state = State::Failed;
                 d.next_at = None;
             } else {
