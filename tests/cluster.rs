@@ -33,6 +33,18 @@ async fn try_api(addr: SocketAddr, method: &str, path: &str, body: Option<&Value
     (r.status != 503).then_some(r)
 }
 
+/// The calculator `edge` sends ledger routes to, once it is one other
+/// than `not` ("" for any), waiting up to `secs` seconds.
+async fn holder(edge: SocketAddr, secs: u64, what: &str, not: &str) -> String {
+    until(secs, what, || async move {
+        let r = try_api(edge, "GET", "/api/v1/problems", None).await?;
+        r.header("x-refedge-served-by")
+            .filter(|n| *n != not)
+            .map(String::from)
+    })
+    .await
+}
+
 /// Posts an event until some node acknowledges it, as a billing system
 /// retries; returns the status and the answer.
 async fn deliver(nodes: &[SocketAddr], ev: &Value) -> (u16, Value) {
@@ -358,11 +370,7 @@ async fn the_standby_takes_over_when_the_active_calculator_dies() {
     let root = tempfile::tempdir().unwrap();
     let mut calc1 = Node::start(&nats, root.path(), "calc-1", "calculator", &[]);
     let edge = Node::start(&nats, root.path(), "edge-1", "edge", &[]);
-    let first = until(30, "a lease holder", || async {
-        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
-        r.header("x-refedge-served-by").map(String::from)
-    })
-    .await;
+    let first = holder(edge.addr(), 30, "a lease holder", "").await;
     assert_eq!(first, "calc-1");
     let mut calc2 = Node::start(&nats, root.path(), "calc-2", "calculator", &[]);
     // The standby does not take a live lease.
@@ -372,13 +380,7 @@ async fn the_standby_takes_over_when_the_active_calculator_dies() {
 
     calc1.kill();
     let died = Instant::now();
-    let next = until(15, "a take-over", || async {
-        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
-        r.header("x-refedge-served-by")
-            .filter(|n| *n != "calc-1")
-            .map(String::from)
-    })
-    .await;
+    let next = holder(edge.addr(), 15, "a take-over", "calc-1").await;
     assert_eq!(next, "calc-2");
     let took = died.elapsed();
     eprintln!(
@@ -391,11 +393,7 @@ async fn the_standby_takes_over_when_the_active_calculator_dies() {
     calc1.restart();
     let (code, _) = calc2.stop();
     assert_eq!(code, Some(0));
-    let back = until(10, "a hand-over", || async {
-        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
-        r.header("x-refedge-served-by").map(String::from)
-    })
-    .await;
+    let back = holder(edge.addr(), 10, "a hand-over", "").await;
     assert_eq!(back, "calc-1");
 }
 
@@ -784,11 +782,7 @@ async fn webhooks_and_postbacks_go_on_from_the_standby_after_the_active_calculat
     let root = tempfile::tempdir().unwrap();
     let mut calc1 = Node::start(&nats, root.path(), "calc-1", "calculator", HOOKS);
     let edge = Node::start(&nats, root.path(), "edge-1", "edge", HOOKS);
-    let first = until(30, "a lease holder", || async {
-        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
-        r.header("x-refedge-served-by").map(String::from)
-    })
-    .await;
+    let first = holder(edge.addr(), 30, "a lease holder", "").await;
     assert_eq!(first, "calc-1");
     let calc2 = Node::start(&nats, root.path(), "calc-2", "calculator", HOOKS);
 
@@ -873,13 +867,7 @@ async fn webhooks_and_postbacks_go_on_from_the_standby_after_the_active_calculat
     let before = rx.got().len();
 
     calc1.kill();
-    let next = until(15, "a take-over", || async {
-        let r = try_api(edge.addr(), "GET", "/api/v1/problems", None).await?;
-        r.header("x-refedge-served-by")
-            .filter(|n| *n != "calc-1")
-            .map(String::from)
-    })
-    .await;
+    let next = holder(edge.addr(), 15, "a take-over", "calc-1").await;
     assert_eq!(next, "calc-2");
 
     // A third customer: calc-2 sends, signed with the same secret.
