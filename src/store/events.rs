@@ -149,7 +149,7 @@ impl Store {
         items: Vec<Replicated>,
         upto: u64,
     ) -> Result<usize, StoreError> {
-        let last = items.last().map_or(upto, |r| r.seq.max(upto));
+        debug_assert!(items.iter().all(|r| r.seq <= upto), "upto is the last read");
         let mut next = self.next_event_seq.lock().expect("event seq lock");
         self.with(|t| {
             let mut batch = sled::Batch::default();
@@ -174,10 +174,10 @@ impl Store {
                 batch.insert(id_key(&r.item.id), v);
                 new += 1;
             }
-            batch.insert(STREAM_CURSOR, &last.to_be_bytes()[..]);
+            batch.insert(STREAM_CURSOR, &upto.to_be_bytes()[..]);
             t.events.apply_batch(batch)?;
             t.db.flush()?;
-            *next = (*next).max(last + 1);
+            *next = (*next).max(upto + 1);
             Ok(new)
         })
     }
